@@ -1,0 +1,43 @@
+// swift-tools-version: 6.2
+import PackageDescription
+
+let package = Package(
+    name: "p2plab",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "p2plab", targets: ["p2plab"])
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser.git", exact: "1.8.2"),
+        .package(url: "https://github.com/swiftlang/swift-subprocess.git", exact: "1.0.2"),
+        .package(url: "https://github.com/apple/swift-system.git", exact: "1.8.1"),
+    ],
+    targets: [
+        .executableTarget(name: "p2plab", dependencies: ["P2PLab"]),
+        .target(
+            name: "P2PLab",
+            dependencies: [
+                "KernelTree", "Machine", "Checks", "KTAP", "LabSupport",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]),
+        .target(
+            name: "LabSupport",
+            dependencies: [
+                .product(name: "Subprocess", package: "swift-subprocess"),
+                .product(name: "SystemPackage", package: "swift-system"),
+            ]),
+        .target(name: "KernelTree", dependencies: ["LabSupport"]),
+        .target(name: "Machine", dependencies: ["LabSupport", "KTAP"]),
+        .target(name: "Checks", dependencies: ["KTAP", "LabSupport", "CIBVerbs", "CKmod", "CP2PLabUAPI"]),
+        .target(name: "KTAP"),
+        .systemLibrary(name: "CIBVerbs", pkgConfig: "libibverbs", providers: [.apt(["libibverbs-dev"])]),
+        .systemLibrary(name: "CKmod", pkgConfig: "libkmod", providers: [.apt(["libkmod-dev"])]),
+        .target(name: "CP2PLabUAPI"),
+        .testTarget(name: "KTAPTests", dependencies: ["KTAP"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "KernelTreeTests", dependencies: ["KernelTree"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "MachineTests", dependencies: ["Machine"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "ChecksTests", dependencies: ["Checks"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "P2PLabTests", dependencies: ["P2PLab"], resources: [.copy("Fixtures")]),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,1 @@
+../../../kernel/module/p2plab_uapi.h

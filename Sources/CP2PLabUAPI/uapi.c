@@ -1,0 +1,5 @@
+#include "CP2PLabUAPI.h"
+
+const unsigned long p2plab_ioctl_pin = P2PLAB_IOCTL_PIN;
+const unsigned long p2plab_ioctl_release = P2PLAB_IOCTL_RELEASE;
+const unsigned long p2plab_ioctl_umem = P2PLAB_IOCTL_UMEM;

@@ -1,0 +1,11 @@
+import ArgumentParser
+
+/// p2plab: build, boot and check kernels carrying the "Enable P2PDMA in Userspace RDMA" series.
+public struct P2PLabCommand: AsyncParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "p2plab",
+        abstract: "Build, boot and check kernels carrying the P2PDMA-in-userspace-RDMA series.",
+        subcommands: [])
+
+    public init() {}
+}

@@ -1,0 +1,3 @@
+import P2PLab
+
+await P2PLabCommand.main()
