@@ -1,0 +1,67 @@
+/// What a kernel log line can say that means the kernel is unwell.
+public enum ConsoleFindingKind: String, Sendable, Codable, CaseIterable {
+    case warning = "WARNING"
+    case bug = "BUG"
+    case oops = "Oops"
+    case generalProtectionFault = "general protection fault"
+    case kasan = "KASAN"
+    case softLockup = "soft lockup"
+    case hungTask = "hung task"
+    case panic = "Kernel panic"
+}
+
+/// One alarming line found in a console or dmesg capture.
+public struct ConsoleFinding: Sendable, Codable, Equatable {
+    public var kind: ConsoleFindingKind
+    /// 1-based line number in the scanned text.
+    public var line: Int
+    public var text: String
+
+    public init(kind: ConsoleFindingKind, line: Int, text: String) {
+        self.kind = kind
+        self.line = line
+        self.text = text
+    }
+}
+
+/// Scans kernel logs for splats, the way blktests' `_check_dmesg` and rcutorture's
+/// `console-badness.sh` do: by the fixed words the kernel prints at the start of each report.
+public enum ConsoleScanner {
+    /// Classifies one log line, or nil when it is harmless.
+    public static func classify(_ rawLine: String) -> ConsoleFindingKind? {
+        let line = stripPrefix(rawLine)
+        if line.hasPrefix("Kernel panic - not syncing") { return .panic }
+        if line.hasPrefix("WARNING:") { return .warning }
+        if line.hasPrefix("BUG: KASAN") || line.hasPrefix("KASAN:") { return .kasan }
+        if line.contains("BUG: soft lockup") { return .softLockup }
+        if line.hasPrefix("INFO: task ") && line.contains("blocked for more than") { return .hungTask }
+        if line.hasPrefix("BUG:") || line.hasPrefix("kernel BUG at") { return .bug }
+        if line.hasPrefix("Oops:") || line.contains("] Oops:") { return .oops }
+        if line.hasPrefix("general protection fault") || line.hasPrefix("Oops: general protection fault") {
+            return .generalProtectionFault
+        }
+        return nil
+    }
+
+    /// Every alarming line of `text`, in order.
+    public static func scan(_ text: String) -> [ConsoleFinding] {
+        var findings: [ConsoleFinding] = []
+        for (index, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            if let kind = classify(String(line)) {
+                findings.append(ConsoleFinding(kind: kind, line: index + 1, text: String(line)))
+            }
+        }
+        return findings
+    }
+
+    /// Drops a printk timestamp (`[    1.234567] `) and a dmesg-style facility prefix.
+    static func stripPrefix(_ line: String) -> String {
+        var rest = Substring(line)
+        while rest.first == " " || rest.first == "\r" { rest = rest.dropFirst() }
+        if rest.first == "[", let close = rest.firstIndex(of: "]") {
+            rest = rest[rest.index(after: close)...]
+            while rest.first == " " { rest = rest.dropFirst() }
+        }
+        return String(rest)
+    }
+}
