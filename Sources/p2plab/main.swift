@@ -1,3 +1,0 @@
-import P2PLab
-
-await P2PLabCommand.main()
