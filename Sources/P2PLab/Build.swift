@@ -1,14 +1,43 @@
 import ArgumentParser
+import Foundation
+import KernelTree
+import LabSupport
 
 extension P2PLabCommand {
     /// Build a kernel: Debian 6.12 source or your tree, plus the series, plus the lab config.
     struct Build: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "build",
-            abstract: "Build a kernel: Debian 6.12 source or your tree, plus the series, plus the lab config.")
+            abstract: "Build a kernel: Debian 6.12 source or your tree, plus the series, plus the lab config.",
+            discussion: """
+                The source is recorded once as a baseline git commit; each variant of the series is a branch \
+                applied with git am (one commit per patch), built out of tree in an object directory keyed by \
+                source and config, so switching variants rebuilds only what changed.
+                """)
+
+        @OptionGroup var options: BuildOptions
+
+        @Flag(help: "Print the build manifest as JSON on stdout.")
+        var json = false
 
         func run() async throws {
-            throw ValidationError("not implemented yet")
+            try await reportingErrors {
+                let manifest = try await KernelPipeline(options: options).build()
+                if json {
+                    let encoder = JSONEncoder()
+                    encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+                    print(String(decoding: try encoder.encode(manifest), as: UTF8.self))
+                    return
+                }
+                let applied = manifest.patches.filter { $0.state == .applied }.count
+                let present = manifest.patches.filter { $0.state == .alreadyInTree }.count
+                print("kernel    \(manifest.kernelRelease) (\(manifest.variant): \(applied) patches applied\(present > 0 ? ", \(present) already in tree" : ""))")
+                print("source    \(manifest.source), branch \(manifest.branch)")
+                print("bzImage   \(manifest.bzImage)")
+                print("config    \(manifest.config)")
+                print("manifest  \(URL(fileURLWithPath: manifest.bzImage).deletingLastPathComponent().appendingPathComponent("manifest.json").path)")
+                print(manifest.cacheHit ? "time      cached" : String(format: "time      %.0f s", manifest.buildSeconds))
+            }
         }
     }
 }

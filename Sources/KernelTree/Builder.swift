@@ -1,0 +1,213 @@
+import Foundation
+import LabSupport
+
+/// What `p2plab build` produced, written as JSON next to the outputs (`manifest.json`) and as the
+/// cache's `builds/latest.json`, which `boot` and `test` read.
+public struct BuildManifest: Sendable, Codable, Equatable {
+    public var source: String
+    public var sourceId: String
+    public var baseCommit: String
+    public var variant: String
+    public var branch: String
+    public var head: String
+    public var patches: [AppliedPatch]
+    public var configHash: String
+    public var fragments: [String]
+    public var compiler: String
+    public var kernelRelease: String
+    /// Seconds spent in make (0 on a cache hit).
+    public var buildSeconds: Double
+    /// True when the outputs came from the cache without running make.
+    public var cacheHit: Bool
+    public var bzImage: String
+    public var config: String
+    public var objectDir: String
+    public var sourceDir: String
+    public var log: String
+    public var createdAt: String
+}
+
+/// The lean base p2plab starts every config from; part of the config hash.
+public let baseConfigRecipe = ["tinyconfig", "kvm_guest.config"]
+
+/// Configures and builds a prepared variant out of tree, caching by source + config.
+public struct KernelBuilder: Sendable {
+    public let cache: CacheLayout
+    public let runner: Runner
+    public let jobs: Int
+    public let progress: @Sendable (String) -> Void
+    /// Minimum free space before a build starts (a lean build needs about 2.5 GiB).
+    public var requiredFreeMiB = 4096
+
+    public init(cache: CacheLayout, runner: Runner, jobs: Int = ProcessInfo.processInfo.activeProcessorCount,
+                progress: @escaping @Sendable (String) -> Void) {
+        self.cache = cache
+        self.runner = runner
+        self.jobs = max(1, jobs)
+        self.progress = progress
+    }
+
+    /// The config hash: the base recipe plus every fragment's text, in order.
+    public static func configHash(fragments: [ConfigFragment], texts: [String]) -> String {
+        fnv1a64Hex((baseConfigRecipe + texts).joined(separator: "\u{0}"))
+    }
+
+    /// Builds `bzImage` and modules for the checked-out variant, or returns the cached build.
+    public func build(_ variant: PreparedVariant, fragmentFiles: [URL], timeout: Double = 3600) async throws -> BuildManifest {
+        let fm = FileManager.default
+        let texts = try fragmentFiles.map { url -> String in
+            guard let t = try? String(contentsOf: url, encoding: .utf8) else { throw BuildError.missingFragment(url.path) }
+            return t
+        }
+        let fragments = zip(fragmentFiles, texts).map { ConfigFragment(origin: $0.path, text: $1) }
+        let configHash = Self.configHash(fragments: fragments, texts: texts)
+        let objDir = cache.objects.appendingPathComponent("\(variant.source.id)-\(configHash.prefix(12))")
+        let outKey = "\(variant.source.id)-\(configHash.prefix(12))-\(variant.label)-\(variant.head.prefix(12))"
+        let outDir = cache.builds.appendingPathComponent(outKey)
+        let manifestURL = outDir.appendingPathComponent("manifest.json")
+        if let data = try? Data(contentsOf: manifestURL),
+           var cached = try? JSONDecoder().decode(BuildManifest.self, from: data),
+           fm.fileExists(atPath: cached.bzImage), fm.fileExists(atPath: cached.objectDir + "/.config") {
+            cached.cacheHit = true
+            cached.buildSeconds = 0
+            progress("build: cache hit for \(variant.label) (\(outDir.path))")
+            try writeLatest(cached)
+            return cached
+        }
+        try checkTools()
+        try checkSpace(at: cache.root)
+        try fm.ensureDirectory(objDir)
+        try fm.ensureDirectory(outDir)
+        let log = outDir.appendingPathComponent("build.log")
+        try? fm.removeItem(at: log)
+        let src = variant.source.workdir.path
+        let stamp = objDir.appendingPathComponent(".p2plab-config-hash")
+        let configURL = objDir.appendingPathComponent(".config")
+        if (try? String(contentsOf: stamp, encoding: .utf8)) != configHash || !fm.fileExists(atPath: configURL.path) {
+            progress("config: \(baseConfigRecipe.joined(separator: " + ")) + \(fragmentFiles.map(\.lastPathComponent).joined(separator: " + "))")
+            for target in baseConfigRecipe {
+                try await make([target], src: src, obj: objDir, log: log, timeout: 300)
+            }
+            try await runner.checked(Command(["\(src)/scripts/kconfig/merge_config.sh", "-m", "-O", objDir.path, configURL.path] + fragmentFiles.map(\.path), in: src), timeout: 300)
+            try await make(["olddefconfig"], src: src, obj: objDir, log: log, timeout: 300)
+            try configHash.write(to: stamp, atomically: true, encoding: .utf8)
+        }
+        let config = (try? String(contentsOf: configURL, encoding: .utf8)) ?? ""
+        let dropped = fragments.flatMap { $0.dropped(in: config).map { "\($0.name)=\($0.asked) (got \($0.got))" } }
+        if !dropped.isEmpty { throw BuildError.configDropped(options: dropped, config: configURL.path) }
+
+        progress("build: make -j\(jobs) bzImage modules (\(variant.label)); log: \(log.path)")
+        let start = Date()
+        let counter = ProgressCounter(start: start, report: progress)
+        let result = try await runner.stream(
+            makeCommand(["bzImage", "modules"], src: src, obj: objDir), logFile: log, timeout: timeout
+        ) { line in counter.saw(line) }
+        let seconds = Date().timeIntervalSince(start)
+        guard result.succeeded else {
+            let text = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
+            if text.contains("No space left on device") { throw BuildError.noSpace(path: cache.root.path, freeMiB: freeMiB(at: cache.root), needMiB: requiredFreeMiB) }
+            throw BuildError.buildFailed(log: log.path, errors: Self.errorLines(text))
+        }
+        progress(String(format: "build: done in %.0f s (%d objects)", seconds, counter.count))
+        let bzImage = outDir.appendingPathComponent("bzImage")
+        try? fm.removeItem(at: bzImage)
+        try fm.copyItem(at: objDir.appendingPathComponent("arch/x86/boot/bzImage"), to: bzImage)
+        let savedConfig = outDir.appendingPathComponent("config")
+        try? fm.removeItem(at: savedConfig)
+        try fm.copyItem(at: configURL, to: savedConfig)
+        let release = ((try? String(contentsOf: objDir.appendingPathComponent("include/config/kernel.release"), encoding: .utf8)) ?? "")
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        let compiler = (try? await runner.capture(Command(["gcc", "--version"]), timeout: 30).standardOutput.split(separator: "\n").first.map(String.init)) ?? nil
+        let manifest = BuildManifest(
+            source: variant.source.description, sourceId: variant.source.id, baseCommit: variant.source.baseCommit,
+            variant: variant.label, branch: variant.branch, head: variant.head, patches: variant.patches,
+            configHash: configHash, fragments: fragmentFiles.map(\.path), compiler: compiler ?? "unknown",
+            kernelRelease: release, buildSeconds: seconds, cacheHit: false, bzImage: bzImage.path,
+            config: savedConfig.path, objectDir: objDir.path, sourceDir: src, log: log.path,
+            createdAt: ISO8601DateFormatter().string(from: Date()))
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        try encoder.encode(manifest).write(to: manifestURL)
+        try writeLatest(manifest)
+        return manifest
+    }
+
+    func writeLatest(_ manifest: BuildManifest) throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        try FileManager.default.ensureDirectory(cache.latestBuild.deletingLastPathComponent())
+        try encoder.encode(manifest).write(to: cache.latestBuild)
+    }
+
+    func makeCommand(_ targets: [String], src: String, obj: URL) -> Command {
+        Command(["make", "-C", src, "O=\(obj.path)", "-j\(jobs)"] + targets)
+    }
+
+    func make(_ targets: [String], src: String, obj: URL, log: URL, timeout: Double) async throws {
+        let r = try await runner.stream(makeCommand(targets, src: src, obj: obj), logFile: log, timeout: timeout)
+        if !r.succeeded {
+            let text = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
+            throw BuildError.buildFailed(log: log.path, errors: Self.errorLines(text))
+        }
+    }
+
+    /// The lines of a make log that say what went wrong (the last 15 error lines, else the tail).
+    public static func errorLines(_ log: String) -> String {
+        let lines = log.split(separator: "\n")
+        let errors = lines.filter { $0.contains("error:") || $0.contains("Error ") || $0.contains("*** ") }
+        return (errors.isEmpty ? Array(lines.suffix(15)) : Array(errors.suffix(15))).joined(separator: "\n")
+    }
+
+    /// The tools a kernel build needs, with the Debian package that has each.
+    static let tools = [("make", "make"), ("gcc", "gcc"), ("flex", "flex"), ("bison", "bison"), ("bc", "bc"),
+                        ("perl", "perl"), ("git", "git")]
+
+    func checkTools() throws {
+        for (tool, package) in Self.tools where which(tool) == nil {
+            throw BuildError.missingTool(tool: tool, package: package)
+        }
+        for (header, package) in [("/usr/include/libelf.h", "libelf-dev"), ("/usr/include/openssl/ssl.h", "libssl-dev")]
+        where !FileManager.default.fileExists(atPath: header) {
+            throw BuildError.missingTool(tool: header, package: package)
+        }
+    }
+
+    func checkSpace(at url: URL) throws {
+        let free = freeMiB(at: url)
+        if free >= 0 && free < requiredFreeMiB { throw BuildError.noSpace(path: url.path, freeMiB: free, needMiB: requiredFreeMiB) }
+    }
+
+    func freeMiB(at url: URL) -> Int {
+        guard let attrs = try? FileManager.default.attributesOfFileSystem(forPath: url.path),
+              let free = attrs[.systemFreeSize] as? NSNumber else { return -1 }
+        return Int(free.int64Value >> 20)
+    }
+}
+
+/// Counts kbuild's per-object lines (`  CC      mm/gup.o`) and reports progress at most every 15 s,
+/// so a long cold build never looks stuck and a log is not flooded.
+final class ProgressCounter: @unchecked Sendable {
+    private let lock = NSLock()
+    private let start: Date
+    private var lastReport: Date
+    private(set) var count = 0
+    private let report: @Sendable (String) -> Void
+
+    init(start: Date, report: @escaping @Sendable (String) -> Void) {
+        self.start = start
+        self.lastReport = start
+        self.report = report
+    }
+
+    func saw(_ line: String) {
+        let isObject = line.hasPrefix("  CC") || line.hasPrefix("  AS") || line.hasPrefix("  LD") || line.hasPrefix("  AR")
+        lock.lock()
+        defer { lock.unlock() }
+        if isObject { count += 1 }
+        let now = Date()
+        if now.timeIntervalSince(lastReport) >= 15 {
+            lastReport = now
+            report(String(format: "build: %d objects, %.0f s elapsed", count, now.timeIntervalSince(start)))
+        }
+    }
+}

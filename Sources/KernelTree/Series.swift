@@ -1,0 +1,231 @@
+import Foundation
+import LabSupport
+
+/// One patch of a series, in `git format-patch` / mbox form.
+public struct Patch: Sendable, Equatable, Codable {
+    /// 1-based position in the series.
+    public var index: Int
+    /// File name (or a name made from the subject for mbox input).
+    public var name: String
+    /// The subject without the `[PATCH n/m]` prefix.
+    public var subject: String
+    /// `Name <email>` from the From: header.
+    public var author: String
+    /// The whole patch text, as `git am` takes it.
+    public var text: String
+
+    /// Files the patch touches, from its `diff --git` lines.
+    public var files: [String] {
+        text.split(separator: "\n").compactMap { line -> String? in
+            guard line.hasPrefix("diff --git a/") else { return nil }
+            let parts = line.split(separator: " ")
+            guard parts.count >= 4 else { return nil }
+            return String(parts[3].dropFirst(2))
+        }
+    }
+
+    /// A stable content hash of the patch text (FNV-1a, 64 bit, hex).
+    public var contentHash: String { fnv1a64Hex(text) }
+}
+
+/// An ordered patch series.
+public struct PatchSeries: Sendable, Equatable {
+    public var patches: [Patch]
+    /// Where it was read from.
+    public var origin: String
+
+    public init(patches: [Patch], origin: String) {
+        self.patches = patches
+        self.origin = origin
+    }
+
+    /// A hash over every patch's text, in order.
+    public var contentHash: String { fnv1a64Hex(patches.map(\.text).joined(separator: "\u{0}")) }
+
+    /// Loads a series: a directory holding a quilt-style `series` file, or one mbox file
+    /// (as `b4 am` or `git format-patch --stdout` writes).
+    public static func load(from path: URL) throws -> PatchSeries {
+        let fm = FileManager.default
+        guard fm.fileExists(atPath: path.path) else { throw SeriesError.missing(path.path) }
+        if fm.isDirectory(path) {
+            let seriesFile = path.appendingPathComponent("series")
+            guard let listing = try? String(contentsOf: seriesFile, encoding: .utf8) else {
+                throw SeriesError.noSeriesFile(path.path)
+            }
+            var patches: [Patch] = []
+            for rawLine in listing.split(separator: "\n") {
+                let line = rawLine.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false)[0]
+                    .trimmingCharacters(in: .whitespaces)
+                if line.isEmpty { continue }
+                let name = String(line.split(separator: " ")[0])
+                let file = path.appendingPathComponent(name)
+                guard let text = try? String(contentsOf: file, encoding: .utf8) else {
+                    throw SeriesError.missing(file.path)
+                }
+                patches.append(try parsePatch(text, index: patches.count + 1, name: name))
+            }
+            guard !patches.isEmpty else { throw SeriesError.empty(seriesFile.path) }
+            return PatchSeries(patches: patches, origin: path.path)
+        }
+        guard let text = try? String(contentsOf: path, encoding: .utf8) else { throw SeriesError.unreadable(path.path) }
+        return try parseMbox(text, origin: path.path)
+    }
+
+    /// Splits an mbox into patches, dropping the cover letter and anything without a diff.
+    public static func parseMbox(_ text: String, origin: String) throws -> PatchSeries {
+        var messages: [[Substring]] = []
+        var current: [Substring] = []
+        var previousBlank = true
+        for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
+            if line.hasPrefix("From "), previousBlank, isMboxSeparator(line) {
+                if !current.isEmpty { messages.append(current) }
+                current = [line]
+            } else {
+                current.append(line)
+            }
+            previousBlank = line.trimmingCharacters(in: .whitespaces).isEmpty
+        }
+        if !current.isEmpty { messages.append(current) }
+        var patches: [Patch] = []
+        for message in messages {
+            let body = message.joined(separator: "\n")
+            guard body.contains("\ndiff --git ") else { continue }
+            let patch = try parsePatch(body, index: patches.count + 1, name: nil)
+            patches.append(patch)
+        }
+        guard !patches.isEmpty else { throw SeriesError.empty(origin) }
+        return PatchSeries(patches: patches, origin: origin)
+    }
+
+    /// `From <40 hex or git@z> <date>` lines separate mbox messages.
+    static func isMboxSeparator(_ line: Substring) -> Bool {
+        let parts = line.split(separator: " ", omittingEmptySubsequences: true)
+        return parts.count >= 3 && (parts[1].count == 40 || parts[1].contains("@"))
+    }
+
+    /// Parses one patch's headers, checking it carries a diff.
+    static func parsePatch(_ text: String, index: Int, name: String?) throws -> Patch {
+        var subject = ""
+        var author = ""
+        var inSubject = false
+        for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
+            if line.isEmpty { break }  // end of headers
+            if line.hasPrefix("Subject: ") {
+                subject = String(line.dropFirst("Subject: ".count)); inSubject = true
+            } else if inSubject, line.first == " " || line.first == "\t" {
+                subject += " " + line.trimmingCharacters(in: .whitespaces)
+            } else {
+                inSubject = false
+                if line.hasPrefix("From: ") { author = String(line.dropFirst("From: ".count)) }
+            }
+        }
+        let displayName = name ?? String(format: "%04d-%@.patch", index, slug(stripPatchPrefix(subject)))
+        guard text.contains("diff --git ") else { throw SeriesError.notAPatch(displayName) }
+        guard !subject.isEmpty, !author.isEmpty else { throw SeriesError.noHeaders(displayName) }
+        return Patch(index: index, name: displayName, subject: stripPatchPrefix(subject), author: author, text: text.hasSuffix("\n") ? text : text + "\n")
+    }
+
+    /// `[PATCH v2 3/4] mm/gup: …` → `mm/gup: …`
+    static func stripPatchPrefix(_ subject: String) -> String {
+        var s = subject.trimmingCharacters(in: .whitespaces)
+        while s.hasPrefix("["), let close = s.firstIndex(of: "]") {
+            s = String(s[s.index(after: close)...]).trimmingCharacters(in: .whitespaces)
+        }
+        return s
+    }
+
+    static func slug(_ subject: String) -> String {
+        var out = ""
+        for ch in subject {
+            if ch.isLetter || ch.isNumber { out.append(ch) } else if out.last != "-" { out.append("-") }
+        }
+        return String(out.trimmingCharacters(in: CharacterSet(charactersIn: "-")).prefix(52))
+    }
+
+    /// The patches a selection keeps, in order.
+    public func selecting(_ selection: PatchSelection) throws -> [Patch] {
+        for n in selection.without where n < 1 || n > patches.count {
+            throw SeriesError.badSelection("--without \(n): the series has \(patches.count) patches")
+        }
+        if let upto = selection.upto, upto < 0 || upto > patches.count {
+            throw SeriesError.badSelection("--upto \(upto): the series has \(patches.count) patches")
+        }
+        let limit = selection.upto ?? patches.count
+        return patches.filter { $0.index <= limit && !selection.without.contains($0.index) }
+    }
+}
+
+/// Which patches of a series to apply: the first `upto` (nil = all), minus `without`.
+public struct PatchSelection: Sendable, Equatable, Hashable, Codable {
+    public var upto: Int?
+    public var without: [Int]
+
+    public init(upto: Int? = nil, without: [Int] = []) {
+        self.upto = upto
+        self.without = without.sorted()
+    }
+
+    public static let full = PatchSelection()
+    public static let baseline = PatchSelection(upto: 0)
+
+    /// A short name for branches and run directories: `series`, `baseline`, `upto-2`, `without-1`, …
+    public var label: String {
+        var parts: [String] = []
+        if upto == 0 { return "baseline" }
+        if let upto { parts.append("upto-\(upto)") }
+        if !without.isEmpty { parts.append("without-" + without.map(String.init).joined(separator: ",")) }
+        return parts.isEmpty ? "series" : parts.joined(separator: "-")
+    }
+}
+
+/// Problems with a patch series.
+public enum SeriesError: LabError, Equatable {
+    case missing(String)
+    case noSeriesFile(String)
+    case unreadable(String)
+    case empty(String)
+    case notAPatch(String)
+    case noHeaders(String)
+    case badSelection(String)
+    case doesNotApply(patch: String, file: String, hunk: String, detail: String)
+    case ambiguousHunk(patch: String, file: String, hunk: String, candidates: [Int])
+    case hunkNotFound(patch: String, file: String, hunk: String)
+
+    public var exitCode: LabExit {
+        switch self {
+        case .doesNotApply: .patchDoesNotApply
+        case .badSelection: .usage
+        default: .badSeries
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .missing(let p): "series not found: \(p): pass --series DIR (with a series file) or an mbox"
+        case .noSeriesFile(let p): "no series file in \(p): list the patches, one per line, in \(p)/series"
+        case .unreadable(let p): "cannot read \(p) as text: pass a directory with a series file or an mbox"
+        case .empty(let p): "no patches found in \(p): expected git format-patch files or an mbox with diffs"
+        case .notAPatch(let p): "\(p) holds no diff: is it a cover letter or a corrupt patch?"
+        case .noHeaders(let p): "\(p) has no From:/Subject: headers: regenerate it with git format-patch"
+        case .badSelection(let s): "bad patch selection: \(s)"
+        case .doesNotApply(let patch, let file, let hunk, let detail):
+            "patch \(patch) does not apply: \(file), hunk \(hunk)" + (detail.isEmpty ? "" : "\n\(detail)")
+                + "\nrebase the series onto this tree, or pick another --base"
+        case .ambiguousHunk(let patch, let file, let hunk, let candidates):
+            "patch \(patch): \(file) hunk matches the tree in \(candidates.count) places (lines \(candidates.map(String.init).joined(separator: ", "))); fix the hunk by hand:\n\(hunk)"
+        case .hunkNotFound(let patch, let file, let hunk):
+            "patch \(patch): \(file) hunk does not match the tree anywhere; rebase it by hand:\n\(hunk)"
+        }
+    }
+}
+
+/// FNV-1a, 64 bit, as 16 hex digits: a cheap stable hash for cache keys (not for security).
+public func fnv1a64Hex(_ text: String) -> String {
+    var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+    for byte in text.utf8 {
+        hash ^= UInt64(byte)
+        hash = hash &* 0x100_0000_01b3
+    }
+    let hex = String(hash, radix: 16)
+    return String(repeating: "0", count: 16 - hex.count) + hex
+}

@@ -1,0 +1,104 @@
+import ArgumentParser
+import Foundation
+import KernelTree
+import LabSupport
+
+/// The build options shared by `build`, `test` and `bisect`.
+struct BuildOptions: ParsableArguments {
+    @Option(help: "Your own git kernel tree (default: Debian's linux-source-6.12, fetched with apt-get download).")
+    var tree: String?
+
+    @Option(help: "With --tree: the commit to start from.")
+    var base: String = "HEAD"
+
+    @Option(help: "The series: a directory with a `series` file, or an mbox (default: the checkout's kernel/patches).")
+    var series: String?
+
+    @Option(help: "Apply only the first N patches (0 = the baseline).")
+    var upto: Int?
+
+    @Flag(help: "Build the baseline (same as --upto 0).")
+    var baseline = false
+
+    @Option(help: "Leave these patches out (comma-separated numbers, e.g. 2 or 1,3).", transform: BuildOptions.parseNumbers)
+    var without: [Int] = []
+
+    @Option(name: .customLong("config"), help: "An extra config fragment (repeatable), merged after the lab's.")
+    var configFragments: [String] = []
+
+    @Option(help: "Parallel make jobs (default: the number of CPUs).")
+    var jobs: Int?
+
+    @Option(help: "Cache directory (default: $P2PLAB_CACHE or ~/.cache/p2plab).")
+    var cache: String?
+
+    static func parseNumbers(_ text: String) throws -> [Int] {
+        try text.split(separator: ",").map {
+            guard let n = Int($0.trimmingCharacters(in: .whitespaces)), n > 0 else {
+                throw ValidationError("--without takes patch numbers from 1, like 2 or 1,3")
+            }
+            return n
+        }
+    }
+
+    func validate() throws {
+        if baseline && upto != nil && upto != 0 { throw ValidationError("--baseline and --upto \(upto!) contradict each other") }
+        if let upto, upto < 0 { throw ValidationError("--upto takes 0 or more") }
+        if tree == nil && base != "HEAD" { throw ValidationError("--base goes with --tree") }
+    }
+
+    var selection: PatchSelection { PatchSelection(upto: baseline ? 0 : upto, without: without) }
+
+    var cacheLayout: CacheLayout { CacheLayout(root: cache.map { URL(fileURLWithPath: $0) }) }
+
+    var sourceSpec: SourceSpec {
+        if let tree { return .tree(path: URL(fileURLWithPath: tree), base: base) }
+        return .defaultDebian
+    }
+
+    func seriesURL(root: URL) -> URL {
+        series.map { URL(fileURLWithPath: $0) } ?? root.appendingPathComponent("kernel/patches")
+    }
+
+    func fragmentURLs(root: URL) -> [URL] {
+        [root.appendingPathComponent("kernel/config/p2plab.config")] + configFragments.map { URL(fileURLWithPath: $0) }
+    }
+}
+
+/// Prints progress lines on stderr, prefixed so they stand apart from results.
+@Sendable func progressLine(_ text: String) {
+    FileHandle.standardError.write(Data("[p2plab] \(text)\n".utf8))
+}
+
+/// Runs a command body; a `LabError` becomes one line on stderr and its exit code.
+func reportingErrors<T>(_ body: () async throws -> T) async throws -> T {
+    do {
+        return try await body()
+    } catch let error as any LabError {
+        FileHandle.standardError.write(Data("p2plab: \(error.description)\n".utf8))
+        throw ExitCode(error.exitCode.rawValue)
+    }
+}
+
+/// Source → series → build, shared by every command that needs a kernel.
+struct KernelPipeline {
+    let options: BuildOptions
+    let runner: Runner
+
+    init(options: BuildOptions, runner: Runner = Runner(echo: false)) {
+        self.options = options
+        self.runner = runner
+    }
+
+    /// Builds the selected variant (or returns it from the cache).
+    func build(selection: PatchSelection? = nil) async throws -> BuildManifest {
+        let root = try ProjectPaths.requireRoot()
+        let cache = options.cacheLayout
+        let series = try PatchSeries.load(from: options.seriesURL(root: root))
+        let sources = SourceManager(cache: cache, runner: runner, progress: progressLine)
+        let source = try await sources.prepare(options.sourceSpec)
+        let variant = try await sources.checkout(source, series: series, selection: selection ?? options.selection)
+        let builder = KernelBuilder(cache: cache, runner: runner, jobs: options.jobs ?? ProcessInfo.processInfo.activeProcessorCount, progress: progressLine)
+        return try await builder.build(variant, fragmentFiles: options.fragmentURLs(root: root))
+    }
+}
