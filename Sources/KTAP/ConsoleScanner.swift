@@ -46,7 +46,9 @@ public enum ConsoleScanner {
     /// Every alarming line of `text`, in order.
     public static func scan(_ text: String) -> [ConsoleFinding] {
         var findings: [ConsoleFinding] = []
-        for (index, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+        // "\r\n" from a serial console is a single Character, so split on it too or the log is one line.
+        let lines = text.split(omittingEmptySubsequences: false, whereSeparator: \.isConsoleLineBreak)
+        for (index, line) in lines.enumerated() {
             if let kind = classify(String(line)) {
                 findings.append(ConsoleFinding(kind: kind, line: index + 1, text: String(line)))
             }

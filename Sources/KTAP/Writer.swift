@@ -1,3 +1,5 @@
+import Foundation
+
 /// The result of one KTAP test line.
 public enum KTAPStatus: String, Sendable, Codable, CaseIterable {
     case pass = "ok"
@@ -30,6 +32,29 @@ public struct KTAPWriter: Sendable {
         case .fail: emit(indent + "not ok \(number) \(name)")
         case .skip: emit(indent + "ok \(number) \(name) # SKIP" + (reason.map { " \($0)" } ?? ""))
         }
+    }
+
+    /// Any result line: `ok N name`, `not ok N name # DIRECTIVE text`, or `ok N name # text`.
+    ///
+    /// For re-emitting parsed runs, whose statuses go beyond ``KTAPStatus``. A `#` or line break in
+    /// `name` or `text` would end the field early, so they are replaced.
+    public func result(_ number: Int, _ name: String, ok: Bool, directive: String?, text: String?) {
+        var line = indent + (ok ? "ok" : "not ok") + " \(number)"
+        let cleanName = Self.field(name, allowingHash: false)
+        if !cleanName.isEmpty { line += " " + cleanName }
+        let cleanText = text.map { Self.field($0, allowingHash: true) } ?? ""
+        if directive != nil || !cleanText.isEmpty {
+            line += " #" + (directive.map { " " + $0 } ?? "") + (cleanText.isEmpty ? "" : " " + cleanText)
+        }
+        emit(line)
+    }
+
+    private static func field(_ text: String, allowingHash: Bool) -> String {
+        var out = ""
+        for c in text {
+            if c == "\n" || c == "\r" { out.append(" ") } else if c == "#" && !allowingHash { out.append("_") } else { out.append(c) }
+        }
+        return out.trimmingCharacters(in: .whitespaces)
     }
 
     /// `# text`, one line per line of text.

@@ -1,0 +1,49 @@
+import Testing
+
+@testable import KTAP
+
+@Suite("Console scanner over recorded logs")
+struct ConsoleScannerTests {
+    @Test(arguments: [
+        ("boot_clean.log", [ConsoleFindingKind]()),
+        ("boot_warn.log", [.warning]),
+        ("boot_oops.log", [.bug, .oops]),
+        ("panic_cutoff.log", [.bug, .oops, .panic]),
+        ("truncated.log", []),
+        ("console_noise.log", []),
+    ])
+    func findings(fixture: String, kinds: [ConsoleFindingKind]) throws {
+        #expect(ConsoleScanner.scan(try Fixture.text(fixture)).map(\.kind) == kinds)
+    }
+
+    @Test func warningKeepsItsLineAndText() throws {
+        let findings = ConsoleScanner.scan(try Fixture.text("boot_warn.log"))
+        let warning = try #require(findings.first)
+        #expect(warning.line == 5)
+        #expect(warning.text.hasSuffix("WARNING: CPU: 0 PID: 1 at mm/gup.c:2633 is_valid_gup_args+0x8c/0xb0"))
+    }
+
+    @Test(arguments: [
+        ("[    2.712345] BUG: kernel NULL pointer dereference, address: 0000000000000000", ConsoleFindingKind.bug),
+        ("[    2.712450] Oops: 0000 [#1] PREEMPT SMP NOPTI", .oops),
+        ("[    9.100000] Kernel panic - not syncing: sysrq triggered crash", .panic),
+        ("[    3.3] WARNING: CPU: 0 PID: 1 at mm/gup.c:2633 is_valid_gup_args+0x8c/0xb0\r", .warning),
+        ("[    4.0] BUG: KASAN: slab-use-after-free in pci_p2pdma_release+0x2a/0x90", .kasan),
+        ("[   30.0] watchdog: BUG: soft lockup - CPU#0 stuck for 26s! [p2plab:231]", .softLockup),
+        ("[  240.0] INFO: task p2plab:231 blocked for more than 120 seconds.", .hungTask),
+        ("[    5.0] Oops: general protection fault, probably for non-canonical address 0xdead000000000100: 0000 [#1] SMP NOPTI", .oops),
+    ])
+    func classifiesSplatLines(line: String, kind: ConsoleFindingKind) {
+        #expect(ConsoleScanner.classify(line) == kind)
+    }
+
+    @Test(arguments: [
+        "[    2.712700] ---[ end trace 0000000000000000 ]---",
+        "[    2.713100] ---[ end Kernel panic - not syncing: Fatal exception ]---",
+        "# splat: WARNING: CPU: 0 PID: 214 at mm/gup.c:2633 is_valid_gup_args+0x8c/0xb0",
+        "[    1.0] p2pmem 0000:01:00.0: registered 64 MiB of peer-to-peer memory",
+    ])
+    func harmlessLines(line: String) {
+        #expect(ConsoleScanner.classify(line) == nil)
+    }
+}
