@@ -1,13 +1,13 @@
 import Foundation
 
-/// Writes a ``RunResult`` back as KTAP version 1, in p2plab's own dialect: diagnostics before each
+/// Writes a ``TestRun`` back as KTAP version 1, in p2plab's own dialect: diagnostics before each
 /// result line, structured fields as `# key: value`, metadata between the version line and the plan.
 ///
 /// Statuses KTAP has no word for travel as `# ERROR CRASHED: …` and `# ERROR NOT RUN: …`, which
 /// ``KTAPParser`` reads back, so results.ktap says as much as results.json about every test.
 public enum KTAPEmitter {
     /// The run as KTAP text, one line per `\n`, ending in a newline.
-    public static func render(_ run: RunResult) -> String {
+    public static func render(_ run: TestRun) -> String {
         let sink = LineSink()
         let writer = KTAPWriter { sink.append($0) }
         writer.header()

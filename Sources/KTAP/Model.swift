@@ -272,7 +272,7 @@ public struct TestCounts: Sendable, Codable, Equatable {
 }
 
 /// Everything known about one run of the suite: what the caller recorded, what the log said.
-public struct RunResult: Sendable, Equatable, Codable {
+public struct TestRun: Sendable, Equatable, Codable {
     public var metadata: RunMetadata
     /// The top-level plan (`1..N`), if the log had one.
     public var plan: Int?

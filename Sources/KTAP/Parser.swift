@@ -36,7 +36,7 @@ public enum KTAPParser {
     public static let structuredKeys: Set<String> = ["duration_ms", "errno", "expected", "observed", "splat"]
 
     /// Parses `text`; see ``Options`` for what the host can add.
-    public static func parse(_ text: String, options: Options = Options()) -> RunResult {
+    public static func parse(_ text: String, options: Options = Options()) -> TestRun {
         var state = ParseState(options: options)
         let findings = ConsoleScanner.scan(options.consoleLog ?? text)
         state.findings = findings
@@ -52,7 +52,7 @@ public enum KTAPParser {
     }
 
     /// Parses `text`; `timedOut` says the host gave up waiting, so the running test is TIMEOUT.
-    public static func parse(_ text: String, timedOut: Bool) -> RunResult {
+    public static func parse(_ text: String, timedOut: Bool) -> TestRun {
         parse(text, options: Options(timedOut: timedOut))
     }
 }
@@ -470,7 +470,7 @@ private struct ParseState {
         }
     }
 
-    mutating func finish(lineCount: Int) -> RunResult {
+    mutating func finish(lineCount: Int) -> TestRun {
         let outer = stack[0]
         let incomplete = stack.count > 1
             || (outer.plan.map { outer.tests.count - outer.numberBase < $0 } ?? false)
@@ -507,7 +507,7 @@ private struct ParseState {
             else if panic != nil { .panic }
             else if incomplete { .truncated }
             else { .complete }
-        return RunResult(
+        return TestRun(
             metadata: ordered, plan: totalPlan, tests: tests, diagnostics: runDiagnostics, ending: ending,
             parseErrors: issues, consoleFindings: findings)
     }

@@ -9,7 +9,7 @@ public enum ReportFormat: String, Sendable, CaseIterable {
     case ktap
 
     /// `run` in this format, ending in a newline.
-    public func render(_ run: RunResult) -> String {
+    public func render(_ run: TestRun) -> String {
         switch self {
         case .table: TableRenderer.render(run)
         case .json: JSONRenderer.render(run)
@@ -44,21 +44,21 @@ public enum JSONRenderer {
     }
 
     /// The run as UTF-8 JSON.
-    public static func data(_ run: RunResult) -> Data {
+    public static func data(_ run: TestRun) -> Data {
         (try? encoder().encode(run)) ?? Data("{}".utf8)
     }
 
     /// The run as JSON text, ending in a newline.
-    public static func render(_ run: RunResult) -> String {
+    public static func render(_ run: TestRun) -> String {
         String(decoding: data(run), as: UTF8.self) + "\n"
     }
 
     /// Reads a results.json back; `verdict` and `counts` in the file are ignored and recomputed.
-    public static func decode(_ data: Data) throws -> RunResult {
+    public static func decode(_ data: Data) throws -> TestRun {
         let decoder = JSONDecoder()
         decoder.nonConformingFloatDecodingStrategy = .convertFromString(
             positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
-        return try decoder.decode(RunResult.self, from: data)
+        return try decoder.decode(TestRun.self, from: data)
     }
 }
 
@@ -103,7 +103,7 @@ enum Format {
     }
 
     /// Why the run ended early, if it did.
-    static func ending(_ run: RunResult) -> String? {
+    static func ending(_ run: TestRun) -> String? {
         switch run.ending {
         case .complete: nil
         case .truncated: "the log ends before the plan is complete"
@@ -119,7 +119,7 @@ public enum TableRenderer {
     /// Widest the errno/diagnostic column gets before it is clipped, so rows stay on one line.
     public static let diagnosticWidth = 60
 
-    public static func render(_ run: RunResult) -> String {
+    public static func render(_ run: TestRun) -> String {
         let rows = Format.flatten(run.tests).map { level, test in
             [
                 String(repeating: "  ", count: level) + test.name, test.status.label,
@@ -153,7 +153,7 @@ public enum TableRenderer {
 
 /// A Markdown summary for CI job pages and pull-request comments.
 public enum MarkdownRenderer {
-    public static func render(_ run: RunResult) -> String {
+    public static func render(_ run: TestRun) -> String {
         var out: [String] = ["# p2plab: \(run.verdict.rawValue)", "", "**\(run.verdictLine)**", ""]
         if let ending = Format.ending(run) { out += ["Run: \(ending).", ""] }
         if !run.metadata.isEmpty {
@@ -216,7 +216,7 @@ public enum MarkdownRenderer {
 /// junit.xml for CI test reporters (GitHub, GitLab, Jenkins): one testsuite, one testcase per leaf
 /// test; failed → `<failure>`, crashed/timeout → `<error>`, skipped/not run → `<skipped>`.
 public enum JUnitRenderer {
-    public static func render(_ run: RunResult, suiteName: String = "p2plab") -> String {
+    public static func render(_ run: TestRun, suiteName: String = "p2plab") -> String {
         let leaves = run.leaves
         let counts = run.counts
         let total = leaves.compactMap(\.test.duration).filter(\.isFinite).reduce(0, +)

@@ -1,14 +1,168 @@
 import ArgumentParser
+import Foundation
+import KTAP
+import LabSupport
+
+extension ReportFormat: ExpressibleByArgument {}
 
 extension P2PLabCommand {
-    /// Re-render a run directory, or parse KTAP out of a console log.
+    /// Re-render a run directory in another format.
     struct Report: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "report",
-            abstract: "Re-render a run directory, or parse KTAP out of a console log.")
+            abstract: "Re-render a run directory as a table, JSON, JUnit, Markdown or KTAP.",
+            discussion: """
+                Reads RUN_DIR/results.json if present, else parses RUN_DIR/results.ktap, else \
+                RUN_DIR/console.log. Exits 0 when every check passed or skipped, 1 when one failed, \
+                crashed or timed out, 2 when there is nothing readable.
+                """)
+
+        @Argument(help: "A run directory written by p2plab test or p2plab parse --output.")
+        var runDirectory: String
+
+        @Option(name: .shortAndLong, help: "How to render the results.")
+        var format: ReportFormat = .table
 
         func run() async throws {
-            throw ValidationError("not implemented yet")
+            let run = try await reportingErrors { try RunLoader.load(runDirectory: URL(fileURLWithPath: runDirectory)) }
+            print(format.render(run), terminator: "")
+            try exitForVerdict(run)
+        }
+    }
+
+    /// Read KTAP out of any console or dmesg capture.
+    struct Parse: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "parse",
+            abstract: "Read KTAP out of a console or dmesg capture (a lab machine's serial log).",
+            discussion: """
+                Kernel messages, printk timestamps and carriage returns around the KTAP lines are \
+                ignored; a log cut off by a panic marks the running check CRASHED. Use - to read stdin. \
+                Exit codes as for report.
+                """)
+
+        @Argument(help: "The log file, or - for standard input.")
+        var log: String
+
+        @Option(name: .shortAndLong, help: "How to render the results.")
+        var format: ReportFormat = .table
+
+        @Option(name: .shortAndLong, help: "Also write results.ktap, results.json and junit.xml into this directory.")
+        var output: String?
+
+        @Flag(help: "The capture was stopped by a timeout: the running check is TIMEOUT, not CRASHED.")
+        var timedOut = false
+
+        func run() async throws {
+            let run = try await reportingErrors {
+                let text = try RunLoader.readText(log == "-" ? nil : URL(fileURLWithPath: log))
+                let run = KTAPParser.parse(text, options: .init(timedOut: timedOut))
+                if let output { try RunLoader.write(run, into: URL(fileURLWithPath: output)) }
+                return run
+            }
+            print(format.render(run), terminator: "")
+            try exitForVerdict(run)
+        }
+    }
+}
+
+/// Exits the way kselftest and `git bisect run` expect: 0 when all checks passed or skipped, 1 when
+/// one failed, crashed or timed out, 2 when the input held no results at all.
+private func exitForVerdict(_ run: TestRun) throws {
+    switch run.verdict {
+    case .pass: return
+    case .fail, .crashed, .timeout: throw ExitCode(LabExit.failed.rawValue)
+    case .noResults:
+        FileHandle.standardError.write(Data("p2plab: no KTAP results in the input\n".utf8))
+        throw ExitCode(LabExit.usage.rawValue)
+    }
+}
+
+/// Why a report's input could not be used.
+enum ReportError: LabError {
+    case unreadable(path: String, reason: String)
+    case emptyRunDirectory(String)
+    case badResultsJSON(path: String, reason: String)
+    case cannotWrite(path: String, reason: String)
+
+    var exitCode: LabExit { .usage }
+
+    var description: String {
+        switch self {
+        case .unreadable(let path, let reason):
+            "cannot read \(path): \(reason)"
+        case .emptyRunDirectory(let path):
+            "\(path) has no results.json, results.ktap or console.log; pass a run directory from p2plab test"
+        case .badResultsJSON(let path, let reason):
+            "\(path) is not a p2plab results file (\(reason)); try p2plab parse on its results.ktap or console.log"
+        case .cannotWrite(let path, let reason):
+            "cannot write \(path): \(reason)"
+        }
+    }
+}
+
+/// Finds and reads a run's results, and writes them into a run directory.
+enum RunLoader {
+    /// results.json, else results.ktap (with console.log scanned beside it), else console.log.
+    static func load(runDirectory: URL) throws -> TestRun {
+        let fm = FileManager.default
+        var isDirectory: ObjCBool = false
+        guard fm.fileExists(atPath: runDirectory.path, isDirectory: &isDirectory), isDirectory.boolValue else {
+            throw ReportError.unreadable(path: runDirectory.path, reason: "not a directory")
+        }
+        let json = runDirectory.appendingPathComponent(ReportFormat.json.fileName)
+        let ktap = runDirectory.appendingPathComponent(ReportFormat.ktap.fileName)
+        let console = runDirectory.appendingPathComponent("console.log")
+        if fm.fileExists(atPath: json.path) {
+            let data = try readData(json)
+            do {
+                return try JSONRenderer.decode(data)
+            } catch {
+                throw ReportError.badResultsJSON(path: json.path, reason: "\(error)")
+            }
+        }
+        if fm.fileExists(atPath: ktap.path) {
+            // The KTAP file is clean; a panic only shows in the console beside it.
+            let consoleText = fm.fileExists(atPath: console.path) ? try readText(console) : nil
+            return KTAPParser.parse(try readText(ktap), options: .init(consoleLog: consoleText))
+        }
+        if fm.fileExists(atPath: console.path) {
+            return KTAPParser.parse(try readText(console))
+        }
+        throw ReportError.emptyRunDirectory(runDirectory.path)
+    }
+
+    /// A file (or stdin for nil) as text; serial captures carry stray bytes, so invalid UTF-8 is
+    /// replaced rather than refused.
+    static func readText(_ url: URL?) throws -> String {
+        guard let url else {
+            return String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self)
+        }
+        return String(decoding: try readData(url), as: UTF8.self)
+    }
+
+    static func readData(_ url: URL) throws -> Data {
+        do {
+            return try Data(contentsOf: url)
+        } catch {
+            throw ReportError.unreadable(path: url.path, reason: (error as NSError).localizedDescription)
+        }
+    }
+
+    /// results.ktap, results.json and junit.xml, the files `p2plab test` leaves in a run directory.
+    static func write(_ run: TestRun, into directory: URL) throws {
+        do {
+            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        } catch {
+            throw ReportError.cannotWrite(path: directory.path, reason: (error as NSError).localizedDescription)
+        }
+        for format in [ReportFormat.ktap, .json, .junit] {
+            let url = directory.appendingPathComponent(format.fileName)
+            do {
+                try Data(format.render(run).utf8).write(to: url, options: .atomic)
+            } catch {
+                throw ReportError.cannotWrite(path: url.path, reason: (error as NSError).localizedDescription)
+            }
         }
     }
 }

@@ -9,7 +9,7 @@ import FoundationXML
 
 @Suite("Renderers")
 struct RendererTests {
-    static func baseline() throws -> RunResult {
+    static func baseline() throws -> TestRun {
         var run = KTAPParser.parse(try Fixture.text("skips_and_failure.ktap"))
         run.metadata[RunMetadata.Keys.qemuCommandLine] = "qemu-system-x86_64 -machine q35 -device nvme,cmb_size_mb=64"
         return run
@@ -64,7 +64,7 @@ struct RendererTests {
     }
 
     @Test func junitEscapesEverythingAndStaysWellFormed() throws {
-        var run = RunResult(metadata: ["qemu_command_line": "qemu -append \"console=ttyS0 a<b & c>d\""])
+        var run = TestRun(metadata: ["qemu_command_line": "qemu -append \"console=ttyS0 a<b & c>d\""])
         run.tests = [
             TestResult(number: 1, name: "quote\"amp&lt<", status: .fail, reason: "bad \u{1B}[31mcolour\u{7} & <tag>",
                        diagnostics: ["line with ]]> and 'apostrophe'"]),
@@ -91,7 +91,7 @@ struct RendererTests {
     }
 
     @Test func markdownEscapesTableCells() {
-        let run = RunResult(tests: [
+        let run = TestRun(tests: [
             TestResult(number: 1, name: "a|b", status: .fail, reason: "x | y\nz <w>"),
         ])
         let markdown = MarkdownRenderer.render(run)
@@ -109,7 +109,7 @@ struct RendererTests {
 
     @Test(arguments: TestStatus.allCases)
     func everyStatusSurvivesKTAP(status: TestStatus) {
-        let run = RunResult(plan: 1, tests: [TestResult(number: 1, name: "t", status: status, reason: "why")])
+        let run = TestRun(plan: 1, tests: [TestResult(number: 1, name: "t", status: status, reason: "why")])
         let again = KTAPParser.parse(KTAPEmitter.render(run))
         #expect(again.tests.first?.status == status)
         #expect(again.tests.first?.reason == "why")
@@ -117,7 +117,7 @@ struct RendererTests {
 
     @Test func verdictPrecedence() {
         func run(_ statuses: [TestStatus], ending: RunEnding = .complete) -> Verdict {
-            RunResult(tests: statuses.enumerated().map { TestResult(number: $0 + 1, name: "t\($0)", status: $1) },
+            TestRun(tests: statuses.enumerated().map { TestResult(number: $0 + 1, name: "t\($0)", status: $1) },
                       ending: ending).verdict
         }
         #expect(run([.pass, .skip]) == .pass)
