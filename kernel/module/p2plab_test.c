@@ -1,0 +1,539 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * p2plab_test.c - test module of the p2plab suite. Not for production use.
+ *
+ * Exposes the success paths of "Enable P2PDMA in Userspace RDMA" that a VM
+ * cannot reach otherwise (rdma_rxe has no DMA device, so ib_umem_get() never
+ * adds FOLL_PCI_P2PDMA for it). Interface in p2plab_uapi.h, in the manner of
+ * mm/gup_test.c:
+ *
+ * /sys/kernel/debug/p2plab_test (root only), ioctls:
+ *  PIN      pin_user_pages{,_fast}() with caller-chosen FOLL_* flags; reports
+ *           the pinned count (or errno), how many pinned pages are P2PDMA
+ *           pages, the time spent and how often the slow GUP path
+ *           (__get_user_pages, counted with a kprobe) ran during the call.
+ *           With P2PLAB_PIN_HOLD the pin stays with the open file until
+ *           RELEASE or close.
+ *  RELEASE  unpin one held pin, or all of them.
+ *  UMEM     ib_umem_get() on behalf of an ib_device that is never
+ *           registered and whose dma_device is a PCI function chosen by the
+ *           caller: it stands in for a P2P-capable PCI HCA driver.
+ *
+ * The ioctl return value reports the module's own verdict on the request
+ * (-EFAULT, -EINVAL for bad arguments, -ENOSPC when too much is held,
+ * -ENODEV when the PCI function does not exist); the verdict of GUP or
+ * ib_umem_get() is returned in ->result.
+ *
+ * /sys/kernel/p2plab_test/, mmap-only binary attributes backed by the page
+ * cache of their sysfs inode (filemap_fault):
+ *  mkwrite  its mmap installs vm_ops with ->page_mkwrite, which kernfs must
+ *           refuse once it no longer wraps ->page_mkwrite itself.
+ *  plain    no ->page_mkwrite; a write fault on a shared mapping must still
+ *           update the file's mtime.
+ * The pages must have a ->mapping: without the series kernfs installs its
+ * own ->page_mkwrite on every mapping, and do_page_mkwrite() retries the
+ * fault forever when the faulted folio has no mapping.
+ */
+
+#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
+
+#include <linux/debugfs.h>
+#include <linux/kobject.h>
+#include <linux/kprobes.h>
+#include <linux/ktime.h>
+#include <linux/memremap.h>
+#include <linux/mm.h>
+#include <linux/module.h>
+#include <linux/pagemap.h>
+#include <linux/pci.h>
+#include <linux/sched.h>
+#include <linux/slab.h>
+#include <linux/sysfs.h>
+#include <linux/uaccess.h>
+#include <rdma/ib_umem.h>
+#include <rdma/ib_verbs.h>
+
+#include "p2plab_uapi.h"
+
+#define P2PLAB_PIN_ALL_FLAGS (P2PLAB_PIN_WRITE | P2PLAB_PIN_LONGTERM | \
+			      P2PLAB_PIN_P2PDMA | P2PLAB_PIN_FAST | \
+			      P2PLAB_PIN_HOLD)
+
+/* Limits of what one open file may hold. */
+#define P2PLAB_MAX_HOLDS 64
+#define P2PLAB_MAX_HELD_PAGES P2PLAB_PIN_MAX_PAGES
+
+/* A pin kept by P2PLAB_PIN_HOLD. */
+struct p2plab_hold {
+	struct list_head node;
+	u32 handle;
+	unsigned long nr_pages;
+	struct page **pages;
+};
+
+/* State of one open debugfs file: only the pins it holds. */
+struct p2plab_file {
+	struct mutex lock;	/* protects the fields below */
+	struct list_head holds;
+	unsigned int nr_holds;
+	unsigned long nr_held_pages;
+	u32 next_handle;
+};
+
+/*
+ * Slow-path counting: a kprobe on __get_user_pages() counts the entries made
+ * by the task that is pinning. Counted pins are serialised so that one task
+ * and one counter suffice.
+ */
+static DEFINE_MUTEX(p2plab_count_lock);
+static struct task_struct *p2plab_count_task;
+static atomic_long_t p2plab_count;
+static bool p2plab_kprobe_registered;
+
+static int p2plab_kprobe_pre(struct kprobe *kp, struct pt_regs *regs)
+{
+	if (READ_ONCE(p2plab_count_task) == current)
+		atomic_long_inc(&p2plab_count);
+	return 0;
+}
+
+static struct kprobe p2plab_kprobe = {
+	.symbol_name = "__get_user_pages",
+	.pre_handler = p2plab_kprobe_pre,
+};
+
+static unsigned int p2plab_gup_flags(u32 flags)
+{
+	unsigned int gup_flags = 0;
+
+	if (flags & P2PLAB_PIN_WRITE)
+		gup_flags |= FOLL_WRITE;
+	if (flags & P2PLAB_PIN_LONGTERM)
+		gup_flags |= FOLL_LONGTERM;
+	if (flags & P2PLAB_PIN_P2PDMA)
+		gup_flags |= FOLL_PCI_P2PDMA;
+	return gup_flags;
+}
+
+static long p2plab_do_pin(struct p2plab_pin *pin, struct page **pages)
+{
+	unsigned int gup_flags = p2plab_gup_flags(pin->flags);
+	bool fast = pin->flags & P2PLAB_PIN_FAST;
+	u64 start;
+	long nr;
+
+	if (!fast && mmap_read_lock_killable(current->mm))
+		return -EINTR;
+
+	start = ktime_get_ns();
+	if (fast)
+		nr = pin_user_pages_fast(pin->addr, pin->nr_pages, gup_flags,
+					 pages);
+	else
+		nr = pin_user_pages(pin->addr, pin->nr_pages, gup_flags,
+				    pages);
+	pin->elapsed_ns = ktime_get_ns() - start;
+
+	if (!fast)
+		mmap_read_unlock(current->mm);
+	return nr;
+}
+
+static int p2plab_ioctl_pin(struct p2plab_file *pf, struct p2plab_pin *pin)
+{
+	bool hold = pin->flags & P2PLAB_PIN_HOLD;
+	struct p2plab_hold *h = NULL;
+	struct page **pages;
+	long nr, i;
+	int ret;
+
+	if (pin->flags & ~P2PLAB_PIN_ALL_FLAGS)
+		return -EINVAL;
+	if (!PAGE_ALIGNED(pin->addr) || pin->addr > ULONG_MAX)
+		return -EINVAL;
+	if (!pin->nr_pages || pin->nr_pages > P2PLAB_PIN_MAX_PAGES)
+		return -EINVAL;
+
+	pin->handle = 0;
+	pin->nr_p2pdma = 0;
+	pin->elapsed_ns = 0;
+	pin->slow_path_calls = P2PLAB_COUNT_UNKNOWN;
+
+	pages = kvcalloc(pin->nr_pages, sizeof(*pages), GFP_KERNEL);
+	if (!pages)
+		return -ENOMEM;
+
+	if (hold) {
+		h = kzalloc(sizeof(*h), GFP_KERNEL);
+		if (!h) {
+			ret = -ENOMEM;
+			goto free_pages;
+		}
+	}
+
+	if (mutex_lock_killable(&pf->lock)) {
+		ret = -EINTR;
+		goto free_hold;
+	}
+	if (hold && (pf->nr_holds >= P2PLAB_MAX_HOLDS ||
+		     pf->nr_held_pages + pin->nr_pages >
+		     P2PLAB_MAX_HELD_PAGES)) {
+		ret = -ENOSPC;
+		goto unlock;
+	}
+
+	if (p2plab_kprobe_registered) {
+		if (mutex_lock_killable(&p2plab_count_lock)) {
+			ret = -EINTR;
+			goto unlock;
+		}
+		atomic_long_set(&p2plab_count, 0);
+		WRITE_ONCE(p2plab_count_task, current);
+		nr = p2plab_do_pin(pin, pages);
+		WRITE_ONCE(p2plab_count_task, NULL);
+		pin->slow_path_calls = atomic_long_read(&p2plab_count);
+		mutex_unlock(&p2plab_count_lock);
+	} else {
+		nr = p2plab_do_pin(pin, pages);
+	}
+
+	pin->result = nr;
+	if (nr <= 0) {
+		ret = 0;
+		goto unlock;
+	}
+
+	for (i = 0; i < nr; i++)
+		if (is_pci_p2pdma_page(pages[i]))
+			pin->nr_p2pdma++;
+
+	if (!hold) {
+		unpin_user_pages(pages, nr);
+		ret = 0;
+		goto unlock;
+	}
+
+	h->handle = pf->next_handle++;
+	h->nr_pages = nr;
+	h->pages = pages;
+	list_add_tail(&h->node, &pf->holds);
+	pf->nr_holds++;
+	pf->nr_held_pages += nr;
+	pin->handle = h->handle;
+	mutex_unlock(&pf->lock);
+	return 0;
+
+unlock:
+	mutex_unlock(&pf->lock);
+free_hold:
+	kfree(h);
+free_pages:
+	kvfree(pages);
+	return ret;
+}
+
+static void p2plab_unpin_hold(struct p2plab_file *pf, struct p2plab_hold *h)
+{
+	list_del(&h->node);
+	pf->nr_holds--;
+	pf->nr_held_pages -= h->nr_pages;
+	unpin_user_pages(h->pages, h->nr_pages);
+	kvfree(h->pages);
+	kfree(h);
+}
+
+static int p2plab_ioctl_release(struct p2plab_file *pf,
+				struct p2plab_release *rel)
+{
+	struct p2plab_hold *h, *tmp;
+	int ret = -ENOENT;
+
+	if (rel->reserved)
+		return -EINVAL;
+
+	rel->released = 0;
+	mutex_lock(&pf->lock);
+	list_for_each_entry_safe(h, tmp, &pf->holds, node) {
+		if (rel->handle && h->handle != rel->handle)
+			continue;
+		rel->released += h->nr_pages;
+		p2plab_unpin_hold(pf, h);
+		ret = 0;
+	}
+	mutex_unlock(&pf->lock);
+
+	/* Releasing everything when nothing is held is not an error. */
+	if (!rel->handle)
+		ret = 0;
+	return ret;
+}
+
+static int p2plab_ioctl_umem(struct p2plab_umem *um)
+{
+	struct ib_device *ibdev;
+	struct pci_dev *pdev;
+	struct ib_umem *umem;
+	struct scatterlist *sg;
+	int ret = 0;
+	int access;
+	unsigned int i;
+
+	if ((um->access & ~P2PLAB_UMEM_WRITE) || um->reserved)
+		return -EINVAL;
+	if (!um->length || um->length > (u64)P2PLAB_PIN_MAX_PAGES * PAGE_SIZE)
+		return -EINVAL;
+	if (um->addr > ULONG_MAX - um->length)
+		return -EINVAL;
+	if (um->pci_domain > 0xffff || um->pci_bus > 0xff ||
+	    um->pci_devfn > 0xff)
+		return -EINVAL;
+
+	um->nr_pages = 0;
+	um->nr_bus_addr = 0;
+	um->first_dma_addr = 0;
+
+	pdev = pci_get_domain_bus_and_slot(um->pci_domain, um->pci_bus,
+					   um->pci_devfn);
+	if (!pdev)
+		return -ENODEV;
+
+	/*
+	 * Never registered: ib_umem_get() only looks at ->dma_device, and
+	 * ib_dealloc_device() copes with a device that never had ports.
+	 */
+	ibdev = _ib_alloc_device(sizeof(*ibdev));
+	if (!ibdev) {
+		ret = -ENOMEM;
+		goto put_pdev;
+	}
+	ibdev->dma_device = &pdev->dev;
+	um->p2p_supported = ib_dma_pci_p2p_dma_supported(ibdev);
+
+	access = (um->access & P2PLAB_UMEM_WRITE) ? IB_ACCESS_LOCAL_WRITE : 0;
+	umem = ib_umem_get(ibdev, um->addr, um->length, access);
+	if (IS_ERR(umem)) {
+		um->result = PTR_ERR(umem);
+		goto dealloc;
+	}
+
+	um->result = umem->sgt_append.sgt.nents;
+	um->nr_pages = ib_umem_num_pages(umem);
+	if (umem->sgt_append.sgt.nents)
+		um->first_dma_addr = sg_dma_address(umem->sgt_append.sgt.sgl);
+	for_each_sgtable_dma_sg(&umem->sgt_append.sgt, sg, i)
+		if (sg_dma_is_bus_address(sg))
+			um->nr_bus_addr++;
+
+	ib_umem_release(umem);
+dealloc:
+	ib_dealloc_device(ibdev);
+put_pdev:
+	pci_dev_put(pdev);
+	return ret;
+}
+
+static long p2plab_ioctl(struct file *filp, unsigned int cmd,
+			 unsigned long arg)
+{
+	struct p2plab_file *pf = filp->private_data;
+	void __user *uarg = (void __user *)arg;
+	union {
+		struct p2plab_pin pin;
+		struct p2plab_release rel;
+		struct p2plab_umem umem;
+	} u;
+	size_t size;
+	int ret;
+
+	switch (cmd) {
+	case P2PLAB_IOCTL_PIN:
+		size = sizeof(u.pin);
+		break;
+	case P2PLAB_IOCTL_RELEASE:
+		size = sizeof(u.rel);
+		break;
+	case P2PLAB_IOCTL_UMEM:
+		size = sizeof(u.umem);
+		break;
+	default:
+		return -EINVAL;
+	}
+
+	if (copy_from_user(&u, uarg, size))
+		return -EFAULT;
+
+	switch (cmd) {
+	case P2PLAB_IOCTL_PIN:
+		ret = p2plab_ioctl_pin(pf, &u.pin);
+		break;
+	case P2PLAB_IOCTL_RELEASE:
+		ret = p2plab_ioctl_release(pf, &u.rel);
+		break;
+	case P2PLAB_IOCTL_UMEM:
+		ret = p2plab_ioctl_umem(&u.umem);
+		break;
+	default:
+		return -EINVAL;
+	}
+	if (ret)
+		return ret;
+
+	if (copy_to_user(uarg, &u, size))
+		return -EFAULT;
+	return 0;
+}
+
+static int p2plab_open(struct inode *inode, struct file *filp)
+{
+	struct p2plab_file *pf;
+
+	pf = kzalloc(sizeof(*pf), GFP_KERNEL);
+	if (!pf)
+		return -ENOMEM;
+
+	mutex_init(&pf->lock);
+	INIT_LIST_HEAD(&pf->holds);
+	pf->next_handle = 1;
+	filp->private_data = pf;
+	return nonseekable_open(inode, filp);
+}
+
+static int p2plab_release(struct inode *inode, struct file *filp)
+{
+	struct p2plab_file *pf = filp->private_data;
+	struct p2plab_hold *h, *tmp;
+
+	list_for_each_entry_safe(h, tmp, &pf->holds, node)
+		p2plab_unpin_hold(pf, h);
+	mutex_destroy(&pf->lock);
+	kfree(pf);
+	return 0;
+}
+
+static const struct file_operations p2plab_fops = {
+	.owner = THIS_MODULE,
+	.open = p2plab_open,
+	.release = p2plab_release,
+	.unlocked_ioctl = p2plab_ioctl,
+	.compat_ioctl = compat_ptr_ioctl,
+};
+
+/* Same as generic_file_vm_ops, without ->map_pages. */
+static const struct vm_operations_struct p2plab_mkwrite_vm_ops = {
+	.fault = filemap_fault,
+	.page_mkwrite = filemap_page_mkwrite,
+};
+
+static const struct vm_operations_struct p2plab_plain_vm_ops = {
+	.fault = filemap_fault,
+};
+
+static int p2plab_attr_check(const struct bin_attribute *attr,
+			     struct vm_area_struct *vma)
+{
+	if (vma->vm_pgoff + vma_pages(vma) >
+	    DIV_ROUND_UP(attr->size, PAGE_SIZE))
+		return -EINVAL;
+	return 0;
+}
+
+static int p2plab_mkwrite_mmap(struct file *filp, struct kobject *kobj,
+			       struct bin_attribute *attr,
+			       struct vm_area_struct *vma)
+{
+	int ret = p2plab_attr_check(attr, vma);
+
+	if (ret)
+		return ret;
+	vma->vm_ops = &p2plab_mkwrite_vm_ops;
+	return 0;
+}
+
+static int p2plab_plain_mmap(struct file *filp, struct kobject *kobj,
+			     struct bin_attribute *attr,
+			     struct vm_area_struct *vma)
+{
+	int ret = p2plab_attr_check(attr, vma);
+
+	if (ret)
+		return ret;
+	vma->vm_ops = &p2plab_plain_vm_ops;
+	return 0;
+}
+
+static struct bin_attribute p2plab_attr_mkwrite = {
+	.attr = { .name = P2PLAB_ATTR_MKWRITE, .mode = 0600 },
+	.size = P2PLAB_ATTR_SIZE,
+	.mmap = p2plab_mkwrite_mmap,
+};
+
+static struct bin_attribute p2plab_attr_plain = {
+	.attr = { .name = P2PLAB_ATTR_PLAIN, .mode = 0600 },
+	.size = P2PLAB_ATTR_SIZE,
+	.mmap = p2plab_plain_mmap,
+};
+
+static struct bin_attribute *p2plab_bin_attrs[] = {
+	&p2plab_attr_mkwrite,
+	&p2plab_attr_plain,
+	NULL,
+};
+
+static const struct attribute_group p2plab_attr_group = {
+	.bin_attrs = p2plab_bin_attrs,
+};
+
+static struct dentry *p2plab_debugfs;
+static struct kobject *p2plab_kobj;
+
+static int __init p2plab_init(void)
+{
+	int ret;
+
+	ret = register_kprobe(&p2plab_kprobe);
+	if (ret)
+		pr_warn("cannot probe %s (%d): slow-path calls not counted\n",
+			p2plab_kprobe.symbol_name, ret);
+	else
+		p2plab_kprobe_registered = true;
+
+	p2plab_kobj = kobject_create_and_add(P2PLAB_SYSFS_DIR, kernel_kobj);
+	if (!p2plab_kobj) {
+		ret = -ENOMEM;
+		goto unregister;
+	}
+
+	ret = sysfs_create_group(p2plab_kobj, &p2plab_attr_group);
+	if (ret)
+		goto put_kobj;
+
+	p2plab_debugfs = debugfs_create_file(P2PLAB_DEBUGFS_NAME, 0600, NULL,
+					     NULL, &p2plab_fops);
+	if (IS_ERR(p2plab_debugfs)) {
+		ret = PTR_ERR(p2plab_debugfs);
+		goto put_kobj;
+	}
+
+	pr_info("test module loaded: GUP/umem test ioctls and sysfs test attributes, not for production use\n");
+	return 0;
+
+put_kobj:
+	kobject_put(p2plab_kobj);
+unregister:
+	if (p2plab_kprobe_registered)
+		unregister_kprobe(&p2plab_kprobe);
+	return ret;
+}
+
+static void __exit p2plab_exit(void)
+{
+	debugfs_remove(p2plab_debugfs);
+	kobject_put(p2plab_kobj);
+	if (p2plab_kprobe_registered)
+		unregister_kprobe(&p2plab_kprobe);
+}
+
+module_init(p2plab_init);
+module_exit(p2plab_exit);
+MODULE_DESCRIPTION("p2plab test module: pins, ib_umem_get and kernfs mmap for the P2PDMA-in-userspace-RDMA series");
+MODULE_LICENSE("GPL");
