@@ -1,14 +1,116 @@
 import ArgumentParser
+import Checks
+import Foundation
+import LabSupport
 
 extension P2PLabCommand {
     /// Run the check suite here (in the guest, or on real hardware) and print KTAP.
     struct Check: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "check",
-            abstract: "Run the check suite here (in the guest, or on real hardware) and print KTAP.")
+            abstract: "Run the check suite here (in the guest, or on real hardware) and print KTAP.",
+            discussion: """
+                Prints KTAP version 1 on stdout (diagnostics before each result line) and exits 0 when \
+                every check passed or skipped, 1 on a failure or a timeout, 4 when everything skipped, \
+                5 when not run as root.
+                """)
+
+        @Flag(help: "List the checks, the patches each depends on and what it asserts, then exit.")
+        var list = false
+
+        @Option(name: .customLong("filter"), help: "Run only checks whose name matches this glob (repeatable).")
+        var filters: [String] = []
+
+        @Option(help: "RDMA device to use (default: the first libibverbs lists).")
+        var device: String?
+
+        @Option(help: "p2pmem provider PCI address, e.g. 0000:03:00.0 (default: the first published).")
+        var provider: String?
+
+        @Option(help: "Path of p2plab_test.ko to load if it is not loaded (default: $P2PLAB_MODULE).")
+        var module: String?
+
+        @Option(help: "Also write the KTAP to DIR/results.ktap.")
+        var results: String?
+
+        @Option(help: "Per-check watchdog in seconds; an overdue check fails and the run stops.")
+        var timeout: Double = 120
+
+        /// The lifecycle.exit_releases child: hold p2pmem of this provider and exit.
+        @Option(help: .hidden)
+        var exitHolder: String?
+
+        func validate() throws {
+            if let provider, PCIAddress(provider) == nil {
+                throw ValidationError("--provider \(provider) is not a PCI address like 0000:03:00.0")
+            }
+            if timeout <= 0 { throw ValidationError("--timeout must be positive, got \(timeout)") }
+            if let exitHolder, PCIAddress(exitHolder) == nil {
+                throw ValidationError("--exit-holder \(exitHolder) is not a PCI address")
+            }
+        }
 
         func run() async throws {
-            throw ValidationError("not implemented yet")
+            if let exitHolder, let address = PCIAddress(exitHolder) {
+                ExitHolder.run(provider: address)
+            }
+            let selected = SuiteRunner.select(Suite.checks, filters: filters)
+            if list {
+                for line in SuiteRunner.listing(selected) { print(line) }
+                return
+            }
+            if selected.isEmpty { throw ValidationError("no check matches \(filters.joined(separator: ", "))") }
+            guard geteuid() == 0 else {
+                FileHandle.standardError.write(Data("p2plab check: run as root (the suite loads a module, pins memory, unbinds devices and reads /dev/kmsg)\n".utf8))
+                throw ExitCode(LabExit.notRoot.rawValue)
+            }
+            let sink = try KTAPSink(resultsDirectory: results)
+            let options = SuiteOptions(
+                device: device, provider: provider.flatMap(PCIAddress.init), modulePath: module ?? ProcessInfo.processInfo.environment["P2PLAB_MODULE"])
+            let context = Discovery.context(options: options, holderCommand: holderCommand())
+            let runner = SuiteRunner(checks: selected, context: context, kernelLog: KmsgLog(), timeout: timeout) { sink.line($0) }
+            let exit = runner.run(preamble: Discovery.preamble(context))
+            sink.close()
+            if exit != .success { throw ExitCode(exit.rawValue) }
         }
+
+        /// This executable, re-run as the exit_releases holder child.
+        private func holderCommand() -> [String]? {
+            guard let me = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") else { return nil }
+            return [me, "check", "--exit-holder"]
+        }
+    }
+}
+
+/// Where KTAP lines go: stdout, one write per line (so a crash loses nothing already said), and
+/// optionally DIR/results.ktap on the guest's results share.
+final class KTAPSink: @unchecked Sendable {
+    private let file: FileHandle?
+    private let lock = NSLock()
+
+    init(resultsDirectory: String?) throws {
+        guard let resultsDirectory else {
+            file = nil
+            return
+        }
+        try FileManager.default.createDirectory(atPath: resultsDirectory, withIntermediateDirectories: true)
+        let path = resultsDirectory + "/results.ktap"
+        guard FileManager.default.createFile(atPath: path, contents: nil), let handle = FileHandle(forWritingAtPath: path) else {
+            throw ValidationError("cannot write \(path)")
+        }
+        file = handle
+    }
+
+    func line(_ text: String) {
+        let data = Data((text + "\n").utf8)
+        lock.lock()
+        defer { lock.unlock() }
+        FileHandle.standardOutput.write(data)
+        file?.write(data)
+        try? file?.synchronize()
+    }
+
+    func close() {
+        try? file?.close()
     }
 }

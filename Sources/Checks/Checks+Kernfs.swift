@@ -1,0 +1,77 @@
+import CP2PLabUAPI
+
+extension Suite {
+    /// Path of one of the module's test attributes below the sysfs root.
+    static func attributePath(_ ctx: CheckContext, _ name: String) -> String {
+        ctx.sysfs.path("kernel/\(P2PLAB_SYSFS_DIR)/\(name)")
+    }
+
+    static let kernfsChecks: [CheckDefinition] = [
+        CheckDefinition(
+            "kernfs.page_mkwrite_refused",
+            "mmap of a sysfs attribute whose vm_ops has ->page_mkwrite fails with EINVAL (patch 1)",
+            patches: [.kernfs], operations: [.mmapPageMkwriteAttribute], requires: [.module]
+        ) { ctx, rec in
+            let path = attributePath(ctx, P2PLAB_ATTR_MKWRITE)
+            let result = MappedRegion._shared(path: path, length: Int(P2PLAB_ATTR_SIZE), writable: true, offset: 0)
+            // A baseline kernel maps it: unmap at once, never fault it.
+            if case .success(let region) = result { region.unmap() }
+            rec.expect(.mmapPageMkwriteAttribute, observed: CheckRecorder.observation(result), detail: path)
+        },
+        CheckDefinition(
+            "kernfs.mtime_on_write_fault",
+            "a write fault through a shared mmap of a sysfs bin file updates its mtime (the default fault path calls file_update_time)",
+            patches: [], operations: [.writeFaultUpdatesMtime], requires: [.module]
+        ) { ctx, rec in
+            let path = attributePath(ctx, P2PLAB_ATTR_PLAIN)
+            let before = try modificationTime(path).mapError { CheckFailure("stat \(path): \($0)") }.get()
+            // Coarse timestamps tick with the jiffy; wait well past one.
+            pause(seconds: 0.1)
+            let region: MappedRegion
+            do {
+                region = try MappedRegion.shared(path: path, length: Int(P2PLAB_ATTR_SIZE), writable: true)
+            } catch {
+                throw CheckFailure("mmap of \(path) failed: \(error)")
+            }
+            region.base.storeBytes(of: 0x5A, as: UInt8.self)
+            region.unmap()
+            let after = try modificationTime(path).mapError { CheckFailure("stat \(path): \($0)") }.get()
+            rec.expect(
+                .writeFaultUpdatesMtime, observed: after > before ? .succeeded : .refused(nil),
+                detail: "mtime before \(before) ns, after \(after) ns")
+        },
+        CheckDefinition(
+            "kernfs.mmap_resource",
+            "mmap of the NVMe's resource0 (read a register) and of p2pmem/allocate (write and read a pattern) work, no oops",
+            patches: [], operations: [.mmapResource], requires: [.provider]
+        ) { ctx, rec in
+            let provider = try ctx.requireProvider()
+            let resource = ctx.sysfs.path("bus/pci/devices/\(provider.address)/resource0")
+            var ok = true
+            do {
+                let bar = try MappedRegion.shared(path: resource, length: pageSize, writable: false)
+                // NVMe register VS at offset 8: major.minor.tertiary.
+                let version = bar.base.load(fromByteOffset: 8, as: UInt32.self)
+                let capLow = bar.base.load(fromByteOffset: 0, as: UInt32.self)
+                rec.note(String(format: "%@: CAP[31:0] 0x%08x, VS 0x%08x (NVMe %d.%d)", resource, capLow, version,
+                                Int(version >> 16), Int((version >> 8) & 0xff)))
+                if version == 0 || version == 0xFFFF_FFFF {
+                    ok = false
+                    rec.fail("VS register reads 0x\(String(version, radix: 16)): BAR0 not reachable through the mapping")
+                }
+            } catch {
+                ok = false
+                rec.fail("mmap of \(resource) failed: \(error)")
+            }
+            let region = try ctx.mapP2PMem(pages: 4)
+            region.fill(seed: 3)
+            if let offset = region.firstMismatch(seed: 3) {
+                ok = false
+                rec.fail("p2pmem pattern read back differs at byte \(offset)")
+            } else {
+                rec.note("p2pmem/allocate: wrote and read back \(byteCount(region.length))")
+            }
+            rec.expect(.mmapResource, observed: ok ? .succeeded : .refused(nil))
+        },
+    ]
+}

@@ -1,0 +1,177 @@
+import CP2PLabUAPI
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+extension Suite {
+    static let oracleChecks: [CheckDefinition] = [
+        CheckDefinition(
+            "oracle.gup_test",
+            "the kernel's gup_test PIN_LONGTERM_BENCHMARK with FOLL_PCI_P2PDMA on p2pmem agrees with the module's LONGTERM|P2PDMA pin",
+            patches: [.longtermP2PDMA], operations: [.gupTestLongtermP2PDMA], requires: [.module, .provider]
+        ) { ctx, rec in
+            let module = try ctx.requireModule()
+            let gup: GupTest
+            do {
+                gup = try GupTest(debugfs: ctx.debugfs)
+            } catch {
+                throw CheckSkip("no \(ctx.debugfs)/gup_test (\(error)): enable CONFIG_GUP_TEST and mount debugfs")
+            }
+            let pages = pinPages
+            let oracleRegion = try ctx.mapP2PMem(pages: pages)
+            let oracle: Observation
+            switch gup.pinLongtermBenchmark(address: oracleRegion.address, length: oracleRegion.length, gupFlags: P2PLAB_FOLL_PCI_P2PDMA_6_12) {
+            case .failure(let errno):
+                oracle = .refused(errno)
+            case .success(let bytes) where bytes == UInt64(oracleRegion.length):
+                oracle = .succeeded
+            case .success(0):
+                oracle = .refused(nil)
+            case .success(let bytes):
+                throw CheckFailure("gup_test pinned \(bytes) of \(oracleRegion.length) bytes")
+            }
+            let moduleRegion = try ctx.mapP2PMem(pages: pages)
+            let verdict = CheckRecorder.observation(module.pinResult(address: moduleRegion.address, pages: pages, flags: [.longterm, .p2pdma]))
+            rec.note("gup_test: \(oracle); module LONGTERM|P2PDMA pin: \(verdict)")
+            let agree: Bool
+            switch (oracle, verdict) {
+            case (.succeeded, .succeeded), (.refused, .refused): agree = true
+            default: agree = false
+            }
+            if !agree { rec.fail("gup_test (\(oracle)) and the module (\(verdict)) disagree") }
+            rec.expect(.gupTestLongtermP2PDMA, observed: oracle)
+        },
+    ]
+
+    static let lifecycleChecks: [CheckDefinition] = [
+        CheckDefinition(
+            "lifecycle.exit_releases",
+            "a process that exits holding p2pmem mappings, pins and MRs gives everything back (p2pmem available returns to its start)",
+            patches: [], operations: [.exitReleases], requires: [.provider]
+        ) { ctx, rec in
+            let provider = try ctx.requireProvider()
+            guard let holder = ctx.holderCommand else { throw CheckSkip("this front end cannot start the holder child") }
+            guard let start = ctx.sysfs.provider(provider.address)?.available else { throw CheckFailure("p2pmem/available unreadable") }
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: holder[0])
+            process.arguments = Array(holder.dropFirst()) + [provider.address.description]
+            let output = Pipe()
+            process.standardOutput = output
+            process.standardError = output
+            rec.note("+ " + (holder + [provider.address.description]).joined(separator: " "))
+            try process.run()
+            let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            process.waitUntilExit()
+            for line in text.split(separator: "\n") { rec.note("child: \(line)") }
+            if process.terminationStatus != 0 { rec.fail("holder child exited with \(process.terminationStatus)") }
+            var now = start
+            let back = waitUntil(seconds: 10) {
+                now = ctx.sysfs.provider(provider.address)?.available ?? 0
+                return now == start
+            }
+            rec.expect(.exitReleases, observed: back ? .succeeded : .refused(nil),
+                       detail: "available before \(start), after the child exited \(now)")
+        },
+        CheckDefinition(
+            "lifecycle.unbind_while_pinned",
+            "with a long-term P2PDMA pin held, unbinding the NVMe blocks until RELEASE, then completes; rebinding publishes p2pmem again",
+            patches: [.longtermP2PDMA], operations: [.unbindWaitsForPin], requires: [.module, .provider]
+        ) { ctx, rec in
+            let module = try ctx.requireModule()
+            let provider = try ctx.requireProvider()
+            let devicePath = "bus/pci/devices/\(provider.address)"
+            guard let driver = (try? FileManager.default.destinationOfSymbolicLink(atPath: ctx.sysfs.path("\(devicePath)/driver")))
+                .map({ URL(fileURLWithPath: $0).lastPathComponent })
+            else { throw CheckSkip("\(provider.address) has no driver bound") }
+            let region = try ctx.mapP2PMem(pages: pinPages)
+            let pin = module.pinResult(address: region.address, pages: pinPages, flags: [.longterm, .p2pdma, .write, .hold])
+            guard case .success(let held) = pin else {
+                rec.expect(.unbindWaitsForPin, observed: CheckRecorder.observation(pin), detail: "taking the long-term pin")
+                return
+            }
+            rec.note("holding \(held.pinned) pages, handle \(held.handle)")
+            let unbind = ctx.sysfs.path("bus/pci/drivers/\(driver)/unbind")
+            let done = DispatchSemaphore(value: 0)
+            let outcome = WatchdogBox<Result<Void, Errno>>()
+            let started = monotonicSeconds()
+            Thread {
+                outcome.value = writeSysfs(unbind, provider.address.description)
+                done.signal()
+            }.start()
+            var ok = true
+            if done.wait(timeout: .now() + 2) == .success {
+                ok = false
+                rec.fail("unbind returned (\(outcome.value.map { "\($0)" } ?? "?")) while the pin was held")
+            } else {
+                rec.note("unbind still blocked after 2 s with the pin held")
+            }
+            do { try module.release(handle: held.handle) } catch { rec.fail("RELEASE failed: \(error)") }
+            let released = monotonicSeconds()
+            if done.wait(timeout: .now() + 30) != .success {
+                // Leave the thread: the hung-task detector will name it if it never returns.
+                rec.fail("unbind still blocked 30 s after RELEASE")
+                rec.expect(.unbindWaitsForPin, observed: .refused(nil))
+                return
+            }
+            rec.note(String(format: "unbind completed %.2f s after RELEASE (%.2f s in all)", monotonicSeconds() - released,
+                            monotonicSeconds() - started))
+            if case .failure(let errno)? = outcome.value { ok = false; rec.fail("write to \(unbind) failed: \(errno)") }
+            if ctx.sysfs.isBound(provider.address) { ok = false; rec.fail("\(provider.address) still bound after unbind") }
+            region.unmap()
+
+            let bind = ctx.sysfs.path("bus/pci/drivers/\(driver)/bind")
+            if case .failure(let errno) = writeSysfs(bind, provider.address.description) {
+                ok = false
+                rec.fail("rebinding \(provider.address) to \(driver) failed: \(errno)")
+            } else if !waitUntil(seconds: 20, { ctx.sysfs.provider(provider.address)?.published == true }) {
+                ok = false
+                rec.fail("p2pmem of \(provider.address) not published again 20 s after rebinding")
+            } else {
+                rec.note("rebound to \(driver): p2pmem published again, available \(ctx.sysfs.provider(provider.address)?.available ?? 0)")
+            }
+            rec.expect(.unbindWaitsForPin, observed: ok ? .succeeded : .refused(nil))
+        },
+    ]
+}
+
+/// The child of lifecycle.exit_releases: takes p2pmem, pins and MRs, reports them, and exits
+/// without giving anything back, so the kernel's exit path has to.
+public enum ExitHolder {
+    /// Runs the holder and terminates the process with `_exit`, skipping every cleanup.
+    public static func run(provider: PCIAddress, sysfs: Sysfs = Sysfs(), debugfs: String = "/sys/kernel/debug") -> Never {
+        func say(_ text: String) {
+            FileHandle.standardOutput.write(Data((text + "\n").utf8))
+        }
+        let pages = 16
+        guard let region = try? MappedRegion.shared(path: sysfs.allocatePath(provider), length: pages * pageSize) else {
+            say("mmap of \(sysfs.allocatePath(provider)) failed: \(Errno.current)")
+            _exit(1)
+        }
+        region.fill(seed: 4)
+        say("mapped \(pages) pages of p2pmem; available now \(sysfs.provider(provider)?.available ?? 0)")
+        var keep: [AnyObject] = [region]
+        if let module = try? TestModule(debugfs: debugfs) {
+            // Flags every kernel allows, so this check judges the exit path and nothing else.
+            switch module.pinResult(address: region.address, pages: pages, flags: [.write, .p2pdma, .hold]) {
+            case .success(let report): say("holding a P2PDMA pin of \(report.pinned) pages (handle \(report.handle))")
+            case .failure(let errno): say("P2PDMA hold pin failed: \(errno)")
+            }
+            keep.append(module)
+        }
+        if let name = Verbs.deviceNames().first, let verbs = try? Verbs.open(name),
+            let anon = try? MappedRegion.anonymous(length: 1 << 20)
+        {
+            if let mr = try? verbs.registerMR(address: anon.base, length: anon.length, writable: true) {
+                say("holding a 1 MiB MR on \(name)")
+                keep.append(mr)
+            }
+            keep.append(verbs)
+            keep.append(anon)
+        }
+        withExtendedLifetime(keep) { _exit(0) }
+    }
+}

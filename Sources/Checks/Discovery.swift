@@ -1,0 +1,116 @@
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// What the caller of the suite chose on its command line.
+public struct SuiteOptions: Sendable {
+    /// `--device NAME`: the RDMA device; the first libibverbs lists otherwise.
+    public var device: String?
+    /// `--provider BDF`: the p2pmem provider; the first published one otherwise.
+    public var provider: PCIAddress?
+    /// `--module PATH` or `$P2PLAB_MODULE`: the p2plab_test.ko to load when it is not loaded.
+    public var modulePath: String?
+    public var sysfs: Sysfs
+    public var debugfs: String
+
+    public init(
+        device: String? = nil, provider: PCIAddress? = nil, modulePath: String? = nil, sysfs: Sysfs = Sysfs(),
+        debugfs: String = "/sys/kernel/debug"
+    ) {
+        self.device = device
+        self.provider = provider
+        self.modulePath = modulePath
+        self.sysfs = sysfs
+        self.debugfs = debugfs
+    }
+}
+
+/// Finds what the checks need: the provider (sysfs), the RDMA device (libibverbs, kind from sysfs),
+/// the module (libkmod), and explains what is missing in words a skip can carry.
+public enum Discovery {
+    /// Why no provider is usable, or nil with the provider.
+    public static func provider(in sysfs: Sysfs, preferred: PCIAddress?) -> (P2PMemProvider?, String?) {
+        let all = sysfs.p2pmemProviders()
+        if let preferred {
+            guard let found = all.first(where: { $0.address == preferred }) else {
+                return (nil, "no p2pmem provider at \(preferred) (--provider); have: \(all.map(\.address.description).joined(separator: ", "))")
+            }
+            return found.published ? (found, nil) : (nil, "p2pmem of \(preferred) is registered but not published")
+        }
+        if let chosen = sysfs.chooseProvider() { return (chosen, nil) }
+        if let registered = all.first {
+            return (nil, "p2pmem of \(registered.address) is registered but not published")
+        }
+        if !FileManager.default.fileExists(atPath: sysfs.path("bus/pci/devices")) {
+            return (nil, "no PCI bus in sysfs (is sysfs mounted?)")
+        }
+        return (nil, "no p2pmem provider published: enable CONFIG_PCI_P2PDMA and give an NVMe a CMB (QEMU: -device nvme,cmb_size_mb=64)")
+    }
+
+    /// The RDMA device to use, or why there is none. `names` is what libibverbs lists.
+    public static func rdmaDevice(in sysfs: Sysfs, names: [String], preferred: String?) -> (RDMADeviceInfo?, String?) {
+        if let preferred {
+            guard names.contains(preferred) else {
+                return (nil, "RDMA device \(preferred) not found (--device); libibverbs lists: \(names.isEmpty ? "none" : names.joined(separator: ", "))")
+            }
+            return (sysfs.rdmaDeviceInfo(preferred), nil)
+        }
+        if let first = names.first { return (sysfs.rdmaDeviceInfo(first), nil) }
+        let inSysfs = sysfs.rdmaDeviceNames()
+        if !inSysfs.isEmpty {
+            return (nil, "libibverbs sees none of \(inSysfs.joined(separator: ", ")): install the rdma-core providers (ibverbs-providers)")
+        }
+        return (nil, "no RDMA device: load rdma_rxe: rdma link add rxe0 type rxe netdev eth0")
+    }
+
+    /// Opens the module, loading it first from `path` when it is not loaded.
+    public static func module(path: String?, debugfs: String) -> (TestModule?, String?) {
+        if !TestModule.isLoaded(debugfs: debugfs) {
+            guard let path else {
+                return (nil, "test module not loaded: pass --module PATH to p2plab_test.ko or set P2PLAB_MODULE")
+            }
+            do {
+                try TestModule.load(path: path)
+            } catch {
+                return (nil, "\(error)")
+            }
+        }
+        do {
+            return (try TestModule(debugfs: debugfs), nil)
+        } catch {
+            return (nil, "\(error)")
+        }
+    }
+
+    /// Builds the checks' context for this machine.
+    public static func context(
+        options: SuiteOptions, holderCommand: [String]? = nil, log: @escaping @Sendable (String) -> Void = { _ in }
+    ) -> CheckContext {
+        let (provider, providerProblem) = provider(in: options.sysfs, preferred: options.provider)
+        let (rdma, rdmaProblem) = rdmaDevice(in: options.sysfs, names: Verbs.deviceNames(), preferred: options.device)
+        let (module, moduleProblem) = module(path: options.modulePath, debugfs: options.debugfs)
+        return CheckContext(
+            sysfs: options.sysfs, debugfs: options.debugfs, provider: provider, providerProblem: providerProblem,
+            rdma: rdma, rdmaProblem: rdmaProblem, module: module, moduleProblem: moduleProblem,
+            holderCommand: holderCommand, log: log)
+    }
+
+    /// Run-level diagnostics for the top of the KTAP output: kernel, provider, device, module.
+    public static func preamble(_ context: CheckContext) -> [String] {
+        var name = utsname()
+        uname(&name)
+        let release = withUnsafeBytes(of: &name.release) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        return [
+            "kernel: \(release)",
+            "provider: " + (context.provider.map { "\($0.address) (size \($0.size), available \($0.available))" }
+                ?? "none (\(context.problem(.provider) ?? ""))"),
+            "rdma_device: " + (context.rdma.map { "\($0.name) (\($0.kind.rawValue))" }
+                ?? "none (\(context.problem(.rdmaDevice) ?? ""))"),
+            "module: " + (context.module?.path ?? "none (\(context.problem(.module) ?? ""))"),
+        ]
+    }
+}

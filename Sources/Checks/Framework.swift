@@ -1,0 +1,198 @@
+import Foundation
+
+/// Something a check needs before it can run; a missing one makes the check SKIP with `reason`.
+public enum Requirement: String, Sendable, Hashable, CaseIterable {
+    case provider
+    case rdmaDevice
+    case module
+}
+
+/// Thrown from a check to skip it with a reason that says what to fix.
+public struct CheckSkip: Error, CustomStringConvertible, Sendable {
+    public var reason: String
+    public init(_ reason: String) { self.reason = reason }
+    public var description: String { reason }
+}
+
+/// Thrown from a check for a failure that ends it early (setup went wrong, nothing to compare).
+public struct CheckFailure: Error, CustomStringConvertible, Sendable {
+    public var message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// What one check said: its diagnostics, its expectations and whether they held.
+public final class CheckRecorder: @unchecked Sendable {
+    /// Free-form diagnostic lines, without the `# ` prefix.
+    public private(set) var notes: [String] = []
+    /// Failures, one line each.
+    public private(set) var failures: [String] = []
+    /// The structured keys: the first failed expectation, else the last one checked.
+    public private(set) var expected: String?
+    public private(set) var observed: String?
+    public private(set) var errno: Errno?
+    private var structuredFromFailure = false
+    /// The device kind expectations are looked up for (the RDMA device under test, or the stand-in).
+    public var device: DeviceKind?
+
+    public init(device: DeviceKind? = nil) { self.device = device }
+
+    /// Adds a diagnostic line.
+    public func note(_ text: String) { notes.append(text) }
+
+    /// Records a failure that is not an expectation of the table.
+    public func fail(_ text: String) {
+        failures.append(text)
+        notes.append("FAIL: " + text)
+    }
+
+    /// Compares what `operation` did with the series' expectation from `ExpectationTable`.
+    /// - Returns: whether it matched.
+    @discardableResult
+    public func expect(_ operation: Operation, observed observation: Observation, device: DeviceKind? = nil, detail: String? = nil) -> Bool {
+        let kind = device ?? self.device
+        guard let row = ExpectationTable.expectation(for: operation, device: kind) else {
+            fail("no expectation in the table for \(operation)")
+            return false
+        }
+        let want = row.outcome(applied: .wholeSeries)
+        let baseline = row.outcome(applied: .baseline)
+        let ok = observation.matches(want)
+        var line = "\(operation): expected \(want), observed \(observation)"
+        if baseline != want { line += " (baseline 6.12: \(baseline))" }
+        if let detail { line += "; \(detail)" }
+        notes.append(line)
+        if !ok { failures.append(line) }
+        if !structuredFromFailure {
+            self.expected = "\(operation): \(want)"
+            self.observed = "\(operation): \(observation)"
+            if case .refused(let seen) = observation { self.errno = seen } else { self.errno = nil }
+            structuredFromFailure = !ok
+        }
+        return ok
+    }
+
+    /// Observation of a `Result`: success, or refusal with its errno.
+    public static func observation<T>(_ result: Result<T, Errno>) -> Observation {
+        switch result {
+        case .success: .succeeded
+        case .failure(let errno): .refused(errno)
+        }
+    }
+}
+
+/// Everything a check may use; built once per run.
+public final class CheckContext: @unchecked Sendable {
+    public let sysfs: Sysfs
+    /// The debugfs mount point (the module's and gup_test's files are below it).
+    public let debugfs: String
+    /// The p2pmem provider under test, if one is published.
+    public let provider: P2PMemProvider?
+    /// Why there is no provider, as a skip reason.
+    public let providerProblem: String?
+    /// The RDMA device under test.
+    public let rdma: RDMADeviceInfo?
+    public let rdmaProblem: String?
+    /// The opened test module.
+    public let module: TestModule?
+    public let moduleProblem: String?
+    /// How to start this program as the exit_releases holder child (argv), if the caller supports it.
+    public let holderCommand: [String]?
+    /// Every message on stderr-like progress goes here (not KTAP).
+    public let log: @Sendable (String) -> Void
+
+    public init(
+        sysfs: Sysfs, debugfs: String = "/sys/kernel/debug", provider: P2PMemProvider?, providerProblem: String?,
+        rdma: RDMADeviceInfo?, rdmaProblem: String?, module: TestModule?, moduleProblem: String?,
+        holderCommand: [String]? = nil, log: @escaping @Sendable (String) -> Void = { _ in }
+    ) {
+        self.sysfs = sysfs
+        self.debugfs = debugfs
+        self.provider = provider
+        self.providerProblem = providerProblem
+        self.rdma = rdma
+        self.rdmaProblem = rdmaProblem
+        self.module = module
+        self.moduleProblem = moduleProblem
+        self.holderCommand = holderCommand
+        self.log = log
+    }
+
+    /// Why `requirement` is not met, or nil when it is.
+    public func problem(_ requirement: Requirement) -> String? {
+        switch requirement {
+        case .provider: provider == nil ? (providerProblem ?? "no p2pmem provider published") : nil
+        case .rdmaDevice: rdma == nil ? (rdmaProblem ?? "no RDMA device") : nil
+        case .module: module == nil ? (moduleProblem ?? "test module not loaded") : nil
+        }
+    }
+
+    /// The provider, or a skip.
+    public func requireProvider() throws -> P2PMemProvider {
+        guard let provider else { throw CheckSkip(problem(.provider)!) }
+        return provider
+    }
+
+    /// The module, or a skip.
+    public func requireModule() throws -> TestModule {
+        guard let module else { throw CheckSkip(problem(.module)!) }
+        return module
+    }
+
+    /// The RDMA device, or a skip.
+    public func requireRDMA() throws -> RDMADeviceInfo {
+        guard let rdma else { throw CheckSkip(problem(.rdmaDevice)!) }
+        return rdma
+    }
+
+    /// Maps `pages` fresh pages of the provider's p2pmem (untouched: see the fast-pin expectation).
+    public func mapP2PMem(pages: Int) throws -> MappedRegion {
+        let provider = try requireProvider()
+        do {
+            return try MappedRegion.shared(path: sysfs.allocatePath(provider.address), length: pages * pageSize)
+        } catch {
+            throw CheckFailure("mmap of \(sysfs.allocatePath(provider.address)) (\(pages) pages) failed: \(error)")
+        }
+    }
+}
+
+/// One check of the suite: a stable dotted name, what it asserts, what it depends on, and its body.
+public struct CheckDefinition: Sendable {
+    public var name: String
+    /// One line: what the check asserts.
+    public var summary: String
+    /// Patches of the series the check's verdict depends on (declared; tests compare with the table).
+    public var patches: Set<SeriesPatch>
+    /// The table rows the check compares against.
+    public var operations: [Operation]
+    public var requirements: [Requirement]
+    public var body: @Sendable (CheckContext, CheckRecorder) throws -> Void
+
+    public init(
+        _ name: String, _ summary: String, patches: Set<SeriesPatch>, operations: [Operation] = [],
+        requires requirements: [Requirement] = [], body: @escaping @Sendable (CheckContext, CheckRecorder) throws -> Void
+    ) {
+        self.name = name
+        self.summary = summary
+        self.patches = patches
+        self.operations = operations
+        self.requirements = requirements
+        self.body = body
+    }
+
+    /// Whether the check should pass on a kernel carrying `applied`, on a device of `kind`: every
+    /// operation must do what it does with the whole series, and draw no WARNING.
+    public func predictedToPass(applied: Set<SeriesPatch>, device: DeviceKind = .virtualDMA) -> Bool {
+        operations.allSatisfy { operation in
+            guard let row = ExpectationTable.expectation(for: operation, device: device) else { return true }
+            let outcome = row.outcome(applied: applied)
+            if case .refusedWithWarning = outcome { return false }
+            return outcome == row.outcome(applied: .wholeSeries)
+        }
+    }
+}
+
+/// Glob matching for `--filter` (fnmatch(3) without flags: `*` crosses dots).
+public func globMatches(_ pattern: String, _ name: String) -> Bool {
+    fnmatch(pattern, name, 0) == 0
+}

@@ -1,0 +1,151 @@
+import Foundation
+import KTAP
+import LabSupport
+
+/// How one check ended, as the runner reports it.
+public enum CheckVerdict: Sendable, Equatable {
+    case pass
+    case fail
+    case skip(String)
+    /// The watchdog gave up on it; the run cannot go on (the check's thread may be stuck in the kernel).
+    case timeout(seconds: Double)
+}
+
+/// Runs checks one at a time, each between a kernel-log marker and a scan of what the kernel said,
+/// each under a watchdog, and writes KTAP version 1 with this project's diagnostic keys
+/// (`# duration_ms:`, `# errno:`, `# expected:`, `# observed:`, `# splat:`), diagnostics before the
+/// result line.
+public final class SuiteRunner: Sendable {
+    public let checks: [CheckDefinition]
+    public let context: CheckContext
+    public let kernelLog: any KernelLogSource
+    /// Per-check watchdog, seconds.
+    public let timeout: Double
+    private let emit: @Sendable (String) -> Void
+
+    public init(
+        checks: [CheckDefinition], context: CheckContext, kernelLog: any KernelLogSource, timeout: Double = 120,
+        emit: @escaping @Sendable (String) -> Void
+    ) {
+        self.checks = checks
+        self.context = context
+        self.kernelLog = kernelLog
+        self.timeout = timeout
+        self.emit = emit
+    }
+
+    /// The checks whose names match any of `filters` (all checks when there are none), in suite order.
+    public static func select(_ checks: [CheckDefinition], filters: [String]) -> [CheckDefinition] {
+        filters.isEmpty ? checks : checks.filter { check in filters.contains { globMatches($0, check.name) } }
+    }
+
+    /// Runs every check and returns the kselftest exit code: 0 all passed (skips allowed),
+    /// 1 a failure or a timeout, 4 everything skipped.
+    public func run(preamble: [String] = []) -> LabExit {
+        let writer = KTAPWriter(emit: emit)
+        writer.header()
+        for line in preamble { writer.diagnostic(line) }
+        writer.plan(checks.count)
+        var passed = 0
+        var failed = 0
+        for (index, check) in checks.enumerated() {
+            let verdict = runOne(check, number: index + 1, writer: writer)
+            switch verdict {
+            case .pass: passed += 1
+            case .fail: failed += 1
+            case .skip: break
+            case .timeout:
+                // The check's thread may be blocked in the kernel for good: stop here, exit 1.
+                return .failed
+            }
+        }
+        if failed > 0 { return .failed }
+        return passed == 0 && !checks.isEmpty ? .skipped : .success
+    }
+
+    /// Runs one check and writes its diagnostics and result line.
+    func runOne(_ check: CheckDefinition, number: Int, writer: KTAPWriter) -> CheckVerdict {
+        for requirement in check.requirements {
+            if let problem = context.problem(requirement) {
+                writer.result(number, check.name, .skip, reason: problem)
+                return .skip(problem)
+            }
+        }
+        kernelLog.mark("p2plab: check \(number) \(check.name) begins")
+        let recorder = CheckRecorder(device: context.rdma?.kind)
+        let start = monotonicSeconds()
+        let outcome = Watchdog.run(seconds: timeout) { () -> Result<Void, any Error> in
+            Result { try check.body(self.context, recorder) }
+        }
+        let duration = monotonicSeconds() - start
+        let kernelLines = kernelLog.linesSinceMark()
+        let found = splats(in: kernelLines)
+
+        guard let outcome else {
+            writer.diagnostic("duration_ms: \(Int(duration * 1000))")
+            writer.diagnostic("TIMEOUT: \(check.name) did not finish within \(Int(timeout)) s (--timeout); stopping the suite")
+            for line in recorder.notes { writer.diagnostic(line) }
+            for splat in found { writer.diagnostic("splat: \(splat)") }
+            emit(writer.indent + "not ok \(number) \(check.name) # TIMEOUT")
+            return .timeout(seconds: timeout)
+        }
+
+        var skipReason: String?
+        var thrown: String?
+        if case .failure(let error) = outcome {
+            if let skip = error as? CheckSkip { skipReason = skip.reason } else { thrown = "\(error)" }
+        }
+        writer.diagnostic("duration_ms: \(Int(duration * 1000))")
+        for line in recorder.notes { writer.diagnostic(line) }
+        if let thrown { writer.diagnostic("FAIL: \(thrown)") }
+        if let errno = recorder.errno { writer.diagnostic("errno: \(errno.name)") }
+        if let expected = recorder.expected { writer.diagnostic("expected: \(expected)") }
+        if let observed = recorder.observed { writer.diagnostic("observed: \(observed)") }
+        for splat in found { writer.diagnostic("splat: \(splat)") }
+
+        // A splat fails the check even when it skipped: the kernel complained while it ran.
+        if let skipReason, found.isEmpty, recorder.failures.isEmpty {
+            writer.result(number, check.name, .skip, reason: skipReason)
+            return .skip(skipReason)
+        }
+        if thrown == nil, recorder.failures.isEmpty, found.isEmpty, skipReason == nil {
+            writer.result(number, check.name, .pass)
+            return .pass
+        }
+        writer.result(number, check.name, .fail)
+        return .fail
+    }
+
+    /// `--list`: one line per check, name, the patches it depends on and what it asserts.
+    public static func listing(_ checks: [CheckDefinition]) -> [String] {
+        let width = checks.map(\.name.count).max() ?? 0
+        return checks.map { check in
+            let patches = "patches \(check.patches.listing)"
+            return check.name.padding(toLength: width, withPad: " ", startingAt: 0) + "  "
+                + patches.padding(toLength: 17, withPad: " ", startingAt: 0) + check.summary
+        }
+    }
+}
+
+/// Runs blocking work on its own thread and waits at most a given time for it.
+enum Watchdog {
+    /// The body's value, or nil when it did not finish in time (its thread is then abandoned: a
+    /// thread stuck in a system call cannot be cancelled, and the caller is about to exit).
+    static func run<T: Sendable>(seconds: Double, _ body: @escaping @Sendable () -> T) -> T? {
+        let box = WatchdogBox<T>()
+        let done = DispatchSemaphore(value: 0)
+        let thread = Thread {
+            box.value = body()
+            done.signal()
+        }
+        thread.stackSize = 8 << 20
+        thread.start()
+        guard done.wait(timeout: .now() + seconds) == .success else { return nil }
+        return box.value
+    }
+}
+
+/// The watchdog's result slot: written by the worker before it signals, read after the wait.
+final class WatchdogBox<T>: @unchecked Sendable {
+    var value: T?
+}
