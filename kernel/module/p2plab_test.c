@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * p2plab_test.c - test module of the p2plab suite. Not for production use.
+ * Test module of the p2plab suite. Not for production use.
  *
  * Exposes the success paths of "Enable P2PDMA in Userspace RDMA" that a VM
  * cannot reach otherwise (rdma_rxe has no DMA device, so ib_umem_get() never
@@ -21,15 +21,19 @@
  *
  * The ioctl return value reports the module's own verdict on the request
  * (-EFAULT, -EINVAL for bad arguments, -ENOSPC when too much is held,
- * -ENODEV when the PCI function does not exist); the verdict of GUP or
- * ib_umem_get() is returned in ->result.
+ * -ENOENT for an unknown RELEASE handle, -ENODEV when the PCI function does
+ * not exist); the verdict of GUP or ib_umem_get() is returned in ->result.
  *
- * /sys/kernel/p2plab_test/, mmap-only binary attributes backed by the page
- * cache of their sysfs inode (filemap_fault):
+ * /sys/kernel/p2plab_test/, mmap-only binary attributes (read() and write()
+ * fail with -EIO) backed by the page cache of their sysfs inode
+ * (filemap_fault):
  *  mkwrite  its mmap installs vm_ops with ->page_mkwrite, which kernfs must
  *           refuse once it no longer wraps ->page_mkwrite itself.
  *  plain    no ->page_mkwrite; a write fault on a shared mapping must still
- *           update the file's mtime.
+ *           update the file's mtime. Without ->page_mkwrite anywhere the
+ *           mapping is not write-notified, so only a write fault on a page
+ *           not yet mapped does that: a read first maps the page writable
+ *           and a later write leaves mtime alone.
  * The pages must have a ->mapping: without the series kernfs installs its
  * own ->page_mkwrite on every mapping, and do_page_mkwrite() retries the
  * fault forever when the faulted folio has no mapping.
