@@ -285,7 +285,8 @@ public enum ExpectationTable {
             operation: .registerMR(.tmpfsShared, writable: true), device: nil,
             rules: [rule([], .succeeds)], why: "shmem"),
         Expectation(
-            operation: .umemGet(writable: true), device: .p2pCapablePCI,
+            // Always the module's stand-in: a PCI function with direct DMA, whatever RDMA device is present.
+            operation: .umemGet(writable: true), device: nil,
             rules: [
                 rule([.umemP2P, .kernfs], .refused(.EFAULT)), rule([.umemP2P], .refused(.EREMOTEIO)),
                 rule([.longtermP2PDMA], .refusedWithWarning(.EINVAL)), rule([.kernfs], .refused(.EFAULT)),

@@ -1,0 +1,149 @@
+import Foundation
+import KTAP
+import LabSupport
+import Testing
+@testable import Checks
+
+/// A kernel log that replays canned lines per check (keyed by the marker's check name).
+final class FakeKernelLog: KernelLogSource, @unchecked Sendable {
+    private let lock = NSLock()
+    private var current = ""
+    private let lines: [String: [String]]
+    private(set) var markers: [String] = []
+
+    init(_ lines: [String: [String]] = [:]) { self.lines = lines }
+
+    func mark(_ marker: String) {
+        lock.withLock {
+            markers.append(marker)
+            current = lines.keys.first { marker.hasSuffix(" \($0) begins") } ?? ""
+        }
+    }
+
+    func linesSinceMark() -> [String] {
+        lock.withLock { lines[current] ?? [] }
+    }
+}
+
+/// Collects emitted KTAP lines.
+final class Lines: @unchecked Sendable {
+    private let lock = NSLock()
+    private var storage: [String] = []
+    func append(_ line: String) { lock.withLock { storage.append(line) } }
+    var all: [String] { lock.withLock { storage } }
+    /// The output with durations blanked, for golden comparison.
+    var normalized: String {
+        all.map { $0.hasPrefix("# duration_ms: ") ? "# duration_ms: N" : $0 }.joined(separator: "\n") + "\n"
+    }
+}
+
+func fakeContext(module: Bool = false) -> CheckContext {
+    CheckContext(
+        sysfs: Sysfs(root: URL(fileURLWithPath: "/nonexistent")), provider: nil,
+        providerProblem: "no p2pmem provider published", rdma: RDMADeviceInfo(name: "rxe0", kind: .virtualDMA, pciAddress: nil, reason: "test"),
+        rdmaProblem: nil, module: nil, moduleProblem: "test module not loaded: pass --module PATH")
+}
+
+/// Checks with known behaviour, standing in for the real ones.
+let sampleChecks: [CheckDefinition] = [
+    CheckDefinition("sample.pass", "passes", patches: [], operations: [.registerMR(.anonymous, writable: true)]) { _, rec in
+        rec.expect(.registerMR(.anonymous, writable: true), observed: .succeeded)
+    },
+    CheckDefinition("sample.errno", "sees the baseline errno", patches: [.kernfs], operations: [.registerMR(.p2pmem, writable: true)]) { _, rec in
+        rec.expect(.registerMR(.p2pmem, writable: true), observed: .refused(.EFAULT))
+    },
+    CheckDefinition("sample.needs_provider", "skips", patches: [], requires: [.provider]) { _, _ in
+        Issue.record("a check whose requirement is missing must not run")
+    },
+    CheckDefinition("sample.splat", "passes in userspace, but the kernel warned", patches: []) { _, rec in
+        rec.note("all fine up here")
+    },
+    CheckDefinition("sample.thrown", "throws", patches: []) { _, _ in
+        throw CheckFailure("mmap of p2pmem failed: ENOMEM")
+    },
+    CheckDefinition("sample.runtime_skip", "skips from inside", patches: []) { _, _ in
+        throw CheckSkip("enable CONFIG_GUP_TEST")
+    },
+]
+
+@Suite("KTAP output of the runner")
+struct RunnerTests {
+    @Test("golden output: diagnostics before results, structured keys, splats, skips")
+    func golden() throws {
+        let lines = Lines()
+        let log = FakeKernelLog([
+            "sample.splat": [
+                "p2plab: check 4 sample.splat begins",
+                "WARNING: CPU: 0 PID: 93 at mm/gup.c:2633 is_valid_gup_args+0x62/0x90",
+                "Modules linked in: p2plab_test",
+            ]
+        ])
+        let runner = SuiteRunner(checks: sampleChecks, context: fakeContext(), kernelLog: log, timeout: 30) { lines.append($0) }
+        let exit = runner.run(preamble: ["kernel: test"])
+        #expect(exit == .failed)
+        let url = try #require(Bundle.module.url(forResource: "runner_golden", withExtension: "ktap", subdirectory: "Fixtures"))
+        let golden = try String(contentsOf: url, encoding: .utf8)
+        #expect(lines.normalized == golden)
+        // One marker per check that ran (not for the one skipped by its requirement).
+        #expect(log.markers.count == 5)
+    }
+
+    @Test("the output parses with the project's KTAP parser into the same verdicts")
+    func parsesBack() throws {
+        let lines = Lines()
+        let runner = SuiteRunner(checks: sampleChecks, context: fakeContext(), kernelLog: FakeKernelLog(), timeout: 30) { lines.append($0) }
+        _ = runner.run()
+        let parsed = KTAPParser.parse(lines.all.joined(separator: "\n"))
+        #expect(parsed.tests.map(\.status) == [.pass, .fail, .skip, .pass, .fail, .skip])
+        #expect(parsed.tests[1].errno == "EFAULT")
+        #expect(parsed.tests[1].expected == "ibv_reg_mr p2pmem writable: EREMOTEIO")
+    }
+
+    @Test("exit codes: 0 when all pass, 4 when all skip")
+    func exitCodes() {
+        let pass = SuiteRunner(checks: [sampleChecks[0]], context: fakeContext(), kernelLog: FakeKernelLog()) { _ in }
+        #expect(pass.run() == .success)
+        let skip = SuiteRunner(checks: [sampleChecks[2], sampleChecks[5]], context: fakeContext(), kernelLog: FakeKernelLog()) { _ in }
+        #expect(skip.run() == .skipped)
+    }
+
+    @Test("a check that overruns the watchdog is reported not ok with TIMEOUT and stops the run")
+    func watchdog() {
+        let lines = Lines()
+        let slow = CheckDefinition("sample.hang", "hangs", patches: []) { _, _ in
+            Thread.sleep(forTimeInterval: 5)
+        }
+        let runner = SuiteRunner(checks: [slow, sampleChecks[0]], context: fakeContext(), kernelLog: FakeKernelLog(), timeout: 0.3) {
+            lines.append($0)
+        }
+        #expect(runner.run() == .failed)
+        #expect(lines.all.contains("not ok 1 sample.hang # TIMEOUT"))
+        #expect(lines.all.contains { $0.hasPrefix("# TIMEOUT: sample.hang did not finish within") })
+        #expect(!lines.all.contains { $0.contains("sample.pass") && $0.hasPrefix("ok") })
+    }
+
+    @Test("--filter globs select in suite order", arguments: [
+        (["pin.*"], ["pin.longterm_p2pdma.fast", "pin.longterm_p2pdma.slow", "pin.fast_path", "pin.longterm_without_p2pdma_flag"]),
+        (["env.module", "lifecycle.*"], ["env.module", "lifecycle.exit_releases", "lifecycle.unbind_while_pinned"]),
+        (["nothing"], []),
+    ])
+    func filters(_ patterns: [String], _ names: [String]) {
+        #expect(SuiteRunner.select(Suite.checks, filters: patterns).map(\.name) == names)
+    }
+
+    @Test("check names are stable, dotted and unique")
+    func names() {
+        let names = Suite.checks.map(\.name)
+        #expect(Set(names).count == names.count)
+        #expect(names.allSatisfy { $0.contains(".") && !$0.contains(" ") })
+        #expect(names.contains("oracle.gup_test") && names.contains("fs.longterm_real_fs_refused"))
+    }
+
+    @Test("a /dev/kmsg record becomes its message; dictionary lines are dropped")
+    func kmsgRecords() {
+        let record = Array("4,812,3456789,-;WARNING: CPU: 1 PID: 7 at mm/gup.c:2633 is_valid_gup_args\n SUBSYSTEM=pci\n DEVICE=+pci:0000:03:00.0\n".utf8)
+        #expect(KmsgLog.parseRecord(record[...]) == ["WARNING: CPU: 1 PID: 7 at mm/gup.c:2633 is_valid_gup_args"])
+        #expect(KmsgLog.unescape("p2plab\\x20marker") == "p2plab marker")
+        #expect(splats(in: ["nvme nvme0: 2/0/0 queues", "BUG: unable to handle page fault"]) == ["BUG: unable to handle page fault"])
+    }
+}
