@@ -61,7 +61,7 @@ public struct KernelBuilder: Sendable {
         }
         let fragments = zip(fragmentFiles, texts).map { ConfigFragment(origin: $0.path, text: $1) }
         let configHash = Self.configHash(fragments: fragments, texts: texts)
-        let objDir = cache.objects.appendingPathComponent("\(variant.source.id)-\(configHash.prefix(12))")
+        let objDir = cache.objects.appendingPathComponent("\(variant.source.objectKey)-\(configHash.prefix(12))")
         let outKey = "\(variant.source.id)-\(configHash.prefix(12))-\(variant.label)-\(variant.head.prefix(12))"
         let outDir = cache.builds.appendingPathComponent(outKey)
         let manifestURL = outDir.appendingPathComponent("manifest.json")

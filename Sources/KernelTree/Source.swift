@@ -22,6 +22,17 @@ public struct PreparedSource: Sendable, Codable, Equatable {
     public var description: String
     /// Short stable id for cache keys.
     public var id: String
+    /// The object-directory key: one per tree (not per commit), so every commit of a user's tree,
+    /// bisect steps included, builds incrementally in the same object directory.
+    public var objectKey: String
+
+    public init(workdir: URL, baseCommit: String, description: String, id: String, objectKey: String? = nil) {
+        self.workdir = workdir
+        self.baseCommit = baseCommit
+        self.description = description
+        self.id = id
+        self.objectKey = objectKey ?? id
+    }
 }
 
 /// What happened to one patch when a variant was prepared.
@@ -108,6 +119,9 @@ public struct SourceManager: Sendable {
         progress("source: recording the pristine source as the baseline commit")
         let scratchGit = Git(directory: tree, runner: runner)
         try await scratchGit.run(["init", "-q"])
+        // An automatic gc after recording 86k files would repack for minutes in the background,
+        // competing with the kernel build that follows.
+        try await scratchGit.run(["config", "gc.auto", "0"])
         // Debian's top-level .gitignore ignores everything; -f records the whole tree.
         try await scratchGit.run(["add", "-A", "-f"], timeout: 900)
         let date = ["GIT_AUTHOR_DATE": "2000-01-01T00:00:00Z", "GIT_COMMITTER_DATE": "2000-01-01T00:00:00Z"]
@@ -147,7 +161,7 @@ public struct SourceManager: Sendable {
             try await user.run(["worktree", "add", "--detach", worktree.path, commit], timeout: 900)
         }
         let short = String(commit.prefix(12))
-        return PreparedSource(workdir: worktree, baseCommit: commit, description: "tree \(topURL.path) at \(short)", id: "\(id)-\(short)")
+        return PreparedSource(workdir: worktree, baseCommit: commit, description: "tree \(topURL.path) at \(short)", id: "\(id)-\(short)", objectKey: String(id))
     }
 
     /// Checks out `base + selection of series` in the source's checkout, applying it with `git am`

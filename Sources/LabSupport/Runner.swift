@@ -138,8 +138,9 @@ public struct Runner: Sendable {
             do {
                 let result = try await Subprocess.run(config, input: .none, output: .sequence, error: .combinedWithOutput) { execution in
                     for try await line in execution.standardOutput.strings(bufferingPolicy: .maxLineLength(1 << 20)) {
-                        handle.write(Data(line.utf8))
-                        onLine(line.hasSuffix("\n") ? String(line.dropLast()) : line)
+                        let bare = line.hasSuffix("\n") ? String(line.dropLast()) : line
+                        handle.write(Data((bare + "\n").utf8))
+                        onLine(bare)
                     }
                 }
                 return RunResult(result.terminationStatus, stdout: "", stderr: "")

@@ -1,0 +1,181 @@
+import ArgumentParser
+import Checks
+import Foundation
+import KTAP
+import KernelTree
+import LabSupport
+import Machine
+
+/// The VM and suite options shared by `test` and `bisect`.
+struct LabOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("Machine definition: a name in vm/ or a .json path.", valueName: "NAME"))
+    var machine: String = MachineDefinition.defaultName
+
+    @Option(help: "KVM, TCG, or auto: KVM only if a short probe boot works.")
+    var accel: AccelChoice = .auto
+
+    @Option(help: ArgumentHelp("Seconds the whole suite may run in the guest.", valueName: "SECONDS"))
+    var timeout: Double = 900
+
+    @Option(help: ArgumentHelp("Seconds the guest may take to reach init.", valueName: "SECONDS"))
+    var bootTimeout: Double = 120
+
+    @Option(help: ArgumentHelp("Seconds one check may run (the suite's watchdog).", valueName: "SECONDS"))
+    var checkTimeout: Double = 120
+
+    @Option(name: .customLong("check"), help: ArgumentHelp("Run only checks matching this glob (repeatable).", valueName: "GLOB"))
+    var filters: [String] = []
+
+    @Option(help: ArgumentHelp("Run directory (default: a new one under the cache's runs/).", valueName: "DIR"))
+    var output: String?
+}
+
+/// One kernel variant taken from source to verdict: build, module, boot, suite, results.
+struct VariantResult: Sendable {
+    var label: String
+    var selection: PatchSelection
+    var manifest: BuildManifest?
+    var run: TestRun?
+    var runDirectory: URL
+    /// Why the variant could not be tested (build or infrastructure failure), if so.
+    var problem: String?
+    /// How the boot ended (`exited`, `kernel-panic`, …), if it booted.
+    var bootOutcome: String?
+    var seconds: Double
+
+    /// 0 all passed, 1 a check failed or the kernel crashed, 125 could not test.
+    var exitCode: Int32 {
+        if problem != nil { return LabExit.couldNotTest.rawValue }
+        guard let run else { return LabExit.couldNotTest.rawValue }
+        switch run.verdict {
+        case .pass: return LabExit.success.rawValue
+        case .noResults: return bootOutcome == "exited" ? LabExit.couldNotTest.rawValue : LabExit.failed.rawValue
+        default: return LabExit.failed.rawValue
+        }
+    }
+
+    /// Status of a check by name (`pass`, `fail`, `crashed`, …), or nil when it did not run.
+    func status(of name: String) -> TestResult? {
+        run?.leaves.first { $0.test.name == name }?.test
+    }
+}
+
+/// Runs variants end to end. Every step has a timeout; a failure becomes a result, never a hang.
+struct Lab {
+    let build: BuildOptions
+    let lab: LabOptions
+    let runner = Runner()
+
+    var cache: CacheLayout { build.cacheLayout }
+
+    /// The run directory for one variant of this invocation.
+    func runDirectory(label: String, session: URL) -> URL {
+        session.appendingPathComponent(label)
+    }
+
+    /// A fresh directory for this invocation's variants.
+    func sessionDirectory(kind: String) throws -> URL {
+        if let output = lab.output { return URL(fileURLWithPath: output).standardizedFileURL }
+        let stamp = ISO8601DateFormatter().string(from: Date()).replacingOccurrences(of: ":", with: "")
+        let dir = cache.runs.appendingPathComponent("\(kind)-\(stamp)")
+        try FileManager.default.ensureDirectory(dir)
+        return dir
+    }
+
+    /// Builds `selection`, boots it, runs the suite, and collects the results into `directory`.
+    func runVariant(_ selection: PatchSelection, directory: URL, reproduce: [String]) async -> VariantResult {
+        let start = Date()
+        var result = VariantResult(label: selection.label, selection: selection, runDirectory: directory, seconds: 0)
+        defer { _ = result }
+        do {
+            let root = try ProjectPaths.requireRoot()
+            progressLine("[\(selection.label)] build")
+            let manifest = try await KernelPipeline(options: build, runner: runner).build(selection: selection)
+            result.manifest = manifest
+            progressLine("[\(selection.label)] test module")
+            let module = try await ModuleBuilder(cache: cache, runner: runner)
+                .build(moduleSource: root.appendingPathComponent("kernel/module"), kernelBuildDir: manifest.objectDir)
+            let definition = try MachineDefinition.load(named: lab.machine, vmDirectory: root.appendingPathComponent("vm"))
+            try FileManager.default.ensureDirectory(directory)
+            let binary = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().standardizedFileURL.path
+            var command = [binary, "check", "--module", module.path, "--timeout", String(Int(lab.checkTimeout))]
+            for filter in lab.filters { command += ["--filter", filter] }
+            let guestCommand = shellQuote(command) + " --results \"$P2PLAB_RESULTS\""
+            progressLine("[\(selection.label)] boot \(manifest.kernelRelease) on \(definition.name) (\(lab.accel.rawValue)), run the suite")
+            let request = BootRequest(
+                kernel: URL(fileURLWithPath: manifest.bzImage), definition: definition, accel: lab.accel,
+                command: guestCommand, timeout: lab.timeout, bootTimeout: lab.bootTimeout, runDirectory: directory,
+                environment: ["P2PLAB_ROOT": root.path], vmDirectory: root.appendingPathComponent("vm"), cache: cache)
+            let label = selection.label
+            let outcome = try await LabMachine.boot(request, runner: runner) { line in
+                let text = line.text.trimmingCharacters(in: .whitespacesAndNewlines)
+                if text.hasPrefix("ok ") || text.hasPrefix("not ok ") { progressLine("[\(label)] \(text)") }
+            }
+            result.bootOutcome = outcome.kind.name
+            let console = (try? String(contentsOf: outcome.console, encoding: .utf8)) ?? ""
+            let guestKTAP = directory.appendingPathComponent("guest/results.ktap")
+            let names = Suite.checks.map(\.name)
+            let options = KTAPParser.Options(
+                timedOut: outcome.kind == .commandTimeout, consoleLog: console, expectedNames: names,
+                metadata: metadata(manifest: manifest, outcome: outcome, definition: definition))
+            var parsed: TestRun
+            if let text = try? String(contentsOf: guestKTAP, encoding: .utf8), !text.isEmpty {
+                parsed = KTAPParser.parse(text, options: options)
+            } else {
+                parsed = KTAPParser.parse(console, options: options)
+            }
+            if outcome.kind == .qemuFailed || outcome.kind == .bootTimeout {
+                result.problem = "\(outcome.kind.name): \(outcome.problem(limits: request.limits) ?? "the guest did not come up") (console: \(outcome.console.path))"
+            }
+            try RunLoader.write(parsed, into: directory)
+            result.run = parsed
+        } catch let error as any LabError {
+            result.problem = error.description
+            progressLine("[\(selection.label)] could not test: \(error.description.split(separator: "\n").first ?? "")")
+        } catch {
+            result.problem = "\(error)"
+            progressLine("[\(selection.label)] could not test: \(error)")
+        }
+        try? writeReproduce(reproduce, into: directory)
+        result.seconds = Date().timeIntervalSince(start)
+        return result
+    }
+
+    func metadata(manifest: BuildManifest, outcome: BootOutcome, definition: MachineDefinition) -> RunMetadata {
+        var m: RunMetadata = [:]
+        m[RunMetadata.Keys.kernel] = "\(manifest.kernelRelease) \(manifest.source) \(manifest.variant) (\(manifest.head.prefix(12)))"
+        m[RunMetadata.Keys.seriesCommits] = manifest.patches.map { "\($0.commit?.prefix(12) ?? "present") \($0.subject)" }.joined(separator: "; ")
+        m[RunMetadata.Keys.configHash] = manifest.configHash
+        m[RunMetadata.Keys.machine] = definition.name
+        m[RunMetadata.Keys.accel] = "\(outcome.accel) (\(outcome.accelNote))"
+        m[RunMetadata.Keys.qemuCommandLine] = (try? String(contentsOf: outcome.run.qemuCommandLine, encoding: .utf8))?
+            .split(separator: "\n").last.map(String.init) ?? ""
+        m[RunMetadata.Keys.p2plabVersion] = p2plabVersion
+        m["boot_outcome"] = outcome.kind.name
+        m["bzImage"] = manifest.bzImage
+        return m
+    }
+
+    /// `reproduce.sh`: the one command that reruns this run.
+    func writeReproduce(_ arguments: [String], into directory: URL) throws {
+        try FileManager.default.ensureDirectory(directory)
+        let root = ProjectPaths.root()?.path ?? "."
+        let script = "#!/bin/sh\n# Reruns this p2plab run.\ncd \(shellQuote(root)) && exec ./p2plab \(shellQuote(arguments))\n"
+        let url = directory.appendingPathComponent("reproduce.sh")
+        try script.write(to: url, atomically: true, encoding: .utf8)
+        try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: url.path)
+    }
+}
+
+/// The version p2plab reports in results: the checkout's commit when it is a git checkout.
+let p2plabVersion: String = {
+    guard let root = ProjectPaths.root() else { return "unknown" }
+    let head = root.appendingPathComponent(".git/HEAD")
+    guard let ref = try? String(contentsOf: head, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines) else { return "unknown" }
+    if ref.hasPrefix("ref: ") {
+        let path = root.appendingPathComponent(".git/" + ref.dropFirst(5))
+        if let sha = try? String(contentsOf: path, encoding: .utf8) { return String(sha.prefix(12)) }
+        return String(ref.dropFirst(5))
+    }
+    return String(ref.prefix(12))
+}()

@@ -1,0 +1,220 @@
+import ArgumentParser
+import Checks
+import Foundation
+import KTAP
+import KernelTree
+import LabSupport
+
+extension P2PLabCommand {
+    /// One command from nothing to a verdict.
+    struct Test: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "test",
+            abstract: "Build (cached), boot, load the module, run the suite, and print a verdict.",
+            discussion: """
+                Exit status: 0 every check passed, 1 a check failed or the kernel crashed, 2 usage or \
+                environment error, 125 could not test (build or infrastructure failure: what git bisect \
+                run calls skip). --compare runs the baseline and the series side by side; --ablate adds \
+                each leave-one-out variant and checks the patch × check matrix against the expectations.
+                """)
+
+        @OptionGroup var build: BuildOptions
+        @OptionGroup var lab: LabOptions
+
+        @Flag(help: "Run the baseline and the full series side by side.")
+        var compare = false
+
+        @Flag(help: "Also run the series without each patch in turn: a patch × check matrix.")
+        var ablate = false
+
+        @Option(help: ArgumentHelp("Results format on stdout.", valueName: "FORMAT"))
+        var format: String = "table"
+
+        func validate() throws {
+            if (compare || ablate) && (build.upto != nil || build.baseline || !build.without.isEmpty) {
+                throw ValidationError("--compare and --ablate choose the variants themselves; drop --upto/--baseline/--without")
+            }
+            if !["table", "json", "junit", "markdown", "ktap"].contains(format) {
+                throw ValidationError("--format is one of table, json, junit, markdown, ktap")
+            }
+        }
+
+        func run() async throws {
+            let arguments = Array(CommandLine.arguments.dropFirst())
+            let session = Lab(build: build, lab: lab)
+            if !compare && !ablate {
+                let directory = try session.sessionDirectory(kind: "test")
+                let result = await session.runVariant(build.selection, directory: directory, reproduce: arguments)
+                if let run = result.run, let rendered = ReportFormat(rawValue: format)?.render(run) {
+                    print(rendered, terminator: rendered.hasSuffix("\n") ? "" : "\n")
+                }
+                printFooter(result)
+                throw ExitCode(result.exitCode)
+            }
+            let directory = try session.sessionDirectory(kind: ablate ? "ablate" : "compare")
+            var variants: [PatchSelection] = [.baseline, .full]
+            var count = 0
+            if ablate {
+                let root = try ProjectPaths.requireRoot()
+                count = try PatchSeries.load(from: build.seriesURL(root: root)).patches.count
+                variants = [.baseline] + (1...max(1, count)).map { PatchSelection(without: [$0]) } + [.full]
+            }
+            var results: [VariantResult] = []
+            for selection in variants {
+                let result = await session.runVariant(
+                    selection, directory: session.runDirectory(label: selection.label, session: directory),
+                    reproduce: arguments.filter { $0 != "--compare" && $0 != "--ablate" } + selectionArguments(selection))
+                results.append(result)
+                progressLine("[\(selection.label)] \(result.run?.verdictLine ?? "could not test: \(result.problem ?? "?")") (\(Int(result.seconds)) s)")
+            }
+            let matrix = Matrix(results: results, seriesPatchCount: count)
+            let text = ablate ? matrix.ablationTable() : matrix.comparisonTable()
+            print(text)
+            try? text.write(to: directory.appendingPathComponent(ablate ? "ablation.txt" : "compare.txt"), atomically: true, encoding: .utf8)
+            try? matrix.json().write(to: directory.appendingPathComponent(ablate ? "ablation.json" : "compare.json"))
+            let verdict = ablate ? matrix.ablationVerdict() : matrix.comparisonVerdict()
+            print(verdict.line)
+            print("runs: \(directory.path)")
+            throw ExitCode(verdict.exit)
+        }
+
+        func selectionArguments(_ selection: PatchSelection) -> [String] {
+            if selection.upto == 0 { return ["--baseline"] }
+            if !selection.without.isEmpty { return ["--without", selection.without.map(String.init).joined(separator: ",")] }
+            return []
+        }
+
+        func printFooter(_ result: VariantResult) {
+            if let problem = result.problem {
+                print("could not test: \(problem)")
+            }
+            print("runs: \(result.runDirectory.path)")
+        }
+    }
+}
+
+/// Checks × variants: the comparison and ablation views of several runs.
+struct Matrix {
+    let results: [VariantResult]
+    let seriesPatchCount: Int
+
+    /// Check names in suite order, then any others the runs reported.
+    var names: [String] {
+        var seen = Suite.checks.map(\.name)
+        for result in results {
+            for leaf in result.run?.leaves ?? [] where !seen.contains(leaf.test.name) { seen.append(leaf.test.name) }
+        }
+        return seen
+    }
+
+    /// `pass`, `FAIL EFAULT`, `skip`, `CRASHED`, or `-` (not run / could not test).
+    func cell(_ result: VariantResult, _ name: String) -> String {
+        guard result.problem == nil, let test = result.status(of: name) else { return result.problem != nil ? "n/a" : "-" }
+        switch test.status {
+        case .pass: return "pass"
+        case .skip: return "skip"
+        case .fail:
+            let splat = test.splats.isEmpty ? "" : "+WARN"
+            return "FAIL" + (test.errno.map { " \($0)" } ?? "") + splat
+        default: return test.status.label
+        }
+    }
+
+    func passed(_ result: VariantResult, _ name: String) -> Bool? {
+        guard result.problem == nil, let test = result.status(of: name) else { return nil }
+        if test.status == .skip { return nil }
+        return test.status == .pass
+    }
+
+    func table(_ headers: [String], _ rows: [[String]]) -> String {
+        var widths = headers.map(\.count)
+        for row in rows { for (i, cell) in row.enumerated() { widths[i] = max(widths[i], cell.count) } }
+        func line(_ cells: [String]) -> String {
+            cells.enumerated().map { $0.element.padding(toLength: widths[$0.offset], withPad: " ", startingAt: 0) }
+                .joined(separator: "  ").trimmingCharacters(in: .whitespaces)
+        }
+        return ([line(headers), line(widths.map { String(repeating: "-", count: $0) })] + rows.map(line)).joined(separator: "\n")
+    }
+
+    func comparisonTable() -> String {
+        guard let base = results.first, let series = results.last else { return "" }
+        let rows = names.map { name -> [String] in
+            let b = cell(base, name), s = cell(series, name)
+            let change = b == s ? "" : "\(b) → \(s)"
+            return [name, b, s, change]
+        }
+        return table(["check", base.label, series.label, "the series changes"], rows)
+    }
+
+    func comparisonVerdict() -> (line: String, exit: Int32) {
+        guard let base = results.first, let series = results.last else { return ("verdict: NO RESULTS", LabExit.couldNotTest.rawValue) }
+        if series.exitCode == LabExit.couldNotTest.rawValue || base.exitCode == LabExit.couldNotTest.rawValue {
+            return ("verdict: COULD NOT TEST (\((series.problem ?? base.problem) ?? "no results"))", LabExit.couldNotTest.rawValue)
+        }
+        let changed = names.filter { cell(base, $0) != cell(series, $0) }
+        let seriesVerdict = series.run?.verdictLine ?? "no results"
+        if series.exitCode != 0 {
+            return ("verdict: FAIL: the series does not pass (\(seriesVerdict)); the series changes \(changed.count) checks", LabExit.failed.rawValue)
+        }
+        if changed.isEmpty {
+            return ("verdict: FAIL: the series passes but changes nothing against the baseline: the lab cannot tell them apart", LabExit.failed.rawValue)
+        }
+        return ("verdict: PASS: the series passes every check (\(seriesVerdict.replacingOccurrences(of: "verdict: PASS ", with: ""))); it changes \(changed.count): \(changed.joined(separator: ", "))", LabExit.success.rawValue)
+    }
+
+    /// The patches applied in a variant, as the suite's expectation table names them.
+    func applied(_ selection: PatchSelection) -> Set<SeriesPatch> {
+        let limit = selection.upto ?? seriesPatchCount
+        return Set(SeriesPatch.allCases.filter { $0.rawValue <= limit && !selection.without.contains($0.rawValue) })
+    }
+
+    /// Whether the expectation table predicts `name` to pass on `selection` (nil: no prediction).
+    func predicted(_ name: String, _ selection: PatchSelection) -> Bool? {
+        guard seriesPatchCount == SeriesPatch.allCases.count, let check = Suite.check(named: name) else { return nil }
+        return check.predictedToPass(applied: applied(selection))
+    }
+
+    func ablationTable() -> String {
+        let rows = names.map { name -> [String] in
+            [name] + results.map { result in
+                let c = cell(result, name)
+                guard let want = predicted(name, result.selection), let got = passed(result, name) else { return c }
+                return want == got ? c : c + " (expected \(want ? "pass" : "fail"))"
+            }
+        }
+        return table(["check"] + results.map(\.label), rows)
+    }
+
+    /// Cells where what ran disagrees with what the expectation table predicts.
+    func mismatches() -> [String] {
+        names.flatMap { name in
+            results.compactMap { result -> String? in
+                guard let want = predicted(name, result.selection), let got = passed(result, name), want != got else { return nil }
+                return "\(name) on \(result.label): expected \(want ? "pass" : "fail"), got \(cell(result, name))"
+            }
+        }
+    }
+
+    func ablationVerdict() -> (line: String, exit: Int32) {
+        if let broken = results.first(where: { $0.exitCode == LabExit.couldNotTest.rawValue }) {
+            return ("verdict: COULD NOT TEST (\(broken.label): \(broken.problem ?? "no results"))", LabExit.couldNotTest.rawValue)
+        }
+        let wrong = mismatches()
+        if wrong.isEmpty {
+            return ("verdict: PASS: every variant behaves as the expectation table predicts (\(results.count) variants × \(names.count) checks)", LabExit.success.rawValue)
+        }
+        return ("verdict: FAIL: \(wrong.count) cell(s) disagree with the expectations:\n  " + wrong.joined(separator: "\n  "), LabExit.failed.rawValue)
+    }
+
+    func json() throws -> Data {
+        struct Row: Encodable { var check: String; var cells: [String: String] }
+        struct Doc: Encodable { var variants: [String]; var directories: [String]; var rows: [Row]; var mismatches: [String] }
+        let doc = Doc(
+            variants: results.map(\.label), directories: results.map(\.runDirectory.path),
+            rows: names.map { name in Row(check: name, cells: Dictionary(uniqueKeysWithValues: results.map { ($0.label, cell($0, name)) })) },
+            mismatches: mismatches())
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        return try encoder.encode(doc)
+    }
+}
