@@ -202,7 +202,7 @@ public struct SourceManager: Sendable {
                     progress("series: \(patch.name) is already in this tree (it applies in reverse): skipped")
                 } else {
                     let check = try await git.tryRun(["apply", "--check", "-v", file.path])
-                    throw PatchFailure.describe(patch: patch, applyOutput: check.standardError + check.standardOutput + am.standardError)
+                    throw PatchFailure.describe(patch: patch, applyOutput: check.standardError + check.standardOutput)
                 }
             }
             applied.append(entry)
@@ -242,8 +242,12 @@ enum PatchFailure {
         if let line {
             hunk = hunkHeader(in: patch.text, file: file, oldStart: line) ?? "at line \(line)"
         }
-        let detail = applyOutput.split(separator: "\n").filter { $0.hasPrefix("error:") }.joined(separator: "\n")
-        return .doesNotApply(patch: patch.name, file: file, hunk: hunk, detail: detail)
+        var detail: [String] = []
+        for l in applyOutput.split(separator: "\n").map(String.init)
+        where l.hasPrefix("error:") && !l.hasSuffix("while searching for:") && !detail.contains(l) {
+            detail.append(l)
+        }
+        return .doesNotApply(patch: patch.name, file: file, hunk: hunk, detail: detail.joined(separator: "\n"))
     }
 
     /// The `@@ -start,… @@` header of `file`'s hunk starting at old line `oldStart`.

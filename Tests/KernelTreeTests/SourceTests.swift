@@ -61,7 +61,8 @@ struct SourceTests {
 
     @Test("variants are branches: applied once, reused, already-present patches skipped, bad ones named")
     func variants() async throws {
-        let repo = try await makeRepo(files: ["Makefile": "all:\n", "Kconfig": "\n", "mm/gup.c": "a\nb\nc\n"])
+        // Two changes far enough apart that each patch applies with or without the other.
+        let repo = try await makeRepo(files: ["Makefile": "all:\n", "Kconfig": "\n", "mm/gup.c": "a\nb\nc\nd\ne\nf\ng\nh\n"])
         func patch(_ n: Int, _ old: String, _ new: String) -> String {
             """
             From 1111111111111111111111111111111111111111 Mon Sep 17 00:00:00 2001
@@ -74,8 +75,7 @@ struct SourceTests {
             diff --git a/mm/gup.c b/mm/gup.c
             --- a/mm/gup.c
             +++ b/mm/gup.c
-            @@ -1,3 +1,3 @@
-            \(old == "a" ? "-a\n+\(new)\n b\n c" : " a\n-b\n+\(new)\n c")
+            \(old == "a" ? "@@ -1,4 +1,4 @@\n-a\n+\(new)\n b\n c\n d" : "@@ -5,4 +5,4 @@\n e\n f\n g\n-h\n+\(new)")
             --
             2.39.5
 
@@ -83,18 +83,18 @@ struct SourceTests {
         }
         let series = PatchSeries(patches: [
             try PatchSeries.parsePatch(patch(1, "a", "A"), index: 1, name: "0001-a.patch"),
-            try PatchSeries.parsePatch(patch(2, "b", "B"), index: 2, name: "0002-b.patch"),
+            try PatchSeries.parsePatch(patch(2, "h", "H"), index: 2, name: "0002-h.patch"),
         ], origin: "test")
         let source = try await manager.prepare(.tree(path: repo, base: "HEAD"))
         let full = try await manager.checkout(source, series: series, selection: .full)
         #expect(full.patches.map(\.state) == [.applied, .applied])
-        #expect(try String(contentsOf: source.workdir.appendingPathComponent("mm/gup.c"), encoding: .utf8) == "A\nB\nc\n")
+        #expect(try String(contentsOf: source.workdir.appendingPathComponent("mm/gup.c"), encoding: .utf8) == "A\nb\nc\nd\ne\nf\ng\nH\n")
         let git = Git(directory: source.workdir, runner: Runner())
         #expect(try await git.run(["log", "--format=%an", "\(source.baseCommit)..HEAD"]) == "Martin Oliveira\nMartin Oliveira")
         let again = try await manager.checkout(source, series: series, selection: .full)
         #expect(again.head == full.head)
         let without1 = try await manager.checkout(source, series: series, selection: PatchSelection(without: [1]))
-        #expect(try String(contentsOf: source.workdir.appendingPathComponent("mm/gup.c"), encoding: .utf8) == "a\nB\nc\n")
+        #expect(try String(contentsOf: source.workdir.appendingPathComponent("mm/gup.c"), encoding: .utf8) == "a\nb\nc\nd\ne\nf\ng\nH\n")
         #expect(without1.label == "without-1")
         let base = try await manager.checkout(source, series: series, selection: .baseline)
         #expect(base.head == source.baseCommit)
@@ -106,10 +106,10 @@ struct SourceTests {
 
         // A patch that does not apply names itself, its file and its hunk.
         let broken = PatchSeries(patches: [try PatchSeries.parsePatch(patch(1, "a", "A").replacingOccurrences(of: "-a\n", with: "-zzz\n"), index: 1, name: "0001-a.patch")], origin: "t")
-        await #expect(throws: SeriesError.doesNotApply(patch: "0001-a.patch", file: "mm/gup.c", hunk: "@@ -1,3 +1,3 @@",
+        await #expect(throws: SeriesError.doesNotApply(patch: "0001-a.patch", file: "mm/gup.c", hunk: "@@ -1,4 +1,4 @@",
                                                        detail: "error: patch failed: mm/gup.c:1\nerror: mm/gup.c: patch does not apply")) {
             try await manager.checkout(source, series: broken, selection: .full)
         }
-        #expect(try String(contentsOf: repo.appendingPathComponent("mm/gup.c"), encoding: .utf8) == "a\nb\nc\n")
+        #expect(try String(contentsOf: repo.appendingPathComponent("mm/gup.c"), encoding: .utf8) == "a\nb\nc\nd\ne\nf\ng\nh\n")
     }
 }
