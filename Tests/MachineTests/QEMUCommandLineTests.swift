@@ -1,0 +1,180 @@
+import Foundation
+import LabSupport
+import Testing
+
+@testable import Machine
+
+@Suite("Machine definitions")
+struct MachineDefinitionTests {
+    @Test("every definition in vm/ decodes and validates", arguments: MachineDefinition.available(in: TestPaths.vm))
+    func loads(name: String) throws {
+        let definition = try MachineDefinition.load(named: name, vmDirectory: TestPaths.vm)
+        #expect(definition.name == name)
+        #expect(!definition.nvme.isEmpty)
+    }
+
+    @Test("the default machine is the measured lab topology")
+    func labTopology() throws {
+        let lab = try MachineDefinition.load(named: MachineDefinition.defaultName, vmDirectory: TestPaths.vm)
+        #expect(lab.machine == "q35")
+        // EPYC would hide P2P distance failures.
+        #expect(lab.cpu == "qemu64")
+        #expect(lab.cpus == 2 && lab.memoryMiB == 2048)
+        #expect(lab.switches.count == 1 && lab.switches[0].downstreamPorts == 2)
+        #expect(lab.nvme.map(\.cmbMiB) == [64, nil])
+        #expect(lab.nvme.map(\.bus) == ["sw0-dp0", "sw0-dp1"])
+        #expect(lab.kernelArguments.contains("nvme.use_cmb_sqes=0"))
+        // oops=panic is the boot-line spelling of panic_on_oops=1 (6.12 has no panic_on_oops= parameter);
+        // a WARN must not end the guest.
+        #expect(lab.kernelArguments.contains("oops=panic"))
+        #expect(!lab.kernelArguments.contains("panic_on_oops=1"))
+        #expect(lab.kernelArguments.contains("panic_on_warn=0"))
+        #expect(lab.kernelArguments.contains("panic=-1"))
+        #expect(lab.rxe)
+    }
+
+    static let invalid: [(String, @Sendable (inout MachineDefinition) -> Void)] = [
+        ("cmbMiB must be a power of two", { $0.nvme[0].cmbMiB = 1 }),
+        ("cmbMiB must be a power of two", { $0.nvme[0].cmbMiB = 3 }),
+        ("is used twice", { $0.nvme[1].id = "nvme0" }),
+        ("names bus nowhere", { $0.nvme[1].bus = "nowhere" }),
+        ("already holds a device", { $0.nvme[1].bus = "sw0-dp0" }),
+        ("rxe needs a network", { $0.network = .none }),
+        ("cpus must be at least 1", { $0.cpus = 0 }),
+    ]
+
+    @Test("validation rejects what QEMU or Linux would trip over", arguments: 0..<invalid.count)
+    func rejects(index: Int) throws {
+        var definition = try MachineDefinition.load(named: "lab", vmDirectory: TestPaths.vm)
+        let (message, change) = Self.invalid[index]
+        change(&definition)
+        let error = #expect(throws: MachineError.self) { try definition.validate() }
+        #expect(error?.description.contains(message) == true, "\(String(describing: error))")
+        #expect(error?.exitCode == .usage)
+    }
+
+    @Test("an unknown machine name lists the available ones")
+    func unknownMachine() {
+        let error = #expect(throws: MachineError.self) { try MachineDefinition.load(named: "nope", vmDirectory: TestPaths.vm) }
+        #expect(error?.description.contains("lab") == true)
+    }
+}
+
+@Suite("QEMU command line")
+struct QEMUCommandLineTests {
+    let run = RunDirectory(URL(fileURLWithPath: "/cache/runs/r1"))
+    let kernel = URL(fileURLWithPath: "/k/bzImage")
+
+    func plan(command: String? = "true", shares: [GuestShare] = []) -> BootPlan {
+        BootPlan(kernel: kernel, accel: .tcg, run: run, command: command, extraShares: shares)
+    }
+
+    @Test("each definition's argument array matches its golden file", arguments: MachineDefinition.available(in: TestPaths.vm))
+    func golden(name: String) throws {
+        let definition = try MachineDefinition.load(named: name, vmDirectory: TestPaths.vm)
+        let line = QEMUCommandLine(definition: definition, plan: plan())
+        if ProcessInfo.processInfo.environment["P2PLAB_UPDATE_GOLDEN"] == "1" {
+            // Rewrites the golden file in the checkout; review the diff before committing it.
+            let source = TestPaths.sourceFixtures.appendingPathComponent("args/\(name).txt")
+            try (line.commandLine.joined(separator: "\n") + "\n").write(to: source, atomically: true, encoding: .utf8)
+        }
+        let expected = try TestPaths.fixtureText("args/\(name).txt").split(separator: "\n").map(String.init)
+        #expect(line.commandLine == expected)
+    }
+
+    @Test("addNVMe: a namespace drive, and cmb_size_mb only when there is a CMB")
+    func nvme() {
+        var line = QEMUCommandLine()
+        line.addNVMe(id: "n0", serial: "s0", image: URL(fileURLWithPath: "/r/n0.img"), cmbMiB: 64, bus: "sw0-dp0")
+        line.addNVMe(id: "n1", serial: "s1", image: URL(fileURLWithPath: "/r/n1.img"), cmbMiB: nil, bus: "sw0-dp1")
+        #expect(line.arguments == [
+            "-drive", "file=/r/n0.img,if=none,id=n0-ns,format=raw,cache=unsafe",
+            "-device", "nvme,id=n0,serial=s0,drive=n0-ns,bus=sw0-dp0,cmb_size_mb=64",
+            "-drive", "file=/r/n1.img,if=none,id=n1-ns,format=raw,cache=unsafe",
+            "-device", "nvme,id=n1,serial=s1,drive=n1-ns,bus=sw0-dp1",
+        ])
+    }
+
+    @Test("addSwitch: root port, upstream port, downstream ports with distinct slots")
+    func switchPorts() {
+        var line = QEMUCommandLine()
+        let ports = line.addSwitch(.init(id: "sw1", chassis: 3, downstreamPorts: 3))
+        #expect(ports == ["sw1-dp0", "sw1-dp1", "sw1-dp2"])
+        #expect(line.arguments == [
+            "-device", "ioh3420,id=sw1-rp,bus=pcie.0,chassis=3,slot=0",
+            "-device", "x3130-upstream,id=sw1-up,bus=sw1-rp",
+            "-device", "xio3130-downstream,id=sw1-dp0,bus=sw1-up,chassis=3,slot=1",
+            "-device", "xio3130-downstream,id=sw1-dp1,bus=sw1-up,chassis=3,slot=2",
+            "-device", "xio3130-downstream,id=sw1-dp2,bus=sw1-up,chassis=3,slot=3",
+        ])
+    }
+
+    @Test("addSerialPort: a file for --exec, the terminal plus a log file for a shell")
+    func serial() {
+        var file = QEMUCommandLine()
+        file.addSerialPort(.file(URL(fileURLWithPath: "/r/console.log")))
+        #expect(file.arguments == ["-chardev", "file,id=console,path=/r/console.log", "-serial", "chardev:console"])
+        var terminal = QEMUCommandLine()
+        terminal.addSerialPort(.terminal(log: URL(fileURLWithPath: "/r/console.log")))
+        #expect(terminal.arguments == [
+            "-chardev", "stdio,id=console,mux=on,signal=off,logfile=/r/console.log",
+            "-serial", "chardev:console", "-mon", "chardev=console,mode=readline",
+        ])
+    }
+
+    @Test("commas in paths are doubled inside QEMU options")
+    func commaEscaping() {
+        var line = QEMUCommandLine()
+        line.addShare(tag: "t", path: "/a,b", readOnly: true)
+        #expect(line.arguments == [
+            "-fsdev", "local,id=t,path=/a,,b,security_model=none,multidevs=remap,readonly=on",
+            "-device", "virtio-9p-pci,fsdev=t,mount_tag=t",
+        ])
+    }
+
+    @Test("an interactive plan puts the console on the terminal")
+    func interactive() throws {
+        let definition = try MachineDefinition.load(named: "lab", vmDirectory: TestPaths.vm)
+        let line = QEMUCommandLine(definition: definition, plan: plan(command: nil))
+        #expect(line.arguments.contains("stdio,id=console,mux=on,signal=off,logfile=/cache/runs/r1/console.log"))
+        #expect(!line.arguments.contains { $0.hasPrefix("file,id=console") })
+    }
+
+    @Test("extra shares become read-only 9p devices")
+    func extraShares() throws {
+        let definition = try MachineDefinition.load(named: "lab", vmDirectory: TestPaths.vm)
+        let line = QEMUCommandLine(definition: definition, plan: plan(shares: [GuestShare(tag: "p2plab-x0", hostPath: "/tmp/obj", guestPath: "/tmp/obj")]))
+        #expect(line.arguments.contains("local,id=p2plab-x0,path=/tmp/obj,security_model=none,multidevs=remap,readonly=on"))
+        #expect(line.arguments.contains("virtio-9p-pci,fsdev=p2plab-x0,mount_tag=p2plab-x0"))
+    }
+
+    @Test("the kernel command line: 9p root, init in the run directory, the machine's arguments")
+    func kernelCommandLine() throws {
+        let definition = try MachineDefinition.load(named: "lab", vmDirectory: TestPaths.vm)
+        var p = plan()
+        p.extraKernelArguments = ["dyndbg=+p"]
+        #expect(p.kernelCommandLine(definition) == [
+            "console=ttyS0", "root=hostroot", "rootfstype=9p", "rootflags=trans=virtio,version=9p2000.L,msize=262144,cache=loose", "ro",
+            "init=/cache/runs/r1/init", "ip=10.0.2.15::10.0.2.2:255.255.255.0:p2plab:eth0:off",
+            "nvme.use_cmb_sqes=0", "panic=-1", "oops=panic", "panic_on_warn=0", "dyndbg=+p",
+        ])
+    }
+
+    @Test("the KVM probe boots the kernel without a root under kvm")
+    func probe() {
+        let line = AccelProbe.probeCommandLine(kernel: kernel, cpu: "qemu64", qemu: "qemu-system-x86_64", console: URL(fileURLWithPath: "/r/p.log"))
+        #expect(line.arguments.starts(with: ["-machine", "q35", "-accel", "kvm", "-cpu", "qemu64"]))
+        #expect(line.arguments.contains("console=ttyS0 panic=-1 root=/dev/p2plab-probe-none"))
+        #expect(line.arguments.contains("-no-reboot"))
+    }
+
+    @Test("a run directory with spaces is refused before anything is written")
+    func spaces() throws {
+        let request = BootRequest(
+            kernel: kernel, definition: try MachineDefinition.load(named: "lab", vmDirectory: TestPaths.vm),
+            command: "true", vmDirectory: TestPaths.vm)
+        #expect(throws: MachineError.self) {
+            try LabMachine.commandLine(for: request, run: RunDirectory(URL(fileURLWithPath: "/tmp/a b")), accel: .tcg)
+        }
+    }
+}
