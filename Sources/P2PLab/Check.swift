@@ -1,4 +1,5 @@
 import ArgumentParser
+import KernelTree
 import Checks
 import Foundation
 import LabSupport
@@ -66,12 +67,31 @@ extension P2PLabCommand {
             }
             let sink = try KTAPSink(resultsDirectory: results)
             let options = SuiteOptions(
-                device: device, provider: provider.flatMap(PCIAddress.init), modulePath: module ?? ProcessInfo.processInfo.environment["P2PLAB_MODULE"])
+                device: device, provider: provider.flatMap(PCIAddress.init), modulePath: await modulePath())
             let context = Discovery.context(options: options, holderCommand: holderCommand())
             let runner = SuiteRunner(checks: selected, context: context, kernelLog: KmsgLog(), timeout: timeout) { sink.line($0) }
             let exit = runner.run(preamble: Discovery.preamble(context))
             sink.close()
             if exit != .success { throw ExitCode(exit.rawValue) }
+        }
+
+        /// --module, else $P2PLAB_MODULE, else (on real hardware, module not loaded) the test module
+        /// built against the running kernel's headers; nil leaves env.module to SKIP with the reason.
+        private func modulePath() async -> String? {
+            if let path = module ?? ProcessInfo.processInfo.environment["P2PLAB_MODULE"] { return path }
+            if FileManager.default.fileExists(atPath: "/sys/module/p2plab_test") { return nil }
+            guard let root = ProjectPaths.root(),
+                  let release = try? String(contentsOfFile: "/proc/sys/kernel/osrelease", encoding: .utf8)
+                      .trimmingCharacters(in: .whitespacesAndNewlines) else { return nil }
+            do {
+                let ko = try await ModuleBuilder(cache: CacheLayout(), runner: Runner()).build(
+                    moduleSource: root.appendingPathComponent("kernel/module"), kernelBuildDir: "/lib/modules/\(release)/build")
+                FileHandle.standardError.write(Data("p2plab check: built the test module for \(release): \(ko.path)\n".utf8))
+                return ko.path
+            } catch {
+                FileHandle.standardError.write(Data("p2plab check: \(error)\n".utf8))
+                return nil
+            }
         }
 
         /// This executable, re-run as the exit_releases holder child.

@@ -1,0 +1,245 @@
+import ArgumentParser
+import Foundation
+import KTAP
+import KernelTree
+import LabSupport
+
+/// What one bisect step says about a kernel.
+enum StepVerdict: String, Sendable {
+    case good, bad, skip
+
+    /// good: every chosen check passed; bad: one failed, or the kernel crashed or hung; skip: the
+    /// kernel could not be built or booted, or every chosen check was skipped.
+    static func of(_ result: VariantResult, checks: [String]) -> (StepVerdict, String) {
+        if let problem = result.problem { return (.skip, "could not test: \(problem)") }
+        guard let run = result.run else { return (.skip, "no results") }
+        let chosen = run.leaves.map(\.test).filter { test in checks.isEmpty || checks.contains { glob($0, matches: test.name) } }
+        if let broken = chosen.first(where: { $0.status.isFailure }) {
+            let why = [broken.errno, broken.observed].compactMap { $0 }.joined(separator: ", ")
+            return (.bad, "\(broken.name) \(broken.status.label)" + (why.isEmpty ? "" : " (\(why))"))
+        }
+        if run.crashed || run.ending == .panic || run.ending == .timedOut {
+            return (.bad, "the kernel \(run.ending == .timedOut ? "hung" : "crashed") (\(run.verdictLine))")
+        }
+        if chosen.isEmpty || chosen.allSatisfy({ $0.status == .skip }) { return (.skip, "the chosen checks did not run") }
+        return (.good, "\(chosen.count) check(s) passed")
+    }
+}
+
+/// fnmatch-style glob with `*` and `?`, as `--check` and `--filter` take.
+func glob(_ pattern: String, matches text: String) -> Bool {
+    let p = Array(pattern), t = Array(text)
+    var pi = 0, ti = 0, star = -1, mark = 0
+    while ti < t.count {
+        if pi < p.count && (p[pi] == "?" || p[pi] == t[ti]) { pi += 1; ti += 1 }
+        else if pi < p.count && p[pi] == "*" { star = pi; mark = ti; pi += 1 }
+        else if star >= 0 { pi = star + 1; mark += 1; ti = mark }
+        else { return false }
+    }
+    while pi < p.count && p[pi] == "*" { pi += 1 }
+    return pi == p.count
+}
+
+extension P2PLabCommand {
+    /// Find the patch (or commit) that breaks a check.
+    struct Bisect: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "bisect",
+            abstract: "Find the first patch of a series (--series) or commit of a tree (--tree) that breaks a check.",
+            discussion: """
+                Each step builds (incrementally), boots and runs the chosen checks. A failed check, a \
+                crash or a hang is bad; a build or infrastructure failure is skipped (exit 125 to git \
+                bisect run). The endpoints are checked first: good must pass, bad must fail.
+                  p2plab bisect --series --good-upto 3 --check 'pin.*'
+                  p2plab bisect --tree ~/src/linux --good v6.12 --bad HEAD --check regmr.p2pmem
+                """)
+
+        @OptionGroup var build: BuildOptions
+        @OptionGroup var lab: LabOptions
+
+        @Flag(name: .customLong("in-series"), help: "Bisect over the patches of the series (prefixes of it).")
+        var inSeries = false
+
+        @Option(help: "With --in-series: a prefix length where the checks pass (default 0, the baseline).")
+        var goodUpto: Int = 0
+
+        @Option(help: "With --in-series: a prefix length where they fail (default: the whole series).")
+        var badUpto: Int?
+
+        @Option(help: "With --tree: a commit where the checks pass.")
+        var good: String?
+
+        @Option(help: "With --tree: a commit where they fail.")
+        var bad: String?
+
+        @Option(help: "Retries of a step that could not test before it is skipped.")
+        var retries: Int = 1
+
+        func validate() throws {
+            if inSeries == (build.tree != nil && good != nil) {
+                throw ValidationError("say what to bisect: --in-series, or --tree DIR --good REV --bad REV")
+            }
+            if !inSeries && (good == nil || bad == nil) { throw ValidationError("--tree bisection needs --good and --bad") }
+            if lab.filters.isEmpty { throw ValidationError("name the check(s) to bisect on with --check NAME (globs allowed)") }
+        }
+
+        func run() async throws {
+            if inSeries { try await bisectSeries() } else { try await bisectTree() }
+        }
+
+        func log(_ line: String, to url: URL) {
+            progressLine("bisect: " + line)
+            if let handle = try? FileHandle(forWritingTo: url) {
+                handle.seekToEndOfFile()
+                handle.write(Data((line + "\n").utf8))
+                try? handle.close()
+            } else {
+                try? (line + "\n").write(to: url, atomically: true, encoding: .utf8)
+            }
+        }
+
+        /// Runs one step, retrying what could not be tested.
+        func step(_ session: Lab, _ build: BuildOptions, selection: PatchSelection, directory: URL, logFile: URL) async -> (StepVerdict, String, VariantResult) {
+            var attempt = 0
+            while true {
+                let runner = Lab(build: build, lab: session.lab)
+                let result = await runner.runVariant(selection, directory: directory.appendingPathComponent(attempt == 0 ? "" : "retry-\(attempt)"), reproduce: Array(CommandLine.arguments.dropFirst()))
+                let (verdict, why) = StepVerdict.of(result, checks: lab.filters)
+                if verdict != .skip || attempt >= retries {
+                    log(String(format: "%@: %@ — %@ (%.0f s)", directory.lastPathComponent, verdict.rawValue, why, result.seconds), to: logFile)
+                    return (verdict, why, result)
+                }
+                attempt += 1
+            }
+        }
+
+        func bisectSeries() async throws {
+            let root = try ProjectPaths.requireRoot()
+            let series = try PatchSeries.load(from: build.seriesURL(root: root))
+            let total = series.patches.count
+            var goodN = goodUpto, badN = badUpto ?? total
+            guard goodN >= 0, badN <= total, goodN < badN else {
+                throw ValidationError("need 0 ≤ --good-upto < --bad-upto ≤ \(total)")
+            }
+            let session = Lab(build: build, lab: lab)
+            let dir = try session.sessionDirectory(kind: "bisect")
+            let logFile = dir.appendingPathComponent("bisect.log")
+            log("series \(series.origin): \(total) patches; checks \(lab.filters.joined(separator: " ")); good ≤ \(goodN), bad ≤ \(badN)", to: logFile)
+            let (gv, gwhy, _) = await step(session, build, selection: PatchSelection(upto: goodN), directory: dir.appendingPathComponent("upto-\(goodN)"), logFile: logFile)
+            guard gv == .good else {
+                log("the good end (first \(goodN) patches) does not pass: \(gwhy); pass --good-upto with a prefix where the checks pass", to: logFile)
+                throw ExitCode(gv == .skip ? LabExit.couldNotTest.rawValue : LabExit.usage.rawValue)
+            }
+            var (bv, bwhy, badResult) = await step(session, build, selection: PatchSelection(upto: badN), directory: dir.appendingPathComponent("upto-\(badN)"), logFile: logFile)
+            guard bv == .bad else {
+                log("the bad end (first \(badN) patches) does not fail: \(bwhy); nothing to bisect", to: logFile)
+                throw ExitCode(bv == .skip ? LabExit.couldNotTest.rawValue : LabExit.usage.rawValue)
+            }
+            var skipped: Set<Int> = []
+            var steps = 2
+            while badN - goodN > 1 {
+                let candidates = (goodN + 1..<badN).filter { !skipped.contains($0) }
+                guard !candidates.isEmpty else { break }
+                let mid = candidates.min { abs($0 - (goodN + badN) / 2) < abs($1 - (goodN + badN) / 2) }!
+                let (v, why, result) = await step(session, build, selection: PatchSelection(upto: mid), directory: dir.appendingPathComponent("upto-\(mid)"), logFile: logFile)
+                steps += 1
+                switch v {
+                case .good: goodN = mid
+                case .bad: badN = mid; bwhy = why; badResult = result
+                case .skip: skipped.insert(mid)
+                }
+            }
+            if badN - goodN > 1 {
+                log("could not narrow it down: patches \(goodN + 1)…\(badN) could not be tested", to: logFile)
+                throw ExitCode(LabExit.couldNotTest.rawValue)
+            }
+            let culprit = series.patches[badN - 1]
+            log("first bad patch: \(culprit.index)/\(total) \(culprit.name) — \(culprit.subject) (\(culprit.author))", to: logFile)
+            log("it breaks: \(bwhy)", to: logFile)
+            if let test = badResult.run?.leaves.map(\.test).first(where: { $0.status.isFailure }) {
+                for line in test.diagnostics.prefix(12) { log("  # \(line)", to: logFile) }
+            }
+            log("\(steps) steps; log: \(logFile.path)", to: logFile)
+            print("first bad patch: \(culprit.index) \(culprit.subject)")
+        }
+
+        func bisectTree() async throws {
+            guard let tree = build.tree, let good, let bad else { throw ValidationError("--tree bisection needs --tree, --good and --bad") }
+            let runner = Runner()
+            let session = Lab(build: build, lab: lab)
+            let dir = try session.sessionDirectory(kind: "bisect")
+            let logFile = dir.appendingPathComponent("bisect.log")
+            // A worktree of the user's tree that p2plab owns: git bisect moves its HEAD, never the user's.
+            let top = try await runner.checked(Command(["git", "-C", tree, "rev-parse", "--show-toplevel"])).standardOutput.trimmingCharacters(in: .whitespacesAndNewlines)
+            let worktree = session.cache.worktrees.appendingPathComponent("bisect-" + fnv1a64Hex(top).prefix(10))
+            if !FileManager.default.fileExists(atPath: worktree.appendingPathComponent(".git").path) {
+                try FileManager.default.ensureDirectory(session.cache.worktrees)
+                try await runner.checked(Command(["git", "-C", top, "worktree", "add", "--detach", worktree.path, bad]), timeout: 900)
+            }
+            let git = { (args: [String]) in Command(["git", "-C", worktree.path] + args) }
+            _ = try? await runner.capture(git(["bisect", "reset"]))
+            log("tree \(top): good \(good), bad \(bad); checks \(lab.filters.joined(separator: " ")); worktree \(worktree.path)", to: logFile)
+            for (rev, want) in [(good, StepVerdict.good), (bad, StepVerdict.bad)] {
+                var endpoint = build
+                endpoint.tree = worktree.path
+                endpoint.base = rev
+                let (v, why, _) = await step(session, endpoint, selection: build.selection, directory: dir.appendingPathComponent("endpoint-\(want.rawValue)"), logFile: logFile)
+                guard v == want else {
+                    log("\(rev) should be \(want.rawValue) but is \(v.rawValue): \(why)", to: logFile)
+                    throw ExitCode(v == .skip ? LabExit.couldNotTest.rawValue : LabExit.usage.rawValue)
+                }
+            }
+            try await runner.checked(git(["bisect", "start", bad, good]))
+            let binary = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().path
+            var stepArgs = [binary, "bisect-step", "--tree", worktree.path, "--base", "HEAD", "--output", dir.appendingPathComponent("steps").path,
+                            "--retries", String(retries), "--accel", lab.accel.rawValue, "--machine", lab.machine]
+            for f in lab.filters { stepArgs += ["--check", f] }
+            if let s = build.series { stepArgs += ["--series", s] }
+            if build.baseline { stepArgs += ["--baseline"] }
+            if let c = build.cache { stepArgs += ["--cache", c] }
+            let result = try await runner.stream(git(["bisect", "run"] + stepArgs), logFile: logFile, timeout: 6 * 3600) { line in
+                if line.contains("is the first bad commit") || line.hasPrefix("bisect: ") { progressLine(line) }
+            }
+            let bisectLog = try await runner.capture(git(["bisect", "log"]))
+            log(bisectLog.standardOutput, to: logFile)
+            let text = (try? String(contentsOf: logFile, encoding: .utf8)) ?? ""
+            _ = try? await runner.capture(git(["bisect", "reset"]))
+            guard result.succeeded, let line = text.split(separator: "\n").first(where: { $0.contains("is the first bad commit") }) else {
+                log("git bisect run did not name a commit; see \(logFile.path)", to: logFile)
+                throw ExitCode(LabExit.couldNotTest.rawValue)
+            }
+            print("first bad commit: \(line.split(separator: " ").first ?? "")")
+            print("log: \(logFile.path)")
+        }
+    }
+
+    /// One `git bisect run` step: test the worktree's HEAD and answer 0 good, 1 bad, 125 skip.
+    struct BisectStep: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "bisect-step", shouldDisplay: false)
+
+        @OptionGroup var build: BuildOptions
+        @OptionGroup var lab: LabOptions
+
+        @Option var retries: Int = 1
+
+        func run() async throws {
+            let session = Lab(build: build, lab: lab)
+            let head = (try? await Runner().checked(Command(["git", "-C", build.tree ?? ".", "rev-parse", "--short=12", "HEAD"])).standardOutput.trimmingCharacters(in: .whitespacesAndNewlines)) ?? "HEAD"
+            let base = URL(fileURLWithPath: lab.output ?? session.cache.runs.path)
+            var attempt = 0
+            while true {
+                let result = await session.runVariant(build.selection, directory: base.appendingPathComponent(head + (attempt == 0 ? "" : "-retry-\(attempt)")), reproduce: [])
+                let (verdict, why) = StepVerdict.of(result, checks: lab.filters)
+                if verdict != .skip || attempt >= retries {
+                    print("bisect: \(head) \(verdict.rawValue): \(why)")
+                    switch verdict {
+                    case .good: return
+                    case .bad: throw ExitCode(1)
+                    case .skip: throw ExitCode(125)
+                    }
+                }
+                attempt += 1
+            }
+        }
+    }
+}
