@@ -1,0 +1,83 @@
+import Foundation
+import KTAP
+import KernelTree
+import Testing
+@testable import P2PLab
+
+/// A variant result made from KTAP text, as a run would leave it.
+func variant(_ selection: PatchSelection, _ ktap: String, problem: String? = nil) -> VariantResult {
+    VariantResult(label: selection.label, selection: selection, manifest: nil,
+                  run: problem == nil ? KTAPParser.parse(ktap) : nil, runDirectory: URL(fileURLWithPath: "/tmp"),
+                  problem: problem, bootOutcome: "exited", seconds: 1)
+}
+
+let passing = """
+    KTAP version 1
+    1..3
+    ok 1 env.p2pmem_provider
+    # errno: EREMOTEIO
+    ok 2 regmr.p2pmem
+    ok 3 kernfs.page_mkwrite_refused
+    """
+
+let baselineFailing = """
+    KTAP version 1
+    1..3
+    ok 1 env.p2pmem_provider
+    # errno: EFAULT
+    not ok 2 regmr.p2pmem
+    not ok 3 kernfs.page_mkwrite_refused
+    """
+
+@Suite("Comparison, ablation and bisect verdicts")
+struct MatrixTests {
+    @Test("the comparison shows what the series changes and passes when the series passes")
+    func comparison() {
+        let m = Matrix(results: [variant(.baseline, baselineFailing), variant(.full, passing)], seriesPatchCount: 4)
+        let table = m.comparisonTable()
+        #expect(table.contains("regmr.p2pmem"))
+        #expect(table.contains("FAIL EFAULT → pass"))
+        let verdict = m.comparisonVerdict()
+        #expect(verdict.exit == 0)
+        #expect(verdict.line.hasPrefix("verdict: PASS"))
+        #expect(verdict.line.contains("regmr.p2pmem, kernfs.page_mkwrite_refused"))
+    }
+
+    @Test("a series that changes nothing, fails, or could not be built is not a pass")
+    func comparisonFailures() {
+        #expect(Matrix(results: [variant(.baseline, passing), variant(.full, passing)], seriesPatchCount: 4).comparisonVerdict().exit == 1)
+        #expect(Matrix(results: [variant(.baseline, passing), variant(.full, baselineFailing)], seriesPatchCount: 4).comparisonVerdict().exit == 1)
+        #expect(Matrix(results: [variant(.baseline, passing), variant(.full, "", problem: "build failed")], seriesPatchCount: 4).comparisonVerdict().exit == 125)
+    }
+
+    @Test("ablation cells that disagree with the expectation table are named")
+    func ablation() {
+        // Without patch 1, kernfs.page_mkwrite_refused is predicted to fail; a pass there is a mismatch.
+        let m = Matrix(results: [variant(PatchSelection(without: [1]), passing)], seriesPatchCount: 4)
+        #expect(m.mismatches() == ["regmr.p2pmem on without-1: expected fail, got pass",
+                                   "kernfs.page_mkwrite_refused on without-1: expected fail, got pass"])
+        #expect(m.ablationVerdict().exit == 1)
+        let right = Matrix(results: [variant(PatchSelection(without: [2]), passing)], seriesPatchCount: 4)
+        #expect(right.mismatches().isEmpty)
+        #expect(right.ablationVerdict().exit == 0)
+        #expect(right.ablationTable().contains("without-2"))
+    }
+
+    @Test("bisect steps: a failed check or a crash is bad, an infrastructure failure is skipped")
+    func stepVerdicts() {
+        #expect(StepVerdict.of(variant(.full, passing), checks: ["regmr.*"]).0 == .good)
+        #expect(StepVerdict.of(variant(.full, baselineFailing), checks: ["regmr.*"]).0 == .bad)
+        #expect(StepVerdict.of(variant(.full, baselineFailing), checks: ["env.*"]).0 == .good)
+        #expect(StepVerdict.of(variant(.full, "", problem: "boot timeout"), checks: []).0 == .skip)
+        let crashed = "KTAP version 1\n1..2\nok 1 env.p2pmem_provider\n[ 9.1] Kernel panic - not syncing: Fatal exception\n"
+        #expect(StepVerdict.of(variant(.full, crashed), checks: ["env.*"]).0 == .bad)
+    }
+
+    @Test("globs", arguments: [
+        ("pin.*", "pin.fast_path", true), ("pin.*", "regmr.anon", false), ("*", "x", true),
+        ("regmr.p2pmem", "regmr.p2pmem", true), ("pin.longterm_p2pdma.?ast", "pin.longterm_p2pdma.fast", true),
+    ])
+    func globs(pattern: String, text: String, matches: Bool) {
+        #expect(glob(pattern, matches: text) == matches)
+    }
+}
