@@ -101,13 +101,13 @@ public enum AccelProbe {
             + Double(start.duration(to: clock.now).components.attoseconds) / 1e18
         let text = (try? String(contentsOf: console, encoding: .utf8)) ?? ""
         let qemuSaid = ((try? String(contentsOf: log, encoding: .utf8)) ?? "")
-            .split(separator: "\n").filter { !$0.hasPrefix("+ ") }.last.map(String.init)
+            .split(separator: "\n").first { !$0.contains("terminating on signal") }.map(String.init)
         if text.contains("Kernel panic") && text.contains("Linux version") {
             return (true, String(format: "a KVM guest booted to its no-root panic in %.1f s", seconds))
         }
         if result.stoppedByWatcher {
             let reached = text.contains("Linux version") ? "the kernel started but did not finish booting" : "no kernel output"
-            return (false, "\(reached) within \(Int(timeout)) s under KVM (a silent hang)")
+            return (false, "\(reached) within \(Int(timeout)) s under KVM (a silent hang)" + (qemuSaid.map { "; QEMU said: \($0)" } ?? ""))
         }
         return (false, "QEMU under KVM ended (\(result.statusDescription)) without booting" + (qemuSaid.map { ": \($0)" } ?? ""))
     }

@@ -13,6 +13,28 @@ public struct ConsoleLine: Sendable {
     }
     public var text: String
     public var phase: Phase
+
+    public init(text: String, phase: Phase) {
+        self.text = text
+        self.phase = phase
+    }
+
+    /// A printk line (`[    1.234567] …`), as opposed to output of init or the command.
+    public var fromKernel: Bool {
+        let trimmed = text.drop { $0 == " " }
+        guard trimmed.first == "[", let close = trimmed.firstIndex(of: "]") else { return false }
+        let stamp = trimmed[trimmed.index(after: trimmed.startIndex)..<close].trimmingCharacters(in: .whitespaces)
+        return !stamp.isEmpty && stamp.allSatisfy { $0.isNumber || $0 == "." }
+    }
+
+    /// A line of init's own (`p2plab-init: …`).
+    public var fromInit: Bool { text.hasPrefix("p2plab-init:") }
+
+    /// Output of the guest command: not the kernel's, not init's, printed after init was ready.
+    ///
+    /// Shutdown lines count too: the serial port drains the command's last lines while init
+    /// already reports the exit status.
+    public var fromCommand: Bool { phase != .boot && !fromKernel && !fromInit }
 }
 
 /// Follows the guest console as it grows and decides when a boot must be stopped.
