@@ -81,7 +81,10 @@ public enum LabMachine {
         let (plan, line) = try commandLine(for: request, run: run, accel: decision.accel)
         try writeInputs(plan: plan, definition: request.definition, line: line, request: request)
 
-        let watcher = ConsoleWatcher(console: run.console, limits: request.limits, onLine: onConsoleLine)
+        // An interactive console is already on the user's terminal; echoing it again would double it.
+        var echo = onConsoleLine
+        if plan.interactive { echo = { _ in } }
+        let watcher = ConsoleWatcher(console: run.console, limits: request.limits, onLine: echo)
         let result = try await runner.supervise(
             Command(line.commandLine), io: plan.interactive ? .terminal : .logFile(run.qemuLog)
         ) { exited in
