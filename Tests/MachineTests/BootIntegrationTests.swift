@@ -82,6 +82,19 @@ struct BootIntegrationTests {
         #expect(Lab.read(outcome.run.exitStatus) == "3\n")
     }
 
+    @Test("a host directory under /tmp, hidden by the guest's tmpfs, is shared back in read-only")
+    func sharedPath() async throws {
+        let dir = URL(fileURLWithPath: "/tmp/p2plab-machine-share-\(UUID().uuidString)")
+        try FileManager.default.ensureDirectory(dir)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try "from the host\n".write(to: dir.appendingPathComponent("note.txt"), atomically: true, encoding: .utf8)
+        let outcome = try await Lab.boot(
+            "cat \(dir.path)/note.txt >\"$P2PLAB_RESULTS/note.txt\" && ! touch \(dir.path)/x 2>/dev/null",
+            sharedPaths: [dir.appendingPathComponent("note.txt").path])
+        #expect(outcome.kind == .exited(0))
+        #expect(Lab.read(outcome.run.guest.appendingPathComponent("note.txt")) == "from the host\n")
+    }
+
     @Test("a kernel panic is reported as such within seconds")
     func panic() async throws {
         let outcome = try await Lab.boot("echo c >/proc/sysrq-trigger; sleep 1000", timeout: 300)
@@ -141,6 +154,25 @@ struct BootIntegrationTests {
         #expect(result.kind == .qemuDied)
         #expect(result.exitCode == LabExit.qemuDied.rawValue)
         #expect(result.problem(limits: .init(boot: 120, command: 300))?.contains("signal 9") == true)
+    }
+}
+
+/// The warm cycle (boot → `true` → poweroff under TCG), measured only when asked: five boots.
+@Suite("Warm cycle", .enabled(if: Lab.available && ProcessInfo.processInfo.environment["P2PLAB_MEASURE"] == "1",
+    "set P2PLAB_MEASURE=1 (and have a built kernel) to time five boots"))
+struct WarmCycleTests {
+    @Test("boot → true → poweroff, median of five")
+    func warmCycle() async throws {
+        _ = try await Lab.boot("true")  // warm the page cache
+        var seconds: [Double] = []
+        for _ in 0..<5 {
+            let outcome = try await Lab.boot("true")
+            #expect(outcome.kind == .exited(0))
+            seconds.append(outcome.seconds)
+        }
+        let median = seconds.sorted()[2]
+        print("warm cycle under TCG: median \(String(format: "%.2f", median)) s of \(seconds.map { String(format: "%.2f", $0) })")
+        #expect(median < 10, "the goal is 5 s; 10 s means something regressed")
     }
 }
 
