@@ -105,7 +105,10 @@ struct Lab {
             let request = BootRequest(
                 kernel: URL(fileURLWithPath: manifest.bzImage), definition: definition, accel: lab.accel,
                 command: guestCommand, timeout: lab.timeout, bootTimeout: lab.bootTimeout, runDirectory: directory,
-                environment: ["P2PLAB_ROOT": root.path], vmDirectory: root.appendingPathComponent("vm"), cache: cache)
+                environment: ["P2PLAB_ROOT": root.path],
+                // The module lives in the cache (under /root by default), which the guest covers with tmpfs.
+                sharedPaths: [module.deletingLastPathComponent().path, binary, root.path],
+                vmDirectory: root.appendingPathComponent("vm"), cache: cache)
             let label = selection.label
             let outcome = try await LabMachine.boot(request, runner: runner) { line in
                 let text = line.text.trimmingCharacters(in: .whitespacesAndNewlines)
