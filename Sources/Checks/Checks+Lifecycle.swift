@@ -103,7 +103,9 @@ extension Suite {
                 done.signal()
             }.start()
             var ok = true
-            if done.wait(timeout: .now() + 2) == .success {
+            // The semaphore is signalled once: remember whether the early wait already took it.
+            let finishedEarly = done.wait(timeout: .now() + 2) == .success
+            if finishedEarly {
                 ok = false
                 rec.fail("unbind returned (\(outcome.value.map { "\($0)" } ?? "?")) while the pin was held")
             } else {
@@ -111,7 +113,7 @@ extension Suite {
             }
             do { try module.release(handle: held.handle) } catch { rec.fail("RELEASE failed: \(error)") }
             let released = monotonicSeconds()
-            if done.wait(timeout: .now() + 30) != .success {
+            if !finishedEarly && done.wait(timeout: .now() + 30) != .success {
                 // Leave the thread: the hung-task detector will name it if it never returns.
                 rec.fail("unbind still blocked 30 s after RELEASE")
                 rec.expect(.unbindWaitsForPin, observed: .refused(nil))

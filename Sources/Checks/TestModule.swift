@@ -111,6 +111,9 @@ public final class TestModule: Sendable {
         request.flags = flags.rawValue
         if case .failure(let errno) = ioctlResult(p2plab_ioctl_pin, &request) { return .failure(errno) }
         if request.result < 0 { return .failure(Errno(rawValue: Int32(-request.result))) }
+        // pin_user_pages() (the slow entry) returns 0, not -EINVAL, when is_valid_gup_args() refuses
+        // the flags (6.12); nothing pinned from a non-empty request is that refusal.
+        if request.result == 0 && pages > 0 { return .failure(Errno(rawValue: EINVAL)) }
         return .success(PinReport(
             pinned: Int(request.result), p2pdmaPages: Int(request.nr_p2pdma), elapsedNanoseconds: request.elapsed_ns,
             slowPathCalls: request.slow_path_calls == UInt64.max ? nil : request.slow_path_calls,
