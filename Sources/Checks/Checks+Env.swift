@@ -14,6 +14,8 @@ public enum Suite {
         CheckDefinition("env.p2pmem_provider", "a PCI function publishes p2pmem (the NVMe CMB)", patches: []) { ctx, rec in
             let provider = try ctx.requireProvider()
             rec.note("provider \(provider.address): size \(provider.size), available \(provider.available), published \(provider.published)")
+            // Distance problems ("not in whitelist", ACS redirect) show up here before any check fails on them.
+            for line in P2PDMAHints.fromKernelLog() { rec.note("kernel: \(line)") }
         },
         CheckDefinition("env.rdma_device", "an RDMA device is present (libibverbs)", patches: []) { ctx, rec in
             let device = try ctx.requireRDMA()

@@ -48,7 +48,9 @@ public enum Discovery {
         if !FileManager.default.fileExists(atPath: sysfs.path("bus/pci/devices")) {
             return (nil, "no PCI bus in sysfs (is sysfs mounted?)")
         }
-        return (nil, "no p2pmem provider published: enable CONFIG_PCI_P2PDMA and give an NVMe a CMB (QEMU: -device nvme,cmb_size_mb=64)")
+        let said = P2PDMAHints.fromKernelLog()
+        return (nil, "no p2pmem provider published: enable CONFIG_PCI_P2PDMA and give an NVMe a CMB (QEMU: -device nvme,cmb_size_mb=64)"
+            + (said.isEmpty ? "" : "; the kernel said: " + said.joined(separator: " | ")))
     }
 
     /// The RDMA device to use, or why there is none. `names` is what libibverbs lists.
