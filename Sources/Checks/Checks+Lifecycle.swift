@@ -88,7 +88,9 @@ extension Suite {
                 .map({ URL(fileURLWithPath: $0).lastPathComponent })
             else { throw CheckSkip("\(provider.address) has no driver bound") }
             let region = try ctx.mapP2PMem(pages: pinPages)
-            let pin = module.pinResult(address: region.address, pages: pinPages, flags: [.longterm, .p2pdma, .write, .hold])
+            // Read-only, so the check is about patch 3's claim alone (unbind waits for long-term pins),
+            // not about kernfs' dirty tracking (patch 1), which a writable slow pin would also meet.
+            let pin = module.pinResult(address: region.address, pages: pinPages, flags: [.longterm, .p2pdma, .hold])
             guard case .success(let held) = pin else {
                 rec.expect(.unbindWaitsForPin, observed: CheckRecorder.observation(pin), detail: "taking the long-term pin")
                 return

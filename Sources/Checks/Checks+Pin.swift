@@ -24,7 +24,7 @@ extension Suite {
         CheckDefinition(
             "pin.longterm_p2pdma.fast",
             "pin_user_pages_fast(LONGTERM|P2PDMA[|WRITE]) of p2pmem pins every page as a P2PDMA page, no WARN",
-            patches: [.kernfs, .longtermP2PDMA],
+            patches: [.kernfs, .gupFastZoneDevice, .longtermP2PDMA],
             operations: [.pin(.p2pmem, [.longterm, .p2pdma, .write, .fast]), .pin(.p2pmem, [.longterm, .p2pdma, .fast])],
             requires: [.module, .provider]
         ) { ctx, rec in
@@ -111,7 +111,7 @@ extension Suite {
         CheckDefinition(
             "umem.p2p_capable_device",
             "ib_umem_get() with a P2P-capable PCI dma_device (the module's stand-in HCA: the CMB NVMe, or an NVMe behind the same switch) maps p2pmem with bus addresses",
-            patches: [.kernfs, .longtermP2PDMA, .umemP2P], operations: [.umemGet(writable: true)],
+            patches: [.kernfs, .gupFastZoneDevice, .longtermP2PDMA, .umemP2P], operations: [.umemGet(writable: true)],
             requires: [.module, .provider]
         ) { ctx, rec in
             let module = try ctx.requireModule()

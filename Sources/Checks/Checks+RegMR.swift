@@ -35,7 +35,7 @@ extension Suite {
         CheckDefinition(
             "regmr.p2pmem",
             "ibv_reg_mr of p2pmem: refused with EREMOTEIO on a virtual-DMA device (rxe); registered and written intact by RDMA WRITE on a P2P-capable HCA",
-            patches: [.kernfs, .longtermP2PDMA, .umemP2P],
+            patches: [.kernfs, .gupFastZoneDevice, .longtermP2PDMA, .umemP2P],
             operations: [.registerMR(.p2pmem, writable: true), .registerMR(.p2pmem, writable: false)],
             requires: [.rdmaDevice, .provider]
         ) { ctx, rec in
