@@ -1,0 +1,164 @@
+import Foundation
+
+/// What a benchmark figure counts, and which way is better.
+public enum BenchUnit: String, Codable, Sendable, CaseIterable {
+    case seconds = "s"
+    case microseconds = "µs"
+    case pagesPerSecond = "pages/s"
+    case gigabitsPerSecond = "Gb/s"
+
+    /// Throughputs are better high, durations low; ratios and verdicts depend on it.
+    public var higherIsBetter: Bool {
+        switch self {
+        case .seconds, .microseconds: false
+        case .pagesPerSecond, .gigabitsPerSecond: true
+        }
+    }
+
+    /// A value with this unit to three significant figures, large counts grouped in thousands
+    /// (`4.27 s`, `1 230 000 pages/s`), never in exponent notation.
+    public func format(_ value: Double) -> String {
+        "\(BenchStatistics.significant(value)) \(rawValue)"
+    }
+}
+
+/// The smallest, middle and largest of a set of samples: what every figure reports.
+public struct BenchSummary: Codable, Sendable, Equatable {
+    public var count: Int
+    public var min: Double
+    public var median: Double
+    public var max: Double
+
+    public init(count: Int, min: Double, median: Double, max: Double) {
+        self.count = count
+        self.min = min
+        self.median = median
+        self.max = max
+    }
+
+    /// Summarises `samples`; nil for no samples (or any that is not finite: a broken sample must
+    /// not hide inside a median).
+    public init?(_ samples: [Double]) {
+        guard !samples.isEmpty, samples.allSatisfy(\.isFinite) else { return nil }
+        let sorted = samples.sorted()
+        count = sorted.count
+        min = sorted[0]
+        max = sorted[sorted.count - 1]
+        median = BenchStatistics.median(sorted: sorted)
+    }
+}
+
+/// Pure statistics for the benchmarks.
+public enum BenchStatistics {
+    /// The median of already sorted values: the middle one, or the mean of the two middle ones.
+    public static func median(sorted: [Double]) -> Double {
+        precondition(!sorted.isEmpty, "the median of nothing")
+        let mid = sorted.count / 2
+        return sorted.count % 2 == 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2
+    }
+
+    /// The median of `values` in any order.
+    public static func median(_ values: [Double]) -> Double { median(sorted: values.sorted()) }
+
+    /// `value` to three significant figures, without exponent notation; thousands are grouped
+    /// with a thin space so a column of throughputs stays readable.
+    public static func significant(_ value: Double, digits: Int = 3) -> String {
+        guard value.isFinite else { return "\(value)" }
+        if value == 0 { return "0" }
+        let magnitude = Int(floor(log10(abs(value))))
+        let decimals = Swift.max(0, digits - 1 - magnitude)
+        let scale = pow(10, Double(digits - 1 - magnitude))
+        let rounded = (value * scale).rounded() / scale
+        let text = String(format: "%.\(decimals)f", rounded)
+        return groupThousands(text)
+    }
+
+    /// Inserts a thin space every three digits of the integer part (`1234567.8` → `1 234 567.8`).
+    static func groupThousands(_ text: String) -> String {
+        let negative = text.hasPrefix("-")
+        let body = negative ? String(text.dropFirst()) : text
+        let parts = body.split(separator: ".", maxSplits: 1, omittingEmptySubsequences: false)
+        let integer = Array(parts[0])
+        guard integer.count > 4 else { return text }
+        var grouped = ""
+        for (index, digit) in integer.enumerated() {
+            if index > 0 && (integer.count - index) % 3 == 0 { grouped.append("\u{2009}") }
+            grouped.append(digit)
+        }
+        let fraction = parts.count > 1 ? "." + parts[1] : ""
+        return (negative ? "-" : "") + grouped + fraction
+    }
+}
+
+/// One measurement the guest made (`p2plab bench-guest`), as it writes it to `bench.json`.
+public struct GuestMeasurement: Codable, Sendable, Equatable {
+    /// Stable key the host pairs across kernels, e.g. `pin.p2pmem.LONGTERM|P2PDMA|WRITE|FAST.64`.
+    public var key: String
+    /// What was measured, in words.
+    public var what: String
+    public var unit: BenchUnit
+    /// One value per repetition.
+    public var samples: [Double]
+    /// Why the kernel refused the operation (an errno), when it did: a result, not a failure.
+    public var refused: String?
+    /// Why the measurement could not be made (no provider, a tool missing, …).
+    public var problem: String?
+    /// What the samples do not show, e.g. slow-GUP entries per call.
+    public var note: String?
+
+    public init(key: String, what: String, unit: BenchUnit, samples: [Double] = [], refused: String? = nil,
+                problem: String? = nil, note: String? = nil) {
+        self.key = key
+        self.what = what
+        self.unit = unit
+        self.samples = samples
+        self.refused = refused
+        self.problem = problem
+        self.note = note
+    }
+
+    public var summary: BenchSummary? { BenchSummary(samples) }
+}
+
+/// Everything one guest run measured, written to `$P2PLAB_RESULTS/bench.json`.
+public struct GuestBenchReport: Codable, Sendable, Equatable {
+    /// `uname -r` in the guest.
+    public var kernelRelease: String
+    public var repetitions: Int
+    public var measurements: [GuestMeasurement]
+
+    public init(kernelRelease: String, repetitions: Int, measurements: [GuestMeasurement]) {
+        self.kernelRelease = kernelRelease
+        self.repetitions = repetitions
+        self.measurements = measurements
+    }
+
+    /// The measurement with `key`, if the guest made it.
+    public func measurement(_ key: String) -> GuestMeasurement? {
+        measurements.first { $0.key == key }
+    }
+
+    /// This report with `other`'s samples appended to the measurements of the same key (a later
+    /// boot of the same kernel); a refusal or problem in either one stays, as does the later note.
+    public func merging(_ other: GuestBenchReport) -> GuestBenchReport {
+        var merged = self
+        merged.repetitions += other.repetitions
+        for m in other.measurements {
+            guard let index = merged.measurements.firstIndex(where: { $0.key == m.key }) else {
+                merged.measurements.append(m)
+                continue
+            }
+            var into = merged.measurements[index]
+            into.samples += m.samples
+            into.refused = into.refused ?? m.refused
+            into.problem = into.problem ?? m.problem
+            into.note = m.note ?? into.note
+            if into.refused != nil || into.problem != nil { into.samples = [] }
+            merged.measurements[index] = into
+        }
+        return merged
+    }
+
+    /// The file name the guest writes into its results directory.
+    public static let fileName = "bench.json"
+}
