@@ -1,0 +1,631 @@
+import ArgumentParser
+import Checks
+import Foundation
+import KernelTree
+import LabSupport
+import Machine
+
+extension P2PLabCommand {
+    /// Measure what users of the lab wait for, and what the series changes in the kernel.
+    struct Bench: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "bench",
+            abstract: "Measure the lab (builds, boots, bisect steps) and the kernel (pins, MR registration, RDMA WRITE), series vs baseline.",
+            discussion: """
+                Each measurement runs --repeat times and reports min/median/max next to what it is \
+                compared with (a figure without a baseline is listed as not reported, with the reason). \
+                Writes bench/results/<date>-<host>.json in the checkout and regenerates BENCHMARKS.md \
+                from every recorded run. Kernel figures are measured in the guest (p2plab bench-guest) \
+                on the cached baseline and series kernels; the series switch and the bisect step work \
+                in the bench's own checkout and object directory under <cache>/bench, and cold builds \
+                in scratch object directories there, so the lab's cache is only read. Cold builds take \
+                10-20 minutes each on 2 cores and should run on a quiet machine.
+                  p2plab bench --skip lab.cold_build          everything but the cold builds
+                  p2plab bench --only 'kernel.*' --repeat 3   the guest measurements
+                  p2plab bench --only lab.cold_build          the cold-build comparison alone
+                  p2plab bench --render                       regenerate BENCHMARKS.md
+                """)
+
+        @Option(name: .customLong("repeat"), help: ArgumentHelp("Repetitions of each measurement.", valueName: "N"))
+        var repetitions: Int = 5
+
+        @Option(help: ArgumentHelp("Repetitions of each cold build (two full kernel builds per repetition).", valueName: "N"))
+        var coldRepeat: Int = 1
+
+        @Option(name: .customLong("only"), help: ArgumentHelp("Run only measurements matching this glob (repeatable), e.g. 'kernel.*'.", valueName: "GLOB"))
+        var only: [String] = []
+
+        @Option(name: .customLong("skip"), help: ArgumentHelp("Leave out measurements matching this glob (repeatable).", valueName: "GLOB"))
+        var skip: [String] = []
+
+        @Flag(help: "List the measurements and exit.")
+        var list = false
+
+        @Flag(help: "Only regenerate BENCHMARKS.md from bench/results/*.json.")
+        var render = false
+
+        @Option(help: ArgumentHelp("Machine definition: a name in vm/ or a .json path.", valueName: "NAME"))
+        var machine: String = MachineDefinition.defaultName
+
+        @Option(help: "Cache directory (default: $P2PLAB_CACHE or ~/.cache/p2plab); the bench works in its bench/ subdirectory.")
+        var cache: String?
+
+        @Option(help: "Parallel make jobs (default: the number of CPUs).")
+        var jobs: Int?
+
+        @Option(help: ArgumentHelp("Seconds one guest run may take.", valueName: "SECONDS"))
+        var timeout: Double = 1800
+
+        func validate() throws {
+            if repetitions < 1 { throw ValidationError("--repeat takes 1 or more, got \(repetitions)") }
+            if coldRepeat < 1 { throw ValidationError("--cold-repeat takes 1 or more, got \(coldRepeat)") }
+            if let jobs, jobs < 1 { throw ValidationError("--jobs takes 1 or more, got \(jobs)") }
+            if !list && !render && chosen.isEmpty {
+                throw ValidationError("no measurement matches --only \(only.joined(separator: " ")) --skip \(skip.joined(separator: " ")); see --list")
+            }
+        }
+
+        var chosen: [BenchMeasurement] { BenchMeasurement.select(only: only, skip: skip, matches: globMatches) }
+
+        func run() async throws {
+            if list {
+                for m in BenchMeasurement.allCases { print("\(m.rawValue.padding(toLength: 22, withPad: " ", startingAt: 0)) \(m.summary)") }
+                return
+            }
+            let root = try ProjectPaths.requireRoot()
+            if render {
+                let path = try BenchResultsStore(root: root).renderMarkdown()
+                print("wrote \(path.path)")
+                return
+            }
+            try await reportingErrors {
+                var session = try BenchSession(command: self, root: root)
+                let run = try await session.run(chosen)
+                let store = BenchResultsStore(root: root)
+                let file = try store.write(run)
+                let markdown = try store.renderMarkdown()
+                print(BenchRenderer.figureTable(run.figures))
+                for item in run.notReported { print("not reported: \(item.measurement) \(item.title): \(item.reason)") }
+                print("results: \(file.path)")
+                print("report: \(markdown.path)")
+            }
+        }
+    }
+
+    /// Runs the guest half of `p2plab bench` (the host starts it in the lab machine).
+    struct BenchGuestCommand: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "bench-guest", shouldDisplay: false)
+
+        @Option(help: "Path of p2plab_test.ko to load if it is not loaded (default: $P2PLAB_MODULE).")
+        var module: String?
+
+        @Option(name: .customLong("repeat"))
+        var repetitions: Int = 5
+
+        @Option(name: .customLong("only"))
+        var only: [String] = []
+
+        @Option var device: String?
+        @Option var provider: String?
+
+        @Option(help: "Write bench.json into DIR (in the lab machine: $P2PLAB_RESULTS).")
+        var results: String?
+
+        func run() async throws {
+            guard geteuid() == 0 else {
+                FileHandle.standardError.write(Data("p2plab bench-guest: run as root (it loads a module and pins memory)\n".utf8))
+                throw ExitCode(LabExit.notRoot.rawValue)
+            }
+            let suite = SuiteOptions(
+                device: device, provider: provider.flatMap(PCIAddress.init),
+                modulePath: module ?? ProcessInfo.processInfo.environment["P2PLAB_MODULE"])
+            let report = await BenchGuest.run(BenchGuest.Options(repetitions: repetitions, only: only, suite: suite)) { line in
+                FileHandle.standardError.write(Data("\(line)\n".utf8))
+            }
+            for m in report.measurements {
+                let value = m.summary.map { "median \(m.unit.format($0.median)) (\($0.count) samples)" }
+                print("\(m.key): \(m.refused.map { "refused \($0)" } ?? m.problem ?? value ?? "no samples")")
+            }
+            if let results {
+                try FileManager.default.createDirectory(atPath: results, withIntermediateDirectories: true)
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+                try encoder.encode(report).write(to: URL(fileURLWithPath: results).appendingPathComponent(GuestBenchReport.fileName))
+            }
+        }
+    }
+}
+
+/// Where runs are recorded: `bench/results/*.json` and `BENCHMARKS.md` in the checkout.
+struct BenchResultsStore {
+    let root: URL
+
+    var directory: URL { root.appendingPathComponent("bench/results") }
+    var markdown: URL { root.appendingPathComponent("BENCHMARKS.md") }
+
+    func write(_ run: BenchRun) throws -> URL {
+        try FileManager.default.ensureDirectory(directory)
+        let url = directory.appendingPathComponent(BenchRun.fileName(date: ISO8601DateFormatter().date(from: run.date) ?? Date(), host: run.machine.host))
+        try run.encoded().write(to: url)
+        return url
+    }
+
+    /// Every readable run, by file name; an unreadable file is named on stderr and left out.
+    func load() -> [(name: String, run: BenchRun)] {
+        let names = ((try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? []).filter { $0.hasSuffix(".json") }.sorted()
+        return names.compactMap { name in
+            guard let data = FileManager.default.contents(atPath: directory.appendingPathComponent(name).path),
+                  let run = try? JSONDecoder().decode(BenchRun.self, from: data) else {
+                progressLine("bench: \(name) is not a p2plab bench result; left out of BENCHMARKS.md")
+                return nil
+            }
+            return (name, run)
+        }
+    }
+
+    func renderMarkdown() throws -> URL {
+        try BenchRenderer.markdown(runs: load()).write(to: markdown, atomically: true, encoding: .utf8)
+        return markdown
+    }
+}
+
+/// Seconds since `start` on the monotonic clock.
+private func elapsed(since start: ContinuousClock.Instant) -> Double {
+    let d = start.duration(to: .now)
+    return Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
+}
+
+/// The first line of a file, trimmed.
+private func firstLine(_ path: String) -> String {
+    ((try? String(contentsOfFile: path, encoding: .utf8)) ?? "").split(separator: "\n").first.map { $0.trimmingCharacters(in: .whitespaces) } ?? "?"
+}
+
+/// One `p2plab bench` invocation: measures, then assembles the run.
+struct BenchSession {
+    let command: P2PLabCommand.Bench
+    let root: URL
+    let mainCache: CacheLayout
+    /// The bench's own corner of the cache: checkout, object directories, modules, runs.
+    let benchCache: CacheLayout
+    let definition: MachineDefinition
+    let binary: String
+    let runner = Runner()
+    let session: URL
+    let start = Date()
+    let loadAtStart = BenchSession.loadAverage()
+
+    var figures: [BenchFigure] = []
+    var notReported: [BenchNotReported] = []
+    var raw: [BenchRaw] = []
+    var accelNote = "tcg as asked"
+    var kvmWorks = false
+    var seriesBuild: BuildManifest?
+    var baselineBuild: BuildManifest?
+
+    init(command: P2PLabCommand.Bench, root: URL) throws {
+        self.command = command
+        self.root = root
+        mainCache = CacheLayout(root: command.cache.map { URL(fileURLWithPath: $0) })
+        benchCache = CacheLayout(root: mainCache.root.appendingPathComponent("bench"))
+        definition = try MachineDefinition.load(named: command.machine, vmDirectory: root.appendingPathComponent("vm"))
+        binary = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().standardizedFileURL.path
+        let stamp = ISO8601DateFormatter().string(from: Date()).replacingOccurrences(of: ":", with: "")
+        session = benchCache.runs.appendingPathComponent("bench-\(stamp)")
+        try FileManager.default.ensureDirectory(session)
+    }
+
+    static func loadAverage() -> String {
+        firstLine("/proc/loadavg").split(separator: " ").prefix(3).joined(separator: " ")
+    }
+
+    /// The build options of the bench's own cache (its checkout and object directory).
+    func benchBuildOptions() throws -> BuildOptions {
+        try BuildOptions.parse(["--cache", benchCache.root.path] + (command.jobs.map { ["--jobs", String($0)] } ?? []))
+    }
+
+    mutating func add(_ results: [Result<BenchFigure, BenchNotReported>]) {
+        for result in results {
+            switch result {
+            case .success(let figure): figures.append(figure)
+            case .failure(let missing): notReported.append(missing)
+            }
+        }
+    }
+
+    mutating func record(_ measurement: BenchMeasurement, _ variant: String, _ sample: GuestMeasurement) {
+        raw.append(BenchRaw(measurement: measurement.rawValue, variant: variant, sample: sample))
+    }
+
+    // MARK: - the run
+
+    mutating func run(_ chosen: [BenchMeasurement]) async throws -> BenchRun {
+        progressLine("bench: \(chosen.map(\.rawValue).joined(separator: ", ")); \(command.repetitions) repetition(s); work in \(session.path)")
+        let guests = chosen.filter(\.isGuest)
+        let needsKernels = !guests.isEmpty || chosen.contains(.warmCycleTrue) || chosen.contains(.warmCycleSuite)
+        if needsKernels {
+            seriesBuild = try await kernel(.full)
+            if !guests.isEmpty { baselineBuild = try await kernel(.baseline) }
+            if let seriesBuild {
+                let decision = try await AccelProbe.decide(
+                    .auto, kernel: URL(fileURLWithPath: seriesBuild.bzImage), cpu: definition.cpu, qemu: "qemu-system-x86_64",
+                    cache: mainCache, workDirectory: session)
+                accelNote = decision.note
+                kvmWorks = decision.accel == .kvm
+            }
+        }
+        if !guests.isEmpty { await guestMeasurements(guests) }
+        var warmSuite: (samples: [Double], problem: String?) = ([], "not measured")
+        for m in [BenchMeasurement.warmCycleTrue, .warmCycleSuite] where chosen.contains(m) {
+            let result = await warmCycles(m)
+            if m == .warmCycleSuite { warmSuite = result }
+        }
+        if chosen.contains(.seriesSwitch) || chosen.contains(.bisectStep) {
+            do {
+                try await prepareBenchSource()
+                if chosen.contains(.seriesSwitch) { try await seriesSwitch() }
+                if chosen.contains(.bisectStep) { try await bisectStep(warmSuite: warmSuite) }
+            } catch {
+                for m in [BenchMeasurement.seriesSwitch, .bisectStep] where chosen.contains(m) && !figures.contains(where: { $0.measurement == m.rawValue }) {
+                    notReported.append(BenchNotReported(measurement: m.rawValue, title: m.summary, reason: "could not prepare the bench checkout: \(error)"))
+                }
+            }
+        }
+        if chosen.contains(.coldBuild) { await coldBuilds() }
+        return await assemble(chosen)
+    }
+
+    func assemble(_ chosen: [BenchMeasurement]) async -> BenchRun {
+        let qemu = (try? await runner.capture(Command(["qemu-system-x86_64", "--version"]), timeout: 30).standardOutput)?
+            .split(separator: "\n").first.map(String.init) ?? "unknown"
+        let perftestPackage = (try? await runner.capture(Command(["dpkg-query", "-W", "-f", "${Version}", "perftest"]), timeout: 30))
+            .flatMap { $0.succeeded ? $0.standardOutput : nil }
+        let cpu = ((try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? "").split(separator: "\n")
+            .first { $0.hasPrefix("model name") }.map { $0.split(separator: ":", maxSplits: 1).last!.trimmingCharacters(in: .whitespaces) } ?? "unknown"
+        let builds = [seriesBuild, baselineBuild].compactMap { $0 }
+        let kernel = builds.isEmpty ? "not booted" : (builds.first!.kernelRelease + " from " + builds.first!.source + ": "
+            + builds.map { "\($0.variant) \($0.head.prefix(12))" }.joined(separator: ", ") + "; config \(builds.first!.configHash)")
+        let gcc = (try? await runner.capture(Command(["gcc", "--version"]), timeout: 30).standardOutput)?
+            .split(separator: "\n").first.map(String.init) ?? "unknown"
+        let compiler = builds.first?.compiler ?? gcc
+        let host = ProcessInfo.processInfo.hostName.split(separator: ".").first.map(String.init) ?? "host"
+        let machine = BenchMachine(
+            host: host, cores: ProcessInfo.processInfo.activeProcessorCount, cpu: cpu,
+            memoryMiB: Int(ProcessInfo.processInfo.physicalMemory >> 20), accel: "tcg", accelNote: accelNote,
+            hostKernel: firstLine("/proc/sys/kernel/osrelease"), loadAtStart: loadAtStart, loadAtEnd: Self.loadAverage())
+        let versions = BenchVersions(
+            kernel: kernel, qemu: qemu, p2plab: p2plabVersion, compiler: compiler,
+            perftest: perftestPackage.map { "perftest \($0)" } ?? "not installed")
+        return BenchRun(
+            date: ISO8601DateFormatter().string(from: start), command: shellQuote(["p2plab"] + CommandLine.arguments.dropFirst()),
+            repetitions: command.repetitions, machine: machine, versions: versions, measured: chosen.map(\.rawValue),
+            figures: figures, notReported: notReported, raw: raw)
+    }
+
+    // MARK: - kernels
+
+    /// The cached build of `selection` for this checkout's series and config fragment: the lab's
+    /// cache first (read only: its checkout is never switched), then the bench's own, else built
+    /// in the bench's own checkout.
+    func kernel(_ selection: PatchSelection) async throws -> BuildManifest {
+        for cache in [mainCache, benchCache] {
+            if let found = try cachedBuild(selection, in: cache) {
+                progressLine("bench: \(selection.label) kernel: \(found.bzImage)")
+                return found
+            }
+        }
+        progressLine("bench: no cached \(selection.label) kernel; building it in \(benchCache.root.path)")
+        try await prepareBenchSource()
+        return try await KernelPipeline(options: try benchBuildOptions(), runner: runner).build(selection: selection)
+    }
+
+    /// The newest build of `selection` in `cache` whose branch carries this checkout's series and
+    /// whose config hash is this checkout's fragment's, or nil.
+    func cachedBuild(_ selection: PatchSelection, in cache: CacheLayout) throws -> BuildManifest? {
+        let options = try benchBuildOptions()
+        let series = try PatchSeries.load(from: options.seriesURL(root: root))
+        let texts = try options.fragmentURLs(root: root).map { try String(contentsOf: $0, encoding: .utf8) }
+        let configHash = KernelBuilder.configHash(fragments: [], texts: texts)
+        let fm = FileManager.default
+        let dirs = (try? fm.contentsOfDirectory(atPath: cache.builds.path)) ?? []
+        let candidates = dirs.compactMap { dir -> BuildManifest? in
+            let url = cache.builds.appendingPathComponent(dir).appendingPathComponent("manifest.json")
+            guard let data = fm.contents(atPath: url.path), let m = try? JSONDecoder().decode(BuildManifest.self, from: data) else { return nil }
+            let key = fnv1a64Hex([m.baseCommit, series.contentHash, selection.label].joined(separator: "|")).prefix(10)
+            guard m.variant == selection.label, m.configHash == configHash, m.branch == "p2plab/\(selection.label)-\(key)",
+                  fm.fileExists(atPath: m.bzImage), fm.fileExists(atPath: m.objectDir + "/.config") else { return nil }
+            return m
+        }
+        return candidates.max { $0.createdAt < $1.createdAt }
+    }
+
+    /// The test module for `build`, built in the bench's cache against the kernel's object directory.
+    func module(for build: BuildManifest) async throws -> URL {
+        try await ModuleBuilder(cache: benchCache, runner: runner)
+            .build(moduleSource: root.appendingPathComponent("kernel/module"), kernelBuildDir: build.objectDir)
+    }
+
+    /// Boots `build` with `guestCommand` (a shell command line) and returns how it ended.
+    func boot(_ build: BuildManifest, module: URL, guestCommand: String, accel: AccelChoice, directory: URL, timeout: Double) async throws -> BootOutcome {
+        let request = BootRequest(
+            kernel: URL(fileURLWithPath: build.bzImage), definition: definition, accel: accel, command: guestCommand,
+            timeout: timeout, bootTimeout: 120, runDirectory: directory, environment: ["P2PLAB_ROOT": root.path],
+            // The module is in the cache under /root, which the guest covers with tmpfs.
+            sharedPaths: [module.deletingLastPathComponent().path, binary, root.path],
+            vmDirectory: root.appendingPathComponent("vm"), cache: mainCache)
+        return try await LabMachine.boot(request, runner: runner)
+    }
+
+    // MARK: - kernel behaviour, in the guest
+
+    /// Boots the baseline and the series alternately, one sample per boot and `--repeat` rounds,
+    /// so boot-to-boot variation and a host getting busier mid-run fall on both kernels alike.
+    mutating func guestMeasurements(_ chosen: [BenchMeasurement]) async {
+        let builds = [baselineBuild, seriesBuild].compactMap { $0 }
+        var reports: [String: GuestBenchReport] = [:]
+        var problems: [String: String] = [:]
+        for round in 0..<command.repetitions {
+            for build in builds where problems[build.variant] == nil {
+                let label = build.variant
+                do {
+                    let ko = try await module(for: build)
+                    var arguments = [binary, "bench-guest", "--module", ko.path, "--repeat", "1"]
+                    for m in chosen { arguments += ["--only", m.rawValue] }
+                    progressLine("bench: [\(label)] round \(round + 1)/\(command.repetitions): boot \(build.kernelRelease), measure \(chosen.map(\.rawValue).joined(separator: ", "))")
+                    let directory = session.appendingPathComponent("guest-\(label)-\(round)")
+                    let outcome = try await boot(build, module: ko, guestCommand: shellQuote(arguments) + " --results \"$P2PLAB_RESULTS\"",
+                                                 accel: .tcg, directory: directory, timeout: command.timeout)
+                    let file = outcome.run.guest.appendingPathComponent(GuestBenchReport.fileName)
+                    guard let data = FileManager.default.contents(atPath: file.path),
+                          let report = try? JSONDecoder().decode(GuestBenchReport.self, from: data) else {
+                        problems[label] = "the \(label) guest wrote no \(GuestBenchReport.fileName) (\(outcome.kind.name), console \(outcome.console.path))"
+                        continue
+                    }
+                    reports[label] = reports[label].map { $0.merging(report) } ?? report
+                    if !outcome.findings.isEmpty {
+                        // Expected on the baseline: refusing LONGTERM|P2PDMA WARNs in is_valid_gup_args().
+                        progressLine("bench: [\(label)] the console shows \(outcome.findings.count) alarming line(s), first: \(outcome.findings[0].text)")
+                    }
+                } catch {
+                    problems[label] = "the \(label) kernel could not be measured: \(error)"
+                }
+                if let problem = problems[label] { progressLine("bench: \(problem)") }
+            }
+        }
+        for (label, report) in reports.sorted(by: { $0.key < $1.key }) {
+            for m in report.measurements { record(Self.group(of: m.key), label, m) }
+        }
+        func side(_ label: String) -> KernelFigures.Side {
+            KernelFigures.Side(label: label, report: problems[label] == nil ? reports[label] : nil,
+                               problem: problems[label] ?? (reports[label] == nil ? "no \(label) kernel" : nil))
+        }
+        add(KernelFigures.all(chosen, baseline: side("baseline"), series: side("series")))
+    }
+
+    /// The measurement a guest key belongs to (`pin.…`, `regmr.…`, `rdma_write_bw.…`).
+    static func group(of key: String) -> BenchMeasurement {
+        if key.hasPrefix("pin.") { return .pinThroughput }
+        if key.hasPrefix("regmr.") { return .regMRLatency }
+        return .rdmaWriteBandwidth
+    }
+
+    // MARK: - warm cycles
+
+    /// Times `measurement`'s boots under TCG (after one untimed boot that warms the page cache),
+    /// and under KVM when the probe says it works; returns the TCG samples.
+    mutating func warmCycles(_ measurement: BenchMeasurement) async -> (samples: [Double], problem: String?) {
+        guard let build = seriesBuild else {
+            add([LabFigures.warmCycle(measurement, accel: "TCG", samples: [], problem: "no series kernel", note: nil)])
+            return ([], "no series kernel")
+        }
+        var tcg: (samples: [Double], problem: String?) = ([], nil)
+        for accel in kvmWorks ? [AccelChoice.tcg, .kvm] : [.tcg] {
+            var samples: [Double] = []
+            var bootSeconds: [Double] = []
+            var problem: String?
+            do {
+                let ko = try await module(for: build)
+                let guestCommand = measurement == .warmCycleTrue
+                    ? "true"
+                    : shellQuote([binary, "check", "--module", ko.path, "--timeout", "120"]) + " --results \"$P2PLAB_RESULTS\""
+                for index in 0...command.repetitions {
+                    let directory = session.appendingPathComponent("\(measurement.rawValue)-\(accel.rawValue)-\(index)")
+                    let outcome = try await boot(build, module: ko, guestCommand: guestCommand, accel: accel, directory: directory, timeout: 600)
+                    guard outcome.kind == .exited(0) else {
+                        problem = "cycle \(index) ended \(outcome.kind.name) (exit \(outcome.exitCode)); see \(directory.path)"
+                        break
+                    }
+                    // The first boot only warms the page cache with the kernel, the binary and the libraries.
+                    if index == 0 { continue }
+                    samples.append(outcome.seconds)
+                    if let ready = outcome.bootSeconds { bootSeconds.append(ready) }
+                    progressLine(String(format: "bench: %@ %@ cycle %d: %.2f s", measurement.rawValue, accel.rawValue, index, outcome.seconds))
+                }
+            } catch {
+                problem = "\(error)"
+            }
+            if problem != nil { samples = [] }
+            let note = bootSeconds.isEmpty ? nil : "QEMU start → init ready: median \(BenchStatistics.significant(BenchStatistics.median(bootSeconds))) s"
+            record(measurement, accel.rawValue, GuestMeasurement(key: "\(measurement.rawValue).\(accel.rawValue)", what: measurement.summary, unit: .seconds, samples: samples, problem: problem, note: note))
+            if accel == .tcg {
+                tcg = (samples, problem)
+                add([LabFigures.warmCycle(measurement, accel: "TCG", samples: samples, problem: problem, note: note)])
+            } else {
+                add([LabFigures.warmCycleKVM(measurement, kvm: samples, kvmProblem: problem, tcg: tcg.samples, tcgProblem: tcg.problem)])
+            }
+        }
+        if !kvmWorks {
+            notReported.append(BenchNotReported(measurement: measurement.rawValue, title: "the same under KVM, compared with TCG",
+                                                reason: "KVM does not work here: \(accelNote)"))
+        }
+        return tcg
+    }
+
+    // MARK: - the bench's own checkout
+
+    /// Gives the bench cache a checkout of the lab's Debian source that it may switch freely: a
+    /// `git clone --shared` (objects borrowed, nothing copied) of the prepared source, at the
+    /// pristine commit. Without a prepared source, the bench cache fetches and unpacks its own.
+    func prepareBenchSource() async throws {
+        let fm = FileManager.default
+        guard let deb = ((try? fm.contentsOfDirectory(atPath: mainCache.downloads.path)) ?? [])
+            .filter({ $0.hasPrefix("linux-source-6.12_") && $0.hasSuffix(".deb") }).sorted().last else { return }
+        let version = deb.split(separator: "_").dropFirst().first.map(String.init) ?? "unknown"
+        let id = "debian-" + version.replacingOccurrences(of: "~", with: "_")
+        let mainSource = mainCache.sources.appendingPathComponent(id)
+        let benchSource = benchCache.sources.appendingPathComponent(id)
+        try fm.ensureDirectory(benchCache.downloads)
+        let link = benchCache.downloads.appendingPathComponent(deb)
+        if !fm.fileExists(atPath: link.path) {
+            try fm.createSymbolicLink(at: link, withDestinationURL: mainCache.downloads.appendingPathComponent(deb))
+        }
+        guard !fm.fileExists(atPath: benchSource.appendingPathComponent(".git").path),
+              fm.fileExists(atPath: mainSource.appendingPathComponent(".git").path) else { return }
+        progressLine("bench: cloning \(mainSource.path) into \(benchSource.path) (shared objects, once)")
+        try fm.ensureDirectory(benchCache.sources)
+        let scratch = benchCache.sources.appendingPathComponent(".clone-\(id)")
+        try? fm.removeItem(at: scratch)
+        try await runner.checked(Command(["git", "clone", "-q", "--shared", "--branch", "p2plab/pristine", mainSource.path, scratch.path]), timeout: 1800)
+        try await runner.checked(Command(["git", "-C", scratch.path, "config", "gc.auto", "0"]))
+        try fm.moveItem(at: scratch, to: benchSource)
+    }
+
+    /// Makes the bench cache forget `build`'s outputs, so the next build of it runs make.
+    func invalidate(_ build: BuildManifest) throws {
+        let outputs = URL(fileURLWithPath: build.bzImage).deletingLastPathComponent()
+        guard outputs.path.hasPrefix(benchCache.root.path + "/") else {
+            throw BuildError.buildFailed(log: outputs.path, errors: "refusing to invalidate a build outside the bench cache")
+        }
+        try? FileManager.default.removeItem(at: outputs.appendingPathComponent("manifest.json"))
+    }
+
+    // MARK: - series switch
+
+    mutating func seriesSwitch() async throws {
+        let pipeline = KernelPipeline(options: try benchBuildOptions(), runner: runner)
+        progressLine("bench: lab.series_switch: building both variants in the bench checkout first (cold the first time; not timed)")
+        var last: [String: BuildManifest] = [:]
+        for selection in [PatchSelection.baseline, .full] { last[selection.label] = try await pipeline.build(selection: selection) }
+        var samples: [String: [Double]] = ["baseline": [], "series": []]
+        var makeSeconds: [String: [Double]] = ["baseline": [], "series": []]
+        var problem: String?
+        do {
+            for _ in 0..<command.repetitions {
+                for selection in [PatchSelection.baseline, .full] {
+                    try invalidate(last[selection.label]!)
+                    let start = ContinuousClock.now
+                    let built = try await pipeline.build(selection: selection)
+                    let seconds = elapsed(since: start)
+                    last[selection.label] = built
+                    samples[selection.label]!.append(seconds)
+                    makeSeconds[selection.label]!.append(built.buildSeconds)
+                    progressLine(String(format: "bench: lab.series_switch → %@: %.1f s (make %.1f s)", selection.label, seconds, built.buildSeconds))
+                }
+            }
+        } catch {
+            problem = "\(error)"
+        }
+        for (label, from) in [("series", "baseline"), ("baseline", "series")] {
+            let s = problem == nil ? samples[label]! : []
+            let make = makeSeconds[label]!
+            let note = make.isEmpty ? nil : "checkout + make bzImage modules; make alone: median \(BenchStatistics.significant(BenchStatistics.median(make))) s, make -j\(command.jobs ?? ProcessInfo.processInfo.activeProcessorCount)"
+            record(.seriesSwitch, "\(from)→\(label)", GuestMeasurement(key: "series_switch.\(from)-to-\(label)", what: "incremental rebuild \(from) → \(label)", unit: .seconds, samples: s, problem: problem, note: note))
+            add([LabFigures.seriesSwitch("series switch \(from) → \(label): checkout + incremental rebuild", samples: s, problem: problem, note: note)])
+        }
+    }
+
+    // MARK: - bisect step
+
+    /// Bisect steps as `p2plab bisect --in-series` takes them: build (incrementally), test module,
+    /// boot, suite. Steps alternate between the first midpoint (2 patches) and the whole series,
+    /// so every step rebuilds what the two differ in (mm/gup.c, drivers/infiniband/core/umem.c).
+    mutating func bisectStep(warmSuite: (samples: [Double], problem: String?)) async throws {
+        let options = try benchBuildOptions()
+        let lab = try LabOptions.parse(["--accel", "tcg", "--machine", command.machine])
+        let session = Lab(build: options, lab: lab)
+        let pipeline = KernelPipeline(options: options, runner: runner)
+        // Start from the whole series in the object directory, so the first step rebuilds.
+        _ = try await pipeline.build(selection: .full)
+        var samples: [Double] = []
+        var rebuilds: [Double] = []
+        var problem: String?
+        let steps = [PatchSelection(upto: 2), .full]
+        for index in 0..<command.repetitions {
+            let selection = steps[index % 2]
+            if let cached = try cachedBuild(selection, in: benchCache) { try invalidate(cached) }
+            let result = await session.runVariant(selection, directory: self.session.appendingPathComponent("bisect-step-\(index)-\(selection.label)"), reproduce: [])
+            guard result.problem == nil, result.bootOutcome == "exited", result.run != nil else {
+                problem = "step \(index) (\(selection.label)) could not test: \(result.problem ?? result.bootOutcome ?? "no results") (\(result.runDirectory.path))"
+                break
+            }
+            samples.append(result.seconds)
+            if let manifest = result.manifest { rebuilds.append(manifest.buildSeconds) }
+            progressLine(String(format: "bench: lab.bisect_step %@: %.1f s (%@)", selection.label, result.seconds, result.run?.verdictLine ?? ""))
+        }
+        if problem != nil { samples = [] }
+        let note = rebuilds.isEmpty ? nil : "steps alternate upto-2 ↔ series; make alone: median \(BenchStatistics.significant(BenchStatistics.median(rebuilds))) s"
+        record(.bisectStep, "upto-2↔series", GuestMeasurement(key: "bisect_step", what: BenchMeasurement.bisectStep.summary, unit: .seconds, samples: samples, problem: problem, note: note))
+        add([LabFigures.bisectStep(samples: samples, problem: problem, warmSuite: warmSuite.samples, warmProblem: warmSuite.problem, note: note)])
+    }
+
+    // MARK: - cold builds
+
+    /// Two cold builds per repetition on the lab's unpacked source, read only (`make -C SRC O=…`,
+    /// never a checkout), each in an empty scratch object directory under the bench cache.
+    mutating func coldBuilds() async {
+        let jobs = command.jobs ?? ProcessInfo.processInfo.activeProcessorCount
+        var samples: [String: [Double]] = ["lean": [], "defconfig": []]
+        var problem: String?
+        do {
+            let source = try await SourceManager(cache: mainCache, runner: runner, progress: progressLine).prepare(.defaultDebian)
+            let src = source.workdir.path
+            let fragments = try benchBuildOptions().fragmentURLs(root: root).map(\.path)
+            let headBefore = try await runner.checked(Command(["git", "-C", src, "rev-parse", "HEAD"])).standardOutput.trimmingCharacters(in: .whitespacesAndNewlines)
+            let scratchRoot = benchCache.root.appendingPathComponent("cold")
+            try FileManager.default.ensureDirectory(scratchRoot)
+            for index in 0..<command.coldRepeat {
+                // Interleaved, so a machine that gets busier mid-run burdens both configs alike.
+                for config in ["lean", "defconfig"] {
+                    let obj = scratchRoot.appendingPathComponent(config)
+                    try? FileManager.default.removeItem(at: obj)
+                    try FileManager.default.ensureDirectory(obj)
+                    let log = scratchRoot.appendingPathComponent("\(config)-\(index).log")
+                    try? FileManager.default.removeItem(at: log)
+                    let make = { (targets: [String]) in Command(["make", "-C", src, "O=\(obj.path)", "-j\(jobs)"] + targets) }
+                    var steps: [Command]
+                    if config == "lean" {
+                        steps = baseConfigRecipe.map { make([$0]) }
+                        steps.append(Command(["\(src)/scripts/kconfig/merge_config.sh", "-m", "-O", obj.path, obj.appendingPathComponent(".config").path] + fragments, in: src))
+                        steps.append(make(["olddefconfig"]))
+                    } else {
+                        steps = [make(["defconfig"]), make(["kvm_guest.config"])]
+                    }
+                    steps.append(make(["bzImage", "modules"]))
+                    progressLine("bench: lab.cold_build \(config) \(index + 1)/\(command.coldRepeat) in \(obj.path); log \(log.path)")
+                    let start = ContinuousClock.now
+                    for step in steps {
+                        let result = try await runner.stream(step, logFile: log, timeout: 7200)
+                        guard result.succeeded else {
+                            throw BuildError.buildFailed(log: log.path, errors: KernelBuilder.errorLines((try? String(contentsOf: log, encoding: .utf8)) ?? ""))
+                        }
+                    }
+                    let seconds = elapsed(since: start)
+                    let headAfter = try await runner.checked(Command(["git", "-C", src, "rev-parse", "HEAD"])).standardOutput.trimmingCharacters(in: .whitespacesAndNewlines)
+                    guard headAfter == headBefore else {
+                        throw BuildError.buildFailed(log: log.path, errors: "the source checkout moved from \(headBefore.prefix(12)) to \(headAfter.prefix(12)) during the build (another p2plab run switched variants): rerun when nothing else uses the cache")
+                    }
+                    samples[config]!.append(seconds)
+                    progressLine(String(format: "bench: lab.cold_build %@: %.0f s", config, seconds))
+                    try? FileManager.default.removeItem(at: obj)
+                }
+            }
+        } catch {
+            problem = "\(error)"
+        }
+        if problem != nil { samples = ["lean": [], "defconfig": []] }
+        for config in ["lean", "defconfig"] {
+            record(.coldBuild, config, GuestMeasurement(key: "cold_build.\(config)", what: "cold build, \(config)", unit: .seconds, samples: samples[config]!, problem: problem))
+        }
+        add([LabFigures.coldBuild(lean: samples["lean"]!, defconfig: samples["defconfig"]!, problem: problem, defconfigProblem: problem,
+                                  note: "make -j\(jobs) bzImage modules after the config targets, empty object directory")])
+    }
+}

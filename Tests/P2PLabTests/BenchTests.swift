@@ -1,0 +1,252 @@
+import Checks
+import Foundation
+import LabSupport
+import Testing
+@testable import P2PLab
+
+@Suite("Bench statistics")
+struct BenchStatisticsTests {
+    @Test("min, median and max of an odd and an even number of samples")
+    func summary() throws {
+        let odd = try #require(BenchSummary([5, 1, 3]))
+        #expect(odd == BenchSummary(count: 3, min: 1, median: 3, max: 5))
+        let even = try #require(BenchSummary([4, 1, 3, 2]))
+        #expect(even == BenchSummary(count: 4, min: 1, median: 2.5, max: 4))
+        #expect(BenchSummary([7]) == BenchSummary(count: 1, min: 7, median: 7, max: 7))
+    }
+
+    @Test("no samples, or a broken one, is no summary")
+    func noSummary() {
+        #expect(BenchSummary([]) == nil)
+        #expect(BenchSummary([1, .nan, 3]) == nil)
+        #expect(BenchSummary([1, .infinity]) == nil)
+    }
+
+    @Test("three significant figures, thousands grouped, no exponent",
+          arguments: [
+            (4.2713, "4.27"), (0.0812345, "0.0812"), (12_213.7, "12\u{2009}200"), (1_234_567, "1\u{2009}230\u{2009}000"),
+            (1090.4, "1090"), (0, "0"), (60, "60.0"), (-0.5, "-0.500"),
+          ])
+    func significant(value: Double, text: String) {
+        #expect(BenchStatistics.significant(value) == text)
+    }
+
+    @Test("units know which way is better and print themselves")
+    func units() {
+        #expect(BenchUnit.pagesPerSecond.higherIsBetter)
+        #expect(!BenchUnit.seconds.higherIsBetter)
+        #expect(BenchUnit.microseconds.format(81.94) == "81.9 µs")
+    }
+
+    @Test("a later boot's samples join the earlier ones; a refusal in either wins")
+    func merging() {
+        let first = GuestBenchReport(kernelRelease: "6.12", repetitions: 1, measurements: [
+            GuestMeasurement(key: "a", what: "a", unit: .seconds, samples: [1], note: "old"),
+            GuestMeasurement(key: "b", what: "b", unit: .seconds, samples: [2]),
+        ])
+        let second = GuestBenchReport(kernelRelease: "6.12", repetitions: 1, measurements: [
+            GuestMeasurement(key: "a", what: "a", unit: .seconds, samples: [3], note: "new"),
+            GuestMeasurement(key: "b", what: "b", unit: .seconds, refused: "EINVAL"),
+            GuestMeasurement(key: "c", what: "c", unit: .seconds, samples: [4]),
+        ])
+        let merged = first.merging(second)
+        #expect(merged.repetitions == 2)
+        #expect(merged.measurement("a")?.samples == [1, 3])
+        #expect(merged.measurement("a")?.note == "new")
+        #expect(merged.measurement("b")?.refused == "EINVAL")
+        #expect(merged.measurement("b")?.samples == [])
+        #expect(merged.measurement("c")?.samples == [4])
+    }
+}
+
+@Suite("Bench figures")
+struct BenchFigureTests {
+    @Test("a figure with a measured baseline carries the ratio of the medians")
+    func ratio() throws {
+        let figure = try BenchFigure.make(.coldBuild, "lean", unit: .seconds, samples: [300, 310, 320],
+                                          comparedWith: "defconfig", baselineSamples: [600, 620, 640],
+                                          goal: BenchGoal(limit: 0.6, onRatio: true)).get()
+        #expect(figure.ratio == 0.5)
+        #expect(figure.meetsGoal == true)
+        #expect(BenchRenderer.goalText(figure) == "ratio ≤ 0.600: met")
+    }
+
+    @Test("a goal on the value is a baseline; missing it is said")
+    func goal() throws {
+        let figure = try LabFigures.seriesSwitch("switch", samples: [70, 65, 80], problem: nil, note: nil).get()
+        #expect(figure.ratio == nil)
+        #expect(figure.meetsGoal == false)
+        #expect(BenchRenderer.goalText(figure) == "≤ 60.0 s: **missed**")
+    }
+
+    @Test("no baseline, no figure: the reason is kept instead")
+    func notReported() {
+        let alone = BenchFigure.make(.pinThroughput, "alone", unit: .pagesPerSecond, samples: [1], comparedWith: "nothing")
+        #expect(throws: BenchNotReported.self) { try alone.get() }
+        if case .failure(let missing) = alone { #expect(missing.reason == "nothing to compare it with") }
+
+        let ratioGoalOnly = BenchFigure.make(.coldBuild, "lean", unit: .seconds, samples: [1], comparedWith: "defconfig",
+                                             goal: BenchGoal(limit: 0.6, onRatio: true))
+        #expect(throws: BenchNotReported.self) { try ratioGoalOnly.get() }
+
+        let brokenBaseline = LabFigures.coldBuild(lean: [300], defconfig: [], problem: nil, defconfigProblem: "make failed", note: nil)
+        guard case .failure(let why) = brokenBaseline else {
+            Issue.record("a figure without its baseline was reported")
+            return
+        }
+        #expect(why.reason.contains("make failed"))
+
+        let noSamples = LabFigures.warmCycle(.warmCycleTrue, accel: "TCG", samples: [], problem: nil, note: nil)
+        #expect(throws: BenchNotReported.self) { try noSamples.get() }
+    }
+
+    static func report(_ pairs: [(String, [Double])], refused: [String: String] = [:], note: String? = nil) -> GuestBenchReport {
+        GuestBenchReport(kernelRelease: "6.12.117+", repetitions: 3, measurements: pairs.map {
+            GuestMeasurement(key: $0.0, what: $0.0, unit: .pagesPerSecond, samples: refused[$0.0] == nil ? $0.1 : [],
+                             refused: refused[$0.0], note: note)
+        })
+    }
+
+    @Test("pins: the baseline's refusal of LONGTERM|P2PDMA is stated, what exists is compared")
+    func pins() throws {
+        var keys: [(String, [Double])] = []
+        for n in BenchGuest.pinSizes {
+            for c in BenchGuest.pinCases { keys.append((BenchGuest.pinKey(memory: c.memory, flags: c.flags, pages: n), [1, 2, 3])) }
+        }
+        let longterm = keys.map(\.0).filter { $0.hasPrefix("pin.p2pmem.LONGTERM|P2PDMA") }
+        let baseline = Self.report(keys, refused: Dictionary(uniqueKeysWithValues: longterm.map { ($0, "EINVAL") }))
+        let series = Self.report(keys, note: "slow-GUP entries per call: 0.00")
+        let results = KernelFigures.pins(baseline: .init(label: "baseline", report: baseline), series: .init(label: "series", report: series))
+        let figures = results.compactMap { try? $0.get() }
+        let missing = results.compactMap { result -> BenchNotReported? in
+            if case .failure(let m) = result { return m }
+            return nil
+        }
+        #expect(figures.count == 4 * BenchGuest.pinSizes.count)
+        #expect(missing.count == BenchGuest.pinSizes.count)
+        #expect(missing.allSatisfy { $0.reason.contains("baseline refuses long-term P2PDMA pins (fast path EINVAL, slow path EINVAL)") })
+        let fastVsSlow = try #require(figures.first { $0.comparedWith.contains("slow path") })
+        #expect(fastVsSlow.ratio == 1)
+        #expect(fastVsSlow.note == "slow-GUP entries per call: 0.00")
+        #expect(figures.allSatisfy { $0.measurement == "kernel.pin_throughput" })
+    }
+
+    @Test("a kernel that could not be measured takes every figure that needs it out, with its reason")
+    func missingKernel() {
+        let series = Self.report([(BenchGuest.writeKey, [0.1, 0.2])])
+        let results = KernelFigures.writeBandwidth(
+            baseline: .init(label: "baseline", problem: "the baseline kernel could not be measured: boot timeout"),
+            series: .init(label: "series", report: series))
+        guard case .failure(let missing) = results[0] else {
+            Issue.record("reported without a baseline")
+            return
+        }
+        #expect(missing.reason.contains("boot timeout"))
+    }
+}
+
+@Suite("Bench selection")
+struct BenchSelectionTests {
+    @Test("--only and --skip globs choose measurements; a bisect step brings its warm-cycle baseline")
+    func select() {
+        #expect(BenchMeasurement.select(only: ["kernel.*"], skip: [], matches: globMatches) == [.pinThroughput, .regMRLatency, .rdmaWriteBandwidth])
+        #expect(BenchMeasurement.select(only: [], skip: ["lab.cold_build"], matches: globMatches).count == BenchMeasurement.allCases.count - 1)
+        #expect(BenchMeasurement.select(only: ["lab.bisect_step"], skip: [], matches: globMatches) == [.warmCycleSuite, .bisectStep])
+        #expect(BenchMeasurement.select(only: ["nothing"], skip: [], matches: globMatches).isEmpty)
+    }
+}
+
+@Suite("perftest output")
+struct PerftestOutputTests {
+    @Test("the result line of a Gb/s table")
+    func gigabits() throws {
+        let text = """
+             Mtu             : 1024[B]
+             Link type       : Ethernet
+            ---------------------------------------------------------------------------------------
+             #bytes     #iterations    BW peak[Gb/sec]    BW average[Gb/sec]   MsgRate[Mpps]
+             65536      348           0.000000            0.090768            0.000173
+            ---------------------------------------------------------------------------------------
+            """
+        let parsed = try #require(PerftestOutput.parse(text))
+        #expect(parsed == PerftestOutput(messageBytes: 65536, iterations: 348, averageGigabitsPerSecond: 0.090768, mtu: 1024))
+    }
+
+    @Test("a MiB/s table is converted to Gb/s")
+    func mebibytes() throws {
+        let text = """
+             #bytes     #iterations    BW peak[MiB/sec]    BW average[MiB/sec]   MsgRate[Mpps]
+             65536      1000           0.00               119.21               0.001907
+            """
+        let parsed = try #require(PerftestOutput.parse(text))
+        #expect(abs(parsed.averageGigabitsPerSecond - 1.0) < 0.001)
+        #expect(parsed.mtu == nil)
+    }
+
+    @Test("no table, no result")
+    func none() {
+        #expect(PerftestOutput.parse("Couldn't connect to 127.0.0.1:18515") == nil)
+        #expect(PerftestOutput.parse(" #bytes     #iterations    BW peak[Gb/sec]    BW average[Gb/sec]   MsgRate[Mpps]\n") == nil)
+    }
+}
+
+@Suite("BENCHMARKS.md")
+struct BenchRendererTests {
+    static func run(date: String, measured: [BenchMeasurement], figures: [BenchFigure], notReported: [BenchNotReported] = [], p2plab: String) -> BenchRun {
+        BenchRun(
+            date: date, command: "p2plab bench", repetitions: 5,
+            machine: BenchMachine(host: "vm", cores: 2, cpu: "Test CPU", memoryMiB: 24 * 1024, accel: "tcg",
+                                  accelNote: "KVM probe: no /dev/kvm; using tcg", hostKernel: "6.1.0", loadAtStart: "0.1 0.2 0.3", loadAtEnd: "1.0 1.0 1.0"),
+            versions: BenchVersions(kernel: "6.12.117+", qemu: "QEMU emulator version 7.2.15", p2plab: p2plab, compiler: "gcc 12.2.0", perftest: "perftest 4.5"),
+            measured: measured.map(\.rawValue), figures: figures, notReported: notReported, raw: [])
+    }
+
+    static func figure(_ m: BenchMeasurement, _ title: String, _ median: Double) -> BenchFigure {
+        BenchFigure(measurement: m.rawValue, title: title, unit: .seconds, value: BenchSummary([median - 1, median, median + 1])!,
+                    comparedWith: "the goal (issue 6)", goal: BenchGoal(limit: 10, onRatio: false))
+    }
+
+    @Test("each measurement from its newest run, tagged; runs listed with machine and versions; gaps said")
+    func markdown() {
+        let old = Self.run(date: "2026-11-20T10:00:00Z", measured: [.warmCycleTrue, .warmCycleSuite],
+                           figures: [Self.figure(.warmCycleTrue, "old true", 4), Self.figure(.warmCycleSuite, "old suite", 9)],
+                           p2plab: "aaaaaaaaaaaa")
+        let new = Self.run(date: "2026-11-21T10:00:00Z", measured: [.warmCycleSuite],
+                           figures: [Self.figure(.warmCycleSuite, "new suite", 12)],
+                           notReported: [BenchNotReported(measurement: "lab.warm_cycle_suite", title: "the same under KVM", reason: "KVM does not work here")],
+                           p2plab: "bbbbbbbbbbbb")
+        let text = BenchRenderer.markdown(runs: [("old.json", old), ("new.json", new)])
+        #expect(text.contains("| old true | 4.00 s (3.00–5.00, n=3) | the goal (issue 6) | — |  | ≤ 10.0 s: met |"))
+        #expect(text.contains("| new suite | 12.0 s (11.0–13.0, n=3) |"))
+        #expect(text.contains("≤ 10.0 s: **missed**"))
+        #expect(!text.contains("old suite"))
+        #expect(text.contains("### `lab.warm_cycle_true` [1]"))
+        #expect(text.contains("### `lab.warm_cycle_suite` [2]"))
+        #expect(text.contains("| [1] `old.json` | 2026-11-20T10:00:00Z | vm: 2 cores (Test CPU), 24 GiB"))
+        #expect(text.contains("| [2] `new.json` |"))
+        #expect(text.contains("aaaaaaaaaaaa") && text.contains("bbbbbbbbbbbb"))
+        #expect(text.contains("- `lab.warm_cycle_suite` [2] the same under KVM: KVM does not work here"))
+        #expect(text.contains("- `lab.cold_build`: not measured in any recorded run; the command is `p2plab bench --only lab.cold_build`."))
+    }
+
+    @Test("table cells escape pipes, notes go under the title")
+    func escaping() {
+        var f = Self.figure(.pinThroughput, "LONGTERM|P2PDMA", 5)
+        f.note = "slow-GUP entries per call: 0.00"
+        let table = BenchRenderer.figureTable([f])
+        #expect(table.contains("LONGTERM\\|P2PDMA<br>_slow-GUP entries per call: 0.00_"))
+    }
+
+    @Test("result files are named by UTC date and host")
+    func fileName() {
+        let date = ISO8601DateFormatter().date(from: "2026-11-21T20:31:05Z")!
+        #expect(BenchRun.fileName(date: date, host: "lab host.example") == "2026-11-21-2031-lab_host_example.json")
+    }
+
+    @Test("a results file round-trips through JSON")
+    func roundTrip() throws {
+        let original = Self.run(date: "2026-11-21T10:00:00Z", measured: [.warmCycleTrue], figures: [Self.figure(.warmCycleTrue, "t", 4)], p2plab: "c")
+        let decoded = try JSONDecoder().decode(BenchRun.self, from: original.encoded())
+        #expect(decoded == original)
+    }
+}
