@@ -50,8 +50,10 @@ struct BenchGoal: Codable, Sendable, Equatable {
     /// The goal bounds the ratio figure ÷ baseline rather than the figure itself.
     var onRatio: Bool
 
+    /// `ratio ≤ 0.6`, `≤ 60`: goals are round numbers, shown as the issue states them.
     var text: String {
-        onRatio ? "ratio ≤ \(BenchStatistics.significant(limit))" : "≤ \(BenchStatistics.significant(limit))"
+        let bound = String(format: "%g", limit)
+        return onRatio ? "ratio ≤ \(bound)" : "≤ \(bound)"
     }
 }
 

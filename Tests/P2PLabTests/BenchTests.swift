@@ -68,7 +68,7 @@ struct BenchFigureTests {
                                           goal: BenchGoal(limit: 0.6, onRatio: true)).get()
         #expect(figure.ratio == 0.5)
         #expect(figure.meetsGoal == true)
-        #expect(BenchRenderer.goalText(figure) == "ratio ≤ 0.600: met")
+        #expect(BenchRenderer.goalText(figure) == "ratio ≤ 0.6: met")
     }
 
     @Test("a goal on the value is a baseline; missing it is said")
@@ -76,7 +76,7 @@ struct BenchFigureTests {
         let figure = try LabFigures.seriesSwitch("switch", samples: [70, 65, 80], problem: nil, note: nil).get()
         #expect(figure.ratio == nil)
         #expect(figure.meetsGoal == false)
-        #expect(BenchRenderer.goalText(figure) == "≤ 60.0 s: **missed**")
+        #expect(BenchRenderer.goalText(figure) == "≤ 60 s: **missed**")
     }
 
     @Test("no baseline, no figure: the reason is kept instead")
@@ -216,9 +216,9 @@ struct BenchRendererTests {
                            notReported: [BenchNotReported(measurement: "lab.warm_cycle_suite", title: "the same under KVM", reason: "KVM does not work here")],
                            p2plab: "bbbbbbbbbbbb")
         let text = BenchRenderer.markdown(runs: [("old.json", old), ("new.json", new)])
-        #expect(text.contains("| old true | 4.00 s (3.00–5.00, n=3) | the goal (issue 6) | — |  | ≤ 10.0 s: met |"))
+        #expect(text.contains("| old true | 4.00 s (3.00–5.00, n=3) | the goal (issue 6) | — |  | ≤ 10 s: met |"))
         #expect(text.contains("| new suite | 12.0 s (11.0–13.0, n=3) |"))
-        #expect(text.contains("≤ 10.0 s: **missed**"))
+        #expect(text.contains("≤ 10 s: **missed**"))
         #expect(!text.contains("old suite"))
         #expect(text.contains("### `lab.warm_cycle_true` [1]"))
         #expect(text.contains("### `lab.warm_cycle_suite` [2]"))
