@@ -179,11 +179,13 @@ extension P2PLabCommand {
             let git = { (args: [String]) in Command(["git", "-C", worktree.path] + args) }
             _ = try? await runner.capture(git(["bisect", "reset"]))
             log("tree \(top): good \(good), bad \(bad); checks \(lab.filters.joined(separator: " ")); worktree \(worktree.path)", to: logFile)
+            // The tree is tested as it is at each commit; a series is applied on top only when asked for.
+            let selection = build.series == nil ? PatchSelection.baseline : build.selection
             for (rev, want) in [(good, StepVerdict.good), (bad, StepVerdict.bad)] {
                 var endpoint = build
                 endpoint.tree = worktree.path
                 endpoint.base = rev
-                let (v, why, _) = await step(session, endpoint, selection: build.selection, directory: dir.appendingPathComponent("endpoint-\(want.rawValue)"), logFile: logFile)
+                let (v, why, _) = await step(session, endpoint, selection: selection, directory: dir.appendingPathComponent("endpoint-\(want.rawValue)"), logFile: logFile)
                 guard v == want else {
                     log("\(rev) should be \(want.rawValue) but is \(v.rawValue): \(why)", to: logFile)
                     throw ExitCode(v == .skip ? LabExit.couldNotTest.rawValue : LabExit.usage.rawValue)
@@ -195,7 +197,7 @@ extension P2PLabCommand {
                             "--retries", String(retries), "--accel", lab.accel.rawValue, "--machine", lab.machine]
             for f in lab.filters { stepArgs += ["--check", f] }
             if let s = build.series { stepArgs += ["--series", s] }
-            if build.baseline { stepArgs += ["--baseline"] }
+            if selection == .baseline { stepArgs += ["--baseline"] }
             if let c = build.cache { stepArgs += ["--cache", c] }
             let result = try await runner.stream(git(["bisect", "run"] + stepArgs), logFile: logFile, timeout: 6 * 3600) { line in
                 if line.contains("is the first bad commit") || line.hasPrefix("bisect: ") { progressLine(line) }
