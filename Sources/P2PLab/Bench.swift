@@ -266,7 +266,7 @@ struct BenchSession {
                 if chosen.contains(.bisectStep) { try await bisectStep(warmSuite: warmSuite) }
             } catch {
                 for m in [BenchMeasurement.seriesSwitch, .bisectStep] where chosen.contains(m) && !figures.contains(where: { $0.measurement == m.rawValue }) {
-                    notReported.append(BenchNotReported(measurement: m.rawValue, title: m.summary, reason: "could not prepare the bench checkout: \(error)"))
+                    notReported.append(BenchNotReported(measurement: m.rawValue, title: m.summary, reason: "the bench checkout could not be built: \(error)"))
                 }
             }
         }
@@ -540,8 +540,7 @@ struct BenchSession {
     /// so every step rebuilds what the two differ in (mm/gup.c, drivers/infiniband/core/umem.c).
     mutating func bisectStep(warmSuite: (samples: [Double], problem: String?)) async throws {
         let options = try benchBuildOptions()
-        let lab = try LabOptions.parse(["--accel", "tcg", "--machine", command.machine])
-        let session = Lab(build: options, lab: lab)
+        let variants = Lab(build: options, lab: try LabOptions.parse(["--accel", "tcg", "--machine", command.machine]))
         let pipeline = KernelPipeline(options: options, runner: runner)
         // Start from the whole series in the object directory, so the first step rebuilds.
         _ = try await pipeline.build(selection: .full)
@@ -552,7 +551,7 @@ struct BenchSession {
         for index in 0..<command.repetitions {
             let selection = steps[index % 2]
             if let cached = try cachedBuild(selection, in: benchCache) { try invalidate(cached) }
-            let result = await session.runVariant(selection, directory: self.session.appendingPathComponent("bisect-step-\(index)-\(selection.label)"), reproduce: [])
+            let result = await variants.runVariant(selection, directory: session.appendingPathComponent("bisect-step-\(index)-\(selection.label)"), reproduce: [])
             guard result.problem == nil, result.bootOutcome == "exited", result.run != nil else {
                 problem = "step \(index) (\(selection.label)) could not test: \(result.problem ?? result.bootOutcome ?? "no results") (\(result.runDirectory.path))"
                 break
@@ -573,6 +572,10 @@ struct BenchSession {
     /// never a checkout), each in an empty scratch object directory under the bench cache.
     mutating func coldBuilds() async {
         let jobs = command.jobs ?? ProcessInfo.processInfo.activeProcessorCount
+        if let load = Double(Self.loadAverage().split(separator: " ").first ?? ""), load > Double(jobs) * 0.75 {
+            // Two builds that share the CPU with something else measure the something else.
+            progressLine("bench: warning: load average \(load) on \(jobs) CPUs before the cold builds; their figures will be slow and noisy")
+        }
         var samples: [String: [Double]] = ["lean": [], "defconfig": []]
         var problem: String?
         do {
