@@ -13,8 +13,16 @@ struct Git: Sendable {
         "GIT_COMMITTER_NAME": "p2plab", "GIT_COMMITTER_EMAIL": "p2plab@localhost",
     ]
 
+    /// Variables that point git at another repository. `git bisect run` exports GIT_DIR to its
+    /// command, and with it set `git -C worktree checkout` would move the bisected worktree's HEAD
+    /// and rewrite every file of ours through the wrong index.
+    static let repositoryVariables = [
+        "GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_COMMON_DIR", "GIT_OBJECT_DIRECTORY",
+        "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_PREFIX",
+    ]
+
     func command(_ args: [String], env: [String: String] = [:]) -> Command {
-        Command(["git", "-C", directory.path] + args, environment: Git.identity.merging(env) { $1 })
+        Command(["git", "-C", directory.path] + args, environment: Git.identity.merging(env) { $1 }, unset: Git.repositoryVariables)
     }
 
     @discardableResult
@@ -31,4 +39,10 @@ struct Git: Sendable {
         let r = try await tryRun(["rev-parse", "--verify", "--quiet", rev + "^{commit}"])
         return r.succeeded ? r.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines) : nil
     }
+}
+
+/// Removes the variables that point git at another repository from this process's environment,
+/// for commands that `git bisect run` starts (it exports GIT_DIR).
+public func clearGitRepositoryEnvironment() {
+    for name in Git.repositoryVariables { unsetenv(name) }
 }

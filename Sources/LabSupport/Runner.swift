@@ -7,12 +7,15 @@ public struct Command: Sendable, CustomStringConvertible {
     public var arguments: [String]
     public var workingDirectory: String?
     public var environment: [String: String]
+    /// Variables removed from the inherited environment.
+    public var unset: [String]
 
-    public init(_ arguments: [String], in workingDirectory: String? = nil, environment: [String: String] = [:]) {
+    public init(_ arguments: [String], in workingDirectory: String? = nil, environment: [String: String] = [:], unset: [String] = []) {
         precondition(!arguments.isEmpty, "a command needs an executable")
         self.arguments = arguments
         self.workingDirectory = workingDirectory
         self.environment = environment
+        self.unset = unset
     }
 
     /// The command line, shell-quoted, with the directory and environment it runs in.
@@ -22,6 +25,24 @@ public struct Command: Sendable, CustomStringConvertible {
         let env = environment.sorted { $0.key < $1.key }.map { "\($0.key)=\(shellQuote($0.value))" }
         if !env.isEmpty { prefix += env.joined(separator: " ") + " " }
         return prefix + shellQuote(arguments)
+    }
+}
+
+extension Command {
+    /// The swift-subprocess configuration: inherited environment plus ours, and a teardown of
+    /// SIGTERM then SIGKILL after 5 s when the running task is cancelled (a timeout).
+    var configuration: Configuration {
+        var platform = PlatformOptions()
+        platform.teardownSequence = [.gracefulShutDown(allowedDurationToNextStep: .seconds(5))]
+        var env: [Environment.Key: String?] = [:]
+        for (k, v) in environment { env[Environment.Key(stringLiteral: k)] = v }
+        for k in unset { env[Environment.Key(stringLiteral: k)] = .some(nil) }
+        return Configuration(
+            executable: arguments[0].contains("/") ? .path(FilePath(arguments[0])) : .name(arguments[0]),
+            arguments: Arguments(Array(arguments.dropFirst())),
+            environment: .inherit.updating(env),
+            workingDirectory: workingDirectory.map { FilePath($0) },
+            platformOptions: platform)
     }
 }
 
@@ -76,18 +97,7 @@ public struct Runner: Sendable {
         self.log = log
     }
 
-    private func configuration(_ command: Command) -> Configuration {
-        var platform = PlatformOptions()
-        platform.teardownSequence = [.gracefulShutDown(allowedDurationToNextStep: .seconds(5))]
-        var env: [Environment.Key: String?] = [:]
-        for (k, v) in command.environment { env[Environment.Key(stringLiteral: k)] = v }
-        return Configuration(
-            executable: command.arguments[0].contains("/") ? .path(FilePath(command.arguments[0])) : .name(command.arguments[0]),
-            arguments: Arguments(Array(command.arguments.dropFirst())),
-            environment: .inherit.updating(env),
-            workingDirectory: command.workingDirectory.map { FilePath($0) },
-            platformOptions: platform)
-    }
+    private func configuration(_ command: Command) -> Configuration { command.configuration }
 
     /// Runs a command and collects its output (up to 64 MiB each stream).
     /// A non-zero exit does not throw; see `checked`.

@@ -118,17 +118,8 @@ extension Runner {
     }
 
     private func supervisedConfiguration(_ command: Command) -> Configuration {
-        var env: [Environment.Key: String?] = [:]
-        for (k, v) in command.environment { env[Environment.Key(stringLiteral: k)] = v }
-        var platform = PlatformOptions()
         // If our task is cancelled, swift-subprocess tears the child down the same way we do.
-        platform.teardownSequence = [.gracefulShutDown(allowedDurationToNextStep: .seconds(5))]
-        return Configuration(
-            executable: command.arguments[0].contains("/") ? .path(FilePath(command.arguments[0])) : .name(command.arguments[0]),
-            arguments: Arguments(Array(command.arguments.dropFirst())),
-            environment: .inherit.updating(env),
-            workingDirectory: command.workingDirectory.map { FilePath($0) },
-            platformOptions: platform)
+        command.configuration
     }
 }
 

@@ -225,6 +225,8 @@ extension P2PLabCommand {
         @Option var retries: Int = 1
 
         func run() async throws {
+            // git bisect run exports GIT_DIR; every git p2plab runs must address its own checkout.
+            clearGitRepositoryEnvironment()
             let session = Lab(build: build, lab: lab)
             let head = (try? await Runner().checked(Command(["git", "-C", build.tree ?? ".", "rev-parse", "--short=12", "HEAD"])).standardOutput.trimmingCharacters(in: .whitespacesAndNewlines)) ?? "HEAD"
             let base = URL(fileURLWithPath: lab.output ?? session.cache.runs.path)

@@ -72,6 +72,12 @@ extension P2PLabCommand {
             let runner = SuiteRunner(checks: selected, context: context, kernelLog: KmsgLog(), timeout: timeout) { sink.line($0) }
             let exit = runner.run(preamble: Discovery.preamble(context))
             sink.close()
+            // No p2pmem is an environment problem, not a verdict on the kernel: say so in one line and
+            // exit with its own code, unless a check failed outright.
+            if exit != .failed, context.provider == nil, selected.contains(where: { $0.requirements.contains(.provider) }) {
+                FileHandle.standardError.write(Data("p2plab check: \(context.providerProblem ?? "no p2pmem provider published")\n".utf8))
+                throw ExitCode(LabExit.noProvider.rawValue)
+            }
             if exit != .success { throw ExitCode(exit.rawValue) }
         }
 
