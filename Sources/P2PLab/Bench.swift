@@ -421,6 +421,7 @@ struct BenchSession {
         for accel in kvmWorks ? [AccelChoice.tcg, .kvm] : [.tcg] {
             var samples: [Double] = []
             var bootSeconds: [Double] = []
+            var suiteFailures = 0
             var problem: String?
             do {
                 let ko = try await module(for: build)
@@ -430,10 +431,14 @@ struct BenchSession {
                 for index in 0...command.repetitions {
                     let directory = session.appendingPathComponent("\(measurement.rawValue)-\(accel.rawValue)-\(index)")
                     let outcome = try await boot(build, module: ko, guestCommand: guestCommand, accel: accel, directory: directory, timeout: 600)
-                    guard outcome.kind == .exited(0) else {
+                    // A suite that ran to its end took the time a user waits even if a check failed
+                    // (exit 1); a crash, a timeout or a suite that could not start is no sample.
+                    let finished = measurement == .warmCycleTrue ? [Int32(0)] : [0, 1, LabExit.skipped.rawValue]
+                    guard case .exited(let status) = outcome.kind, finished.contains(status) else {
                         problem = "cycle \(index) ended \(outcome.kind.name) (exit \(outcome.exitCode)); see \(directory.path)"
                         break
                     }
+                    if status != 0 && index > 0 { suiteFailures += 1 }
                     // The first boot only warms the page cache with the kernel, the binary and the libraries.
                     if index == 0 { continue }
                     samples.append(outcome.seconds)
@@ -444,7 +449,10 @@ struct BenchSession {
                 problem = "\(error)"
             }
             if problem != nil { samples = [] }
-            let note = bootSeconds.isEmpty ? nil : "QEMU start → init ready: median \(BenchStatistics.significant(BenchStatistics.median(bootSeconds))) s"
+            var notes: [String] = []
+            if !bootSeconds.isEmpty { notes.append("QEMU start → init ready: median \(BenchStatistics.significant(BenchStatistics.median(bootSeconds))) s") }
+            if suiteFailures > 0 { notes.append("the suite reported a failed check in \(suiteFailures) of \(samples.count) cycles") }
+            let note = notes.isEmpty ? nil : notes.joined(separator: "; ")
             record(measurement, accel.rawValue, GuestMeasurement(key: "\(measurement.rawValue).\(accel.rawValue)", what: measurement.summary, unit: .seconds, samples: samples, problem: problem, note: note))
             if accel == .tcg {
                 tcg = (samples, problem)
