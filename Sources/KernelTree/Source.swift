@@ -86,7 +86,13 @@ public struct SourceManager: Sendable {
         if deb == nil {
             guard which("apt-get") != nil else { throw BuildError.aptMissing }
             progress("source: apt-get download \(package)")
-            let r = try await runner.capture(Command(["apt-get", "download", package], in: cache.downloads.path), timeout: 900)
+            var r = try await runner.capture(Command(["apt-get", "download", package], in: cache.downloads.path), timeout: 900)
+            if !r.succeeded && geteuid() == 0 {
+                // A machine whose package lists were never fetched (or are stale) knows no such package yet.
+                progress("source: apt-get update, then download again")
+                _ = try? await runner.capture(Command(["apt-get", "update", "-qq"]), timeout: 900)
+                r = try await runner.capture(Command(["apt-get", "download", package], in: cache.downloads.path), timeout: 900)
+            }
             guard r.succeeded else { throw BuildError.sourceDownload(detail: (r.standardError + r.standardOutput).lastLines(5)) }
             deb = try fm.contentsOfDirectory(atPath: cache.downloads.path)
                 .filter { $0.hasPrefix(package + "_") && $0.hasSuffix(".deb") }.sorted().last
@@ -154,6 +160,11 @@ public struct SourceManager: Sendable {
         }
         let id = "tree-" + fnv1a64Hex(topURL.standardizedFileURL.path).prefix(10)
         let worktree = cache.worktrees.appendingPathComponent(String(id))
+        // A worktree whose repository was deleted or moved is useless: make it anew.
+        if fm.fileExists(atPath: worktree.path),
+           !(try await Git(directory: worktree, runner: runner).tryRun(["rev-parse", "--git-dir"]).succeeded) {
+            try? fm.removeItem(at: worktree)
+        }
         if !fm.fileExists(atPath: worktree.appendingPathComponent(".git").path) {
             try fm.ensureDirectory(cache.worktrees)
             try? await user.run(["worktree", "prune"])

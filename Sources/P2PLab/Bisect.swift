@@ -172,6 +172,12 @@ extension P2PLabCommand {
             // A worktree of the user's tree that p2plab owns: git bisect moves its HEAD, never the user's.
             let top = try await runner.checked(Command(["git", "-C", tree, "rev-parse", "--show-toplevel"])).standardOutput.trimmingCharacters(in: .whitespacesAndNewlines)
             let worktree = session.cache.worktrees.appendingPathComponent("bisect-" + fnv1a64Hex(top).prefix(10))
+            if FileManager.default.fileExists(atPath: worktree.path),
+               !(try await runner.capture(Command(["git", "-C", worktree.path, "rev-parse", "--git-dir"])).succeeded) {
+                // Its repository was deleted or re-cloned: make the worktree anew.
+                try? FileManager.default.removeItem(at: worktree)
+                _ = try? await runner.capture(Command(["git", "-C", top, "worktree", "prune"]))
+            }
             if !FileManager.default.fileExists(atPath: worktree.appendingPathComponent(".git").path) {
                 try FileManager.default.ensureDirectory(session.cache.worktrees)
                 try await runner.checked(Command(["git", "-C", top, "worktree", "add", "--detach", worktree.path, bad]), timeout: 900)

@@ -38,6 +38,9 @@ extension P2PLabCommand {
         var timeout: Double = 120
 
         /// The lifecycle.exit_releases child: hold p2pmem of this provider and exit.
+        @Flag(help: "Also run perftest's ib_write_bw with its buffers in p2pmem (needs a P2P-capable HCA).")
+        var perftest = false
+
         @Option(help: .hidden)
         var exitHolder: String?
 
@@ -55,7 +58,7 @@ extension P2PLabCommand {
             if let exitHolder, let address = PCIAddress(exitHolder) {
                 ExitHolder.run(provider: address)
             }
-            let selected = SuiteRunner.select(Suite.checks, filters: filters)
+            let selected = SuiteRunner.select(Suite.checks + (perftest ? [Suite.perftestCheck] : []), filters: filters)
             if list {
                 for line in SuiteRunner.listing(selected) { print(line) }
                 return

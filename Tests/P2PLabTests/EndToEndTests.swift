@@ -102,4 +102,49 @@ struct EndToEndTests {
         #expect(log.contains("upto-3: good"))
         #expect(log.contains("upto-5: bad"))
     }
+
+    @Test("bisect --tree runs git bisect in a p2plab worktree and names the breaking commit; the user's tree is untouched",
+          .timeLimit(.minutes(60)))
+    func bisectTree() throws {
+        // A "user tree": a clone of the cached pristine source with the broken series as commits.
+        let cacheSource = try FileManager.default.contentsOfDirectory(atPath: NSHomeDirectory() + "/.cache/p2plab/src")
+            .first { $0.hasPrefix("debian-") }
+        let source = try #require(cacheSource.map { NSHomeDirectory() + "/.cache/p2plab/src/" + $0 }, "run p2plab build first")
+        // A stable path, so a warm machine reuses p2plab's worktrees and object directory for it.
+        let tree = URL(fileURLWithPath: NSHomeDirectory() + "/.cache/p2plab-e2e/user-tree")
+        func git(_ args: [String], in dir: URL? = nil) throws -> String {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/git")
+            process.arguments = (dir.map { ["-C", $0.path] } ?? []) + args
+            process.environment = ProcessInfo.processInfo.environment.merging(
+                ["GIT_AUTHOR_NAME": "Test", "GIT_AUTHOR_EMAIL": "t@example.org", "GIT_COMMITTER_NAME": "Test", "GIT_COMMITTER_EMAIL": "t@example.org",
+                 "GIT_COMMITTER_DATE": "2024-06-12T10:00:00Z"]) { $1 }
+            let pipe = Pipe()
+            process.standardOutput = pipe
+            try process.run()
+            let data = pipe.fileHandleForReading.readDataToEndOfFile()
+            process.waitUntilExit()
+            #expect(process.terminationStatus == 0, "git \(args.joined(separator: " ")) failed")
+            return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        if FileManager.default.fileExists(atPath: tree.appendingPathComponent(".git").path) {
+            _ = try git(["reset", "-q", "--hard", "origin/p2plab/pristine"], in: tree)
+        } else {
+            try FileManager.default.createDirectory(at: tree.deletingLastPathComponent(), withIntermediateDirectories: true)
+            _ = try git(["clone", "-q", "--shared", "-b", "p2plab/pristine", source, tree.path])
+        }
+        let broken = repoRoot.appendingPathComponent("Tests/P2PLabTests/Fixtures/broken-series")
+        for name in try String(contentsOf: broken.appendingPathComponent("series"), encoding: .utf8).split(separator: "\n") {
+            _ = try git(["am", "-q", broken.appendingPathComponent(String(name)).path], in: tree)
+        }
+        let culprit = try git(["rev-parse", "HEAD~1"], in: tree)
+        let headBefore = try git(["rev-parse", "HEAD"], in: tree)
+        let out = try tempDirectory("tree-bisect")
+        let result = try p2plab(["bisect", "--tree", tree.path, "--good", "HEAD~2", "--bad", "HEAD",
+                                 "--check", "pin.longterm_p2pdma.*", "--accel", "tcg", "--output", out.path])
+        #expect(result.status == 0)
+        #expect(result.output.contains("first bad commit: \(culprit)"))
+        #expect(try git(["rev-parse", "HEAD"], in: tree) == headBefore)
+        #expect(try git(["status", "--porcelain"], in: tree).isEmpty)
+    }
 }
