@@ -318,9 +318,19 @@ struct BenchSession {
         return try await KernelPipeline(options: try benchBuildOptions(), runner: runner).build(selection: selection)
     }
 
-    /// The newest build of `selection` in `cache` whose branch carries this checkout's series and
-    /// whose config hash is this checkout's fragment's, or nil.
+    /// The lab's Debian source package and its cache id (`debian-6.12.117-1_deb12u1`), if downloaded.
+    func debianSource() -> (deb: String, id: String)? {
+        guard let deb = ((try? FileManager.default.contentsOfDirectory(atPath: mainCache.downloads.path)) ?? [])
+            .filter({ $0.hasPrefix("linux-source-6.12_") && $0.hasSuffix(".deb") }).sorted().last else { return nil }
+        let version = deb.split(separator: "_").dropFirst().first.map(String.init) ?? "unknown"
+        return (deb, "debian-" + version.replacingOccurrences(of: "~", with: "_"))
+    }
+
+    /// The newest build of `selection` in `cache` from the lab's Debian source (builds of users'
+    /// trees share the cache and are no baseline for it), whose branch carries this checkout's
+    /// series and whose config hash is this checkout's fragment's, or nil.
     func cachedBuild(_ selection: PatchSelection, in cache: CacheLayout) throws -> BuildManifest? {
+        guard let sourceID = debianSource()?.id else { return nil }
         let options = try benchBuildOptions()
         let series = try PatchSeries.load(from: options.seriesURL(root: root))
         let texts = try options.fragmentURLs(root: root).map { try String(contentsOf: $0, encoding: .utf8) }
@@ -331,7 +341,8 @@ struct BenchSession {
             let url = cache.builds.appendingPathComponent(dir).appendingPathComponent("manifest.json")
             guard let data = fm.contents(atPath: url.path), let m = try? JSONDecoder().decode(BuildManifest.self, from: data) else { return nil }
             let key = fnv1a64Hex([m.baseCommit, series.contentHash, selection.label].joined(separator: "|")).prefix(10)
-            guard m.variant == selection.label, m.configHash == configHash, m.branch == "p2plab/\(selection.label)-\(key)",
+            guard m.sourceId == sourceID, m.variant == selection.label, m.configHash == configHash,
+                  m.branch == "p2plab/\(selection.label)-\(key)",
                   fm.fileExists(atPath: m.bzImage), fm.fileExists(atPath: m.objectDir + "/.config") else { return nil }
             return m
         }
@@ -475,10 +486,7 @@ struct BenchSession {
     /// pristine commit. Without a prepared source, the bench cache fetches and unpacks its own.
     func prepareBenchSource() async throws {
         let fm = FileManager.default
-        guard let deb = ((try? fm.contentsOfDirectory(atPath: mainCache.downloads.path)) ?? [])
-            .filter({ $0.hasPrefix("linux-source-6.12_") && $0.hasSuffix(".deb") }).sorted().last else { return }
-        let version = deb.split(separator: "_").dropFirst().first.map(String.init) ?? "unknown"
-        let id = "debian-" + version.replacingOccurrences(of: "~", with: "_")
+        guard let (deb, id) = debianSource() else { return }
         let mainSource = mainCache.sources.appendingPathComponent(id)
         let benchSource = benchCache.sources.appendingPathComponent(id)
         try fm.ensureDirectory(benchCache.downloads)
