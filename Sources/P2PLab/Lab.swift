@@ -86,7 +86,6 @@ struct Lab {
     func runVariant(_ selection: PatchSelection, directory: URL, reproduce: [String]) async -> VariantResult {
         let start = Date()
         var result = VariantResult(label: selection.label, selection: selection, runDirectory: directory, seconds: 0)
-        defer { _ = result }
         do {
             let root = try ProjectPaths.requireRoot()
             progressLine("[\(selection.label)] build")
