@@ -239,7 +239,8 @@ struct BenchSession {
     // MARK: - the run
 
     mutating func run(_ chosen: [BenchMeasurement]) async throws -> BenchRun {
-        progressLine("bench: \(chosen.map(\.rawValue).joined(separator: ", ")); \(command.repetitions) repetition(s); work in \(session.path)")
+        let cold = chosen.contains(.coldBuild) ? ", cold builds \(command.coldRepeat)" : ""
+        progressLine("bench: \(chosen.map(\.rawValue).joined(separator: ", ")); \(command.repetitions) repetition(s)\(cold); work in \(session.path)")
         let guests = chosen.filter(\.isGuest)
         let needsKernels = !guests.isEmpty || chosen.contains(.warmCycleTrue) || chosen.contains(.warmCycleSuite)
         if needsKernels {
