@@ -39,13 +39,20 @@ struct VariantResult: Sendable {
     var runDirectory: URL
     /// Why the variant could not be tested (build or infrastructure failure), if so.
     var problem: String?
+    /// The problem's own exit code, when p2plab knows it.
+    var problemExit: LabExit?
     /// How the boot ended (`exited`, `kernel-panic`, …), if it booted.
     var bootOutcome: String?
     var seconds: Double
 
     /// 0 all passed, 1 a check failed or the kernel crashed, 125 could not test.
     var exitCode: Int32 {
-        if problem != nil { return LabExit.couldNotTest.rawValue }
+        if problem != nil {
+            // A missing tool, a bad tree or option, or a full disk is the environment's fault and the
+            // same for every commit (2); anything else means this kernel could not be tested (125).
+            let environment: Set<LabExit> = [.usage, .missingDependency, .notRoot, .badSource, .dirtyTree, .noSpace]
+            return problemExit.map { environment.contains($0) } == true ? LabExit.usage.rawValue : LabExit.couldNotTest.rawValue
+        }
         guard let run else { return LabExit.couldNotTest.rawValue }
         switch run.verdict {
         case .pass: return LabExit.success.rawValue
@@ -133,6 +140,7 @@ struct Lab {
             result.run = parsed
         } catch let error as any LabError {
             result.problem = error.description
+            result.problemExit = error.exitCode
             progressLine("[\(selection.label)] could not test: \(error.description.split(separator: "\n").first ?? "")")
         } catch {
             result.problem = "\(error)"

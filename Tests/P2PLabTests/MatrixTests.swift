@@ -1,6 +1,7 @@
 import Foundation
 import KTAP
 import KernelTree
+import LabSupport
 import Testing
 @testable import P2PLab
 
@@ -71,6 +72,19 @@ struct MatrixTests {
         #expect(StepVerdict.of(variant(.full, "", problem: "boot timeout"), checks: []).0 == .skip)
         let crashed = "KTAP version 1\n1..2\nok 1 env.p2pmem_provider\n[ 9.1] Kernel panic - not syncing: Fatal exception\n"
         #expect(StepVerdict.of(variant(.full, crashed), checks: ["env.*"]).0 == .bad)
+    }
+
+    @Test("a variant that could not be tested exits 125, or 2 when the environment is at fault")
+    func problemExitCodes() {
+        var broken = variant(.full, "", problem: "kernel build failed")
+        broken.problemExit = .buildFailed
+        #expect(broken.exitCode == 125)
+        broken.problemExit = .missingDependency
+        #expect(broken.exitCode == 2)
+        broken.problemExit = nil
+        #expect(broken.exitCode == 125)
+        #expect(variant(.full, passing).exitCode == 0)
+        #expect(variant(.full, baselineFailing).exitCode == 1)
     }
 
     @Test("globs", arguments: [
