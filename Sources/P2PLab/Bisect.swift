@@ -26,6 +26,22 @@ enum StepVerdict: String, Sendable {
     }
 }
 
+extension Lab {
+    /// Runs one bisect step, retrying a variant that could not be tested up to `retries` times
+    /// (a flaky boot must not decide a bisection); each attempt gets its own directory.
+    func bisectStep(_ selection: PatchSelection, directory: URL, retries: Int, checks: [String]) async -> (StepVerdict, String, VariantResult) {
+        var attempt = 0
+        while true {
+            let dir = attempt == 0 ? directory : directory.deletingLastPathComponent()
+                .appendingPathComponent(directory.lastPathComponent + "-retry-\(attempt)")
+            let result = await runVariant(selection, directory: dir, reproduce: Array(CommandLine.arguments.dropFirst()))
+            let (verdict, why) = StepVerdict.of(result, checks: checks)
+            if verdict != .skip || attempt >= retries { return (verdict, why, result) }
+            attempt += 1
+        }
+    }
+}
+
 /// fnmatch-style glob with `*` and `?`, as `--check` and `--filter` take.
 func glob(_ pattern: String, matches text: String) -> Bool {
     let p = Array(pattern), t = Array(text)
@@ -100,17 +116,10 @@ extension P2PLabCommand {
 
         /// Runs one step, retrying what could not be tested.
         func step(_ session: Lab, _ build: BuildOptions, selection: PatchSelection, directory: URL, logFile: URL) async -> (StepVerdict, String, VariantResult) {
-            var attempt = 0
-            while true {
-                let runner = Lab(build: build, lab: session.lab)
-                let result = await runner.runVariant(selection, directory: directory.appendingPathComponent(attempt == 0 ? "" : "retry-\(attempt)"), reproduce: Array(CommandLine.arguments.dropFirst()))
-                let (verdict, why) = StepVerdict.of(result, checks: lab.filters)
-                if verdict != .skip || attempt >= retries {
-                    log(String(format: "%@: %@ — %@ (%.0f s)", directory.lastPathComponent, verdict.rawValue, why, result.seconds), to: logFile)
-                    return (verdict, why, result)
-                }
-                attempt += 1
-            }
+            let (verdict, why, result) = await Lab(build: build, lab: session.lab)
+                .bisectStep(selection, directory: directory, retries: retries, checks: lab.filters)
+            log(String(format: "%@: %@ — %@ (%.0f s)", directory.lastPathComponent, verdict.rawValue, why, result.seconds), to: logFile)
+            return (verdict, why, result)
         }
 
         func bisectSeries() async throws {
@@ -236,19 +245,12 @@ extension P2PLabCommand {
             let session = Lab(build: build, lab: lab)
             let head = (try? await Runner().checked(Command(["git", "-C", build.tree ?? ".", "rev-parse", "--short=12", "HEAD"])).standardOutput.trimmingCharacters(in: .whitespacesAndNewlines)) ?? "HEAD"
             let base = URL(fileURLWithPath: lab.output ?? session.cache.runs.path)
-            var attempt = 0
-            while true {
-                let result = await session.runVariant(build.selection, directory: base.appendingPathComponent(head + (attempt == 0 ? "" : "-retry-\(attempt)")), reproduce: [])
-                let (verdict, why) = StepVerdict.of(result, checks: lab.filters)
-                if verdict != .skip || attempt >= retries {
-                    print("bisect: \(head) \(verdict.rawValue): \(why)")
-                    switch verdict {
-                    case .good: return
-                    case .bad: throw ExitCode(1)
-                    case .skip: throw ExitCode(125)
-                    }
-                }
-                attempt += 1
+            let (verdict, why, _) = await session.bisectStep(build.selection, directory: base.appendingPathComponent(head), retries: retries, checks: lab.filters)
+            print("bisect: \(head) \(verdict.rawValue): \(why)")
+            switch verdict {
+            case .good: return
+            case .bad: throw ExitCode(1)
+            case .skip: throw ExitCode(125)
             }
         }
     }
