@@ -1,4 +1,5 @@
 import ArgumentParser
+import Checks
 import Foundation
 import KTAP
 import KernelTree
@@ -13,7 +14,7 @@ enum StepVerdict: String, Sendable {
     static func of(_ result: VariantResult, checks: [String]) -> (StepVerdict, String) {
         if let problem = result.problem { return (.skip, "could not test: \(problem)") }
         guard let run = result.run else { return (.skip, "no results") }
-        let chosen = run.leaves.map(\.test).filter { test in checks.isEmpty || checks.contains { glob($0, matches: test.name) } }
+        let chosen = run.leaves.map(\.test).filter { test in checks.isEmpty || checks.contains { globMatches($0, test.name) } }
         if let broken = chosen.first(where: { $0.status.isFailure }) {
             let why = [broken.errno, broken.observed].compactMap { $0 }.joined(separator: ", ")
             return (.bad, "\(broken.name) \(broken.status.label)" + (why.isEmpty ? "" : " (\(why))"))
@@ -40,20 +41,6 @@ extension Lab {
             attempt += 1
         }
     }
-}
-
-/// fnmatch-style glob with `*` and `?`, as `--check` and `--filter` take.
-func glob(_ pattern: String, matches text: String) -> Bool {
-    let p = Array(pattern), t = Array(text)
-    var pi = 0, ti = 0, star = -1, mark = 0
-    while ti < t.count {
-        if pi < p.count && (p[pi] == "?" || p[pi] == t[ti]) { pi += 1; ti += 1 }
-        else if pi < p.count && p[pi] == "*" { star = pi; mark = ti; pi += 1 }
-        else if star >= 0 { pi = star + 1; mark += 1; ti = mark }
-        else { return false }
-    }
-    while pi < p.count && p[pi] == "*" { pi += 1 }
-    return pi == p.count
 }
 
 extension P2PLabCommand {

@@ -34,8 +34,8 @@ extension P2PLabCommand {
             if (compare || ablate) && (build.upto != nil || build.baseline || !build.without.isEmpty) {
                 throw ValidationError("--compare and --ablate choose the variants themselves; drop --upto/--baseline/--without")
             }
-            if !["table", "json", "junit", "markdown", "ktap"].contains(format) {
-                throw ValidationError("--format is one of table, json, junit, markdown, ktap")
+            if ReportFormat(rawValue: format) == nil {
+                throw ValidationError("--format is one of \(ReportFormat.allCases.map(\.rawValue).joined(separator: ", "))")
             }
         }
 
