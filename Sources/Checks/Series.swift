@@ -1,4 +1,4 @@
-/// One patch of "Enable P2PDMA in Userspace RDMA" (v2, kernel/patches/), by its place in the series.
+/// One patch of "Enable P2PDMA in Userspace RDMA" (v2, kernel/series/v2/), by its place in the series.
 ///
 /// Checks name the patches they depend on, so an ablation (the series with one patch left out) can
 /// predict which checks fail before it boots anything.

@@ -187,6 +187,7 @@ public enum SeriesError: LabError, Equatable {
     case notAPatch(String)
     case noHeaders(String)
     case badSelection(String)
+    case unknownVersion(String, bundled: [String])
     case doesNotApply(patch: String, file: String, hunk: String, detail: String)
     case ambiguousHunk(patch: String, file: String, hunk: String, candidates: [Int])
     case hunkNotFound(patch: String, file: String, hunk: String)
@@ -194,7 +195,7 @@ public enum SeriesError: LabError, Equatable {
     public var exitCode: LabExit {
         switch self {
         case .doesNotApply: .patchDoesNotApply
-        case .badSelection: .usage
+        case .badSelection, .unknownVersion: .usage
         default: .badSeries
         }
     }
@@ -208,6 +209,8 @@ public enum SeriesError: LabError, Equatable {
         case .notAPatch(let p): "\(p) holds no diff: is it a cover letter or a corrupt patch?"
         case .noHeaders(let p): "\(p) has no From:/Subject: headers: regenerate it with git format-patch"
         case .badSelection(let s): "bad patch selection: \(s)"
+        case .unknownVersion(let name, let bundled):
+            "no bundled series \(name): p2plab has \(bundled.joined(separator: ", ")); pass one of them or a path with --series"
         case .doesNotApply(let patch, let file, let hunk, let detail):
             "patch \(patch) does not apply: \(file), hunk \(hunk)" + (detail.isEmpty ? "" : "\n\(detail)")
                 + "\nrebase the series onto this tree, or pick another --base"

@@ -4,7 +4,7 @@ import Foundation
 /// are data the tool reads at run time (the series, the config fragment, machine definitions).
 public enum ProjectPaths {
     /// `$P2PLAB_ROOT`, else the nearest ancestor of the executable (or of the current directory)
-    /// that holds `kernel/patches/series`.
+    /// that holds `kernel/series/v2/series`.
     public static func root(environment: [String: String] = ProcessInfo.processInfo.environment) -> URL? {
         if let explicit = environment["P2PLAB_ROOT"], !explicit.isEmpty {
             return URL(fileURLWithPath: explicit)
@@ -17,7 +17,7 @@ public enum ProjectPaths {
         for start in starts {
             var dir = start.standardizedFileURL
             while dir.path != "/" {
-                if FileManager.default.fileExists(atPath: dir.appendingPathComponent("kernel/patches/series").path) {
+                if FileManager.default.fileExists(atPath: dir.appendingPathComponent("kernel/series/v2/series").path) {
                     return dir
                 }
                 dir = dir.deletingLastPathComponent()
@@ -38,6 +38,6 @@ public enum ProjectPathError: LabError {
     case notFound
     public var exitCode: LabExit { .missingDependency }
     public var description: String {
-        "cannot find the p2plab checkout (kernel/patches/series): run p2plab from its checkout or set P2PLAB_ROOT"
+        "cannot find the p2plab checkout (kernel/series/v2/series): run p2plab from its checkout or set P2PLAB_ROOT"
     }
 }

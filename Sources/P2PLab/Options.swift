@@ -11,7 +11,7 @@ struct BuildOptions: ParsableArguments {
     @Option(help: "With --tree: the commit to start from.")
     var base: String = "HEAD"
 
-    @Option(help: "The series: a directory with a `series` file, or an mbox (default: the checkout's kernel/patches).")
+    @Option(help: "The series: a bundled version (v2, v3, v4, v5), a directory with a `series` file, or an mbox (default: v2).")
     var series: String?
 
     @Option(help: "Apply only the first N patches (0 = the baseline).")
@@ -56,8 +56,8 @@ struct BuildOptions: ParsableArguments {
         return .defaultDebian
     }
 
-    func seriesURL(root: URL) -> URL {
-        series.map { URL(fileURLWithPath: $0) } ?? root.appendingPathComponent("kernel/patches")
+    func seriesURL(root: URL) throws -> URL {
+        try BundledSeries.resolve(series, root: root)
     }
 
     func fragmentURLs(root: URL) -> [URL] {

@@ -27,7 +27,7 @@ struct BuildIntegrationTests {
 
     @Test("the series applies as four commits by Martin Oliveira and does what it says", .timeLimit(.minutes(20)))
     func applied() async throws {
-        let series = try PatchSeries.load(from: repoRoot.appendingPathComponent("kernel/patches"))
+        let series = try PatchSeries.load(from: repoRoot.appendingPathComponent("kernel/series/v2"))
         let manager = SourceManager(cache: cache, runner: runner, progress: { print($0) })
         let source = try await manager.prepare(.defaultDebian)
         let variant = try await manager.checkout(source, series: series, selection: .full)
@@ -49,7 +49,7 @@ struct BuildIntegrationTests {
 
     @Test("the patched kernel builds (cached), and every fragment option survived", .timeLimit(.minutes(60)))
     func built() async throws {
-        let series = try PatchSeries.load(from: repoRoot.appendingPathComponent("kernel/patches"))
+        let series = try PatchSeries.load(from: repoRoot.appendingPathComponent("kernel/series/v2"))
         let manager = SourceManager(cache: cache, runner: runner, progress: { print($0) })
         let source = try await manager.prepare(.defaultDebian)
         let variant = try await manager.checkout(source, series: series, selection: .full)

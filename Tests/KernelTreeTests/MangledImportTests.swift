@@ -38,7 +38,7 @@ struct MangledImportTests {
     @Test("patches 3 and 4 come out with exactly the changed lines of the rebased series")
     func exactRepair() throws {
         let result = try importer().run(text: try seed())
-        let series = try PatchSeries.load(from: repoRoot.appendingPathComponent("kernel/patches"))
+        let series = try PatchSeries.load(from: repoRoot.appendingPathComponent("kernel/series/v2"))
         #expect(changes(result.patches[1].text) == changes(series.patches[2].text))
         #expect(changes(result.patches[2].text) == changes(series.patches[3].text))
     }
@@ -46,7 +46,7 @@ struct MangledImportTests {
     @Test("patch 1 is matched fuzzily where 6.12 moved to kernfs_get_active_of, with the tree's lines")
     func fuzzyRepair() throws {
         let result = try importer().run(text: try seed())
-        let ours = changes(try PatchSeries.load(from: repoRoot.appendingPathComponent("kernel/patches")).patches[0].text)
+        let ours = changes(try PatchSeries.load(from: repoRoot.appendingPathComponent("kernel/series/v2")).patches[0].text)
         let imported = changes(result.patches[0].text)
         // The posting lacks the NULL check the review asked for; everything else must agree.
         #expect(imported.contains("+\tif (vma->vm_ops->page_mkwrite)"))

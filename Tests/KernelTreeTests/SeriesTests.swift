@@ -2,7 +2,7 @@ import Foundation
 import Testing
 @testable import KernelTree
 
-/// The checkout's own kernel/patches, found from this file's path.
+/// The checkout's own kernel/series/v2, found from this file's path.
 let repoRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
 
 func fixture(_ name: String) throws -> URL {
@@ -13,7 +13,7 @@ func fixture(_ name: String) throws -> URL {
 struct SeriesTests {
     @Test("the series directory holds the four patches, by Martin Oliveira, in order")
     func directory() throws {
-        let series = try PatchSeries.load(from: repoRoot.appendingPathComponent("kernel/patches"))
+        let series = try PatchSeries.load(from: repoRoot.appendingPathComponent("kernel/series/v2"))
         #expect(series.patches.count == 4)
         #expect(series.patches.map(\.index) == [1, 2, 3, 4])
         #expect(series.patches.allSatisfy { $0.author == "Martin Oliveira <martin.oliveira@eideticom.com>" })
@@ -26,7 +26,7 @@ struct SeriesTests {
 
     @Test("an mbox of the same patches parses to the same subjects and texts")
     func mbox() throws {
-        let dir = try PatchSeries.load(from: repoRoot.appendingPathComponent("kernel/patches"))
+        let dir = try PatchSeries.load(from: repoRoot.appendingPathComponent("kernel/series/v2"))
         let mbox = try PatchSeries.load(from: try fixture("series.mbox"))
         #expect(mbox.patches.map(\.subject) == dir.patches.map(\.subject))
         #expect(mbox.patches.map(\.files) == dir.patches.map(\.files))
@@ -86,21 +86,21 @@ struct SeriesTests {
         (PatchSelection(without: [3, 1]), [2, 4], "without-1,3"),
     ])
     func selection(selection: PatchSelection, expected: [Int], label: String) throws {
-        let series = try PatchSeries.load(from: repoRoot.appendingPathComponent("kernel/patches"))
+        let series = try PatchSeries.load(from: repoRoot.appendingPathComponent("kernel/series/v2"))
         #expect(try series.selecting(selection).map(\.index) == expected)
         #expect(selection.label == label)
     }
 
     @Test("out-of-range selections are refused")
     func badSelection() throws {
-        let series = try PatchSeries.load(from: repoRoot.appendingPathComponent("kernel/patches"))
+        let series = try PatchSeries.load(from: repoRoot.appendingPathComponent("kernel/series/v2"))
         #expect(throws: SeriesError.self) { try series.selecting(PatchSelection(upto: 5)) }
         #expect(throws: SeriesError.self) { try series.selecting(PatchSelection(without: [9])) }
     }
 
     @Test("a failed git apply names the patch, the file and the hunk")
     func doesNotApply() throws {
-        let series = try PatchSeries.load(from: repoRoot.appendingPathComponent("kernel/patches"))
+        let series = try PatchSeries.load(from: repoRoot.appendingPathComponent("kernel/series/v2"))
         let patch = series.patches[2]
         let hunkLine = try #require(patch.text.split(separator: "\n").first { $0.hasPrefix("@@ -") })
         let start = Int(hunkLine.dropFirst(4).split(separator: ",")[0])!
@@ -115,5 +115,62 @@ struct SeriesTests {
         #expect(fnv1a64Hex("") == "cbf29ce484222325")
         #expect(fnv1a64Hex("a") == "af63dc4c8601ec8c")
         #expect(fnv1a64Hex("a") != fnv1a64Hex("b"))
+    }
+}
+
+@Suite("Bundled series versions")
+struct BundledSeriesTests {
+    @Test("v2…v5 are bundled, oldest first, and --series names them; the default is v2")
+    func versions() throws {
+        #expect(BundledSeries.versions(root: repoRoot) == ["v2", "v3", "v4", "v5"])
+        #expect(try BundledSeries.resolve(nil, root: repoRoot) == repoRoot.appendingPathComponent("kernel/series/v2"))
+        #expect(try BundledSeries.resolve("v5", root: repoRoot) == repoRoot.appendingPathComponent("kernel/series/v5"))
+        #expect(try BundledSeries.resolve("/tmp/my.mbox", root: repoRoot) == URL(fileURLWithPath: "/tmp/my.mbox"))
+        #expect(throws: SeriesError.unknownVersion("v9", bundled: ["v2", "v3", "v4", "v5"])) {
+            try BundledSeries.resolve("v9", root: repoRoot)
+        }
+        #expect(SeriesError.unknownVersion("v9", bundled: ["v2"]).exitCode == .usage)
+    }
+
+    @Test("each version keeps its patches' subjects, authorship, tags and mailed Message-IDs", arguments: [
+        ("v3", ["kernfs: remove page_mkwrite() from vm_operations_struct", "mm/gup: allow FOLL_LONGTERM & FOLL_PCI_P2PDMA",
+                "RDMA/umem: add support for P2P RDMA"], "20240704163724.2462161", 2),
+        ("v4", ["kernfs: remove page_mkwrite() from vm_operations_struct", "mm/gup: allow FOLL_LONGTERM & FOLL_PCI_P2PDMA",
+                "RDMA/umem: add support for P2P RDMA"], "20240708165714.3401377", 2),
+        ("v5", ["kernfs: add a WARN_ON_ONCE if ->close is set", "kernfs: remove page_mkwrite() from vm_operations_struct",
+                "mm/gup: allow FOLL_LONGTERM & FOLL_PCI_P2PDMA", "RDMA/umem: add support for P2P RDMA"], "20240808183340.483468", 2),
+    ])
+    func version(name: String, subjects: [String], idPrefix: String, firstID: Int) throws {
+        let series = try PatchSeries.load(from: try BundledSeries.resolve(name, root: repoRoot))
+        #expect(series.patches.map(\.subject) == subjects)
+        #expect(series.patches.allSatisfy { $0.author == "Martin Oliveira <martin.oliveira@eideticom.com>" })
+        #expect(series.patches.allSatisfy { $0.text.contains("Signed-off-by: Logan Gunthorpe <logang@deltatee.com>") })
+        #expect(series.patches.last!.text.contains("Acked-by: Jason Gunthorpe"))
+        for (offset, patch) in series.patches.enumerated() {
+            #expect(patch.text.contains("\nMessage-ID: <\(idPrefix)-\(firstID + offset)-martin.oliveira@eideticom.com>\n"))
+        }
+    }
+
+    static let kernfs = "kernfs: remove page_mkwrite() from vm_operations_struct"
+
+    /// v2's gup-fast patch was rebuilt from its description (the v2 posting does not show its diff);
+    /// from v3 on only the kernfs patch needed a rebase.
+    @Test("a rebase note says which hunk was changed and why, on exactly the patches that changed", arguments: [
+        ("v2", [kernfs, "mm/gup: handle ZONE_DEVICE pages in folio_fast_pin_allowed()"]),
+        ("v3", [kernfs]), ("v4", [kernfs]), ("v5", [kernfs]),
+    ])
+    func rebaseNotes(name: String, rebased: [String]) throws {
+        let series = try PatchSeries.load(from: try BundledSeries.resolve(name, root: repoRoot))
+        #expect(series.patches.filter { $0.text.components(separatedBy: "\n---\n")[0].contains("[p2plab: rebased onto 6.12.117") }.map(\.subject) == rebased)
+        for patch in series.patches where patch.subject == Self.kernfs {
+            let message = patch.text.components(separatedBy: "\n---\n")[0]
+            // The note sits above the Signed-off-by block and names the 6.12 helpers.
+            let note = try #require(message.range(of: "[p2plab:"))
+            let signoff = try #require(message.range(of: "Signed-off-by:"))
+            #expect(note.lowerBound < signoff.lowerBound)
+            #expect(message.contains("kernfs_get_active_of"))
+            #expect(patch.text.contains("-\tif (!kernfs_get_active_of(of))\n"))
+            #expect(!patch.text.contains("kernfs_get_active(of->kn)\n"))
+        }
     }
 }
