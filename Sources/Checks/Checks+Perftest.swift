@@ -12,7 +12,8 @@ extension Suite {
     ) { ctx, rec in
         let device = try ctx.requireRDMA()
         let provider = try ctx.requireProvider()
-        guard device.kind == .p2pCapablePCI else {
+        if let problem = device.p2pProblem { throw CheckSkip(problem) }
+        guard device.isP2PCapable else {
             throw CheckSkip("\(device.name) uses virtual DMA: it refuses p2pmem MRs (EREMOTEIO), so perftest cannot use p2pmem; run on a P2P-capable HCA")
         }
         guard let tool = which("ib_write_bw") else { throw CheckSkip("ib_write_bw not found: apt-get install perftest") }

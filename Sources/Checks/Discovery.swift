@@ -54,14 +54,17 @@ public enum Discovery {
     }
 
     /// The RDMA device to use, or why there is none. `names` is what libibverbs lists.
-    public static func rdmaDevice(in sysfs: Sysfs, names: [String], preferred: String?) -> (RDMADeviceInfo?, String?) {
+    /// `provider` (when known) decides whether a PCI device can do P2PDMA with it.
+    public static func rdmaDevice(
+        in sysfs: Sysfs, names: [String], preferred: String?, provider: PCIAddress? = nil, kernelMessages: [String] = []
+    ) -> (RDMADeviceInfo?, String?) {
         if let preferred {
             guard names.contains(preferred) else {
                 return (nil, "RDMA device \(preferred) not found (--device); libibverbs lists: \(names.isEmpty ? "none" : names.joined(separator: ", "))")
             }
-            return (sysfs.rdmaDeviceInfo(preferred), nil)
+            return (sysfs.rdmaDeviceInfo(preferred, provider: provider, kernelMessages: kernelMessages), nil)
         }
-        if let first = names.first { return (sysfs.rdmaDeviceInfo(first), nil) }
+        if let first = names.first { return (sysfs.rdmaDeviceInfo(first, provider: provider, kernelMessages: kernelMessages), nil) }
         let inSysfs = sysfs.rdmaDeviceNames()
         if !inSysfs.isEmpty {
             return (nil, "libibverbs sees none of \(inSysfs.joined(separator: ", ")): install the rdma-core providers (ibverbs-providers)")
@@ -93,7 +96,9 @@ public enum Discovery {
         options: SuiteOptions, holderCommand: [String]? = nil, log: @escaping @Sendable (String) -> Void = { _ in }
     ) -> CheckContext {
         let (provider, providerProblem) = provider(in: options.sysfs, preferred: options.provider)
-        let (rdma, rdmaProblem) = rdmaDevice(in: options.sysfs, names: Verbs.deviceNames(), preferred: options.device)
+        let (rdma, rdmaProblem) = rdmaDevice(
+            in: options.sysfs, names: Verbs.deviceNames(), preferred: options.device, provider: provider?.address,
+            kernelMessages: P2PDMAHints.fromKernelLog(limit: 64))
         let (module, moduleProblem) = module(path: options.modulePath, debugfs: options.debugfs)
         return CheckContext(
             sysfs: options.sysfs, debugfs: options.debugfs, provider: provider, providerProblem: providerProblem,
@@ -110,7 +115,7 @@ public enum Discovery {
             "kernel: \(release)",
             "provider: " + (context.provider.map { "\($0.address) (size \($0.size), available \($0.available))" }
                 ?? "none (\(context.problem(.provider) ?? ""))"),
-            "rdma_device: " + (context.rdma.map { "\($0.name) (\($0.kind.rawValue))" }
+            "rdma_device: " + (context.rdma.map { "\($0.name) (\($0.kind.rawValue)\($0.p2pProblem == nil ? "" : ", no P2P route to the provider"))" }
                 ?? "none (\(context.problem(.rdmaDevice) ?? ""))"),
             "module: " + (context.module?.path ?? "none (\(context.problem(.module) ?? ""))"),
         ]

@@ -1,4 +1,4 @@
-/// How the kernel can use a piece of memory for DMA: decided from sysfs, see `Sysfs.rdmaDeviceKind`.
+/// How the kernel can use a piece of memory for DMA: decided from sysfs, see `Sysfs.rdmaDeviceInfo`.
 public enum DeviceKind: String, Sendable, Hashable, CaseIterable, Codable {
     /// Software RDMA (rxe, siw): no DMA device, `ib_uses_virt_dma()`; patch 4 never asks for P2PDMA.
     case virtualDMA = "virtual DMA"

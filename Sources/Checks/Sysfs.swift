@@ -64,15 +64,43 @@ public struct RDMADeviceInfo: Sendable, Hashable {
     public var pciAddress: PCIAddress?
     /// Why the kind was chosen, for diagnostics.
     public var reason: String
+    /// The route to the provider the suite uses, for a PCI device.
+    public var route: P2PRoute? = nil
+    /// Why this device cannot do P2PDMA with the provider although it is a PCI function with direct
+    /// DMA: checks of the P2P success path skip with this reason.
+    public var p2pProblem: String? = nil
+
+    /// A PCI function with direct DMA and a route to the provider the kernel accepts.
+    public var isP2PCapable: Bool { kind == .p2pCapablePCI && p2pProblem == nil }
+}
+
+/// How the kernel would map p2pmem of a provider for a client (`enum pci_p2pdma_map_type`).
+public struct P2PRoute: Sendable, Hashable {
+    public enum Mapping: String, Sendable, Hashable {
+        /// PCI_P2PDMA_MAP_BUS_ADDR: the TLPs turn around at a common switch.
+        case busAddress = "bus address"
+        /// PCI_P2PDMA_MAP_THRU_HOST_BRIDGE: allowed by the CPU or the host bridge whitelist.
+        case throughHostBridge = "through the host bridge"
+        /// PCI_P2PDMA_MAP_NOT_SUPPORTED: pci_p2pdma_distance() is -1, DMA mapping fails with EREMOTEIO.
+        case notSupported = "not supported"
+    }
+
+    public var mapping: Mapping
+    /// The kernel's distance (hops up to the common bridge and down again), when there is a path.
+    public var distance: Int?
+    public var reason: String
 }
 
 /// Reads the kernel's sysfs below an injectable root, so unit tests run over a fake tree.
 public struct Sysfs: Sendable {
     /// `/sys`, or a temp directory holding a fake tree.
     public var root: URL
+    /// cpu_supports_p2pdma() of this machine (fake trees choose it).
+    public var cpuSupportsP2PDMA: Bool
 
-    public init(root: URL = URL(fileURLWithPath: "/sys")) {
+    public init(root: URL = URL(fileURLWithPath: "/sys"), cpuSupportsP2PDMA: Bool = Sysfs.cpuSupportsP2PDMA()) {
         self.root = root
+        self.cpuSupportsP2PDMA = cpuSupportsP2PDMA
     }
 
     /// The path of `relative` below the root.
@@ -199,11 +227,117 @@ public struct Sysfs: Sendable {
         return a != b && upA == upB && PCIAddress(URL(fileURLWithPath: upA).lastPathComponent) != nil
     }
 
+    // MARK: P2PDMA routes
+
+    /// The route between a p2pmem provider and a DMA client as `calc_map_type_and_dist()`
+    /// (drivers/pci/p2pdma.c) decides it: over a common upstream bridge by bus address, or through
+    /// the host bridge only when the CPU (AMD Zen or newer) or a whitelisted host bridge allows it.
+    /// ACS redirection is not in sysfs; the kernel's "ACS redirect is set" message for the client
+    /// (`kernelMessages`) turns a bus-address route into one through the host bridge, as the kernel does.
+    public func p2pRoute(
+        provider: PCIAddress, client: PCIAddress, kernelMessages: [String] = [], cpuSupportsP2PDMA: Bool? = nil
+    ) -> P2PRoute {
+        let cpu = cpuSupportsP2PDMA ?? self.cpuSupportsP2PDMA
+        let up = pciAncestry(provider), down = pciAncestry(client)
+        guard !up.isEmpty, !down.isEmpty else {
+            return P2PRoute(mapping: .notSupported, distance: nil,
+                            reason: "\(up.isEmpty ? provider : client) is not a PCI function in sysfs")
+        }
+        let acs = kernelMessages.contains { $0.contains(client.description) && $0.contains("ACS redirect is set") }
+        if let common = up.firstIndex(where: { down.contains($0) }) {
+            let distance = common + down.firstIndex(of: up[common])!
+            if !acs {
+                return P2PRoute(mapping: .busAddress, distance: distance,
+                                reason: distance == 0 ? "same PCI function" : "common upstream bridge \(up[common]), distance \(distance)")
+            }
+            return throughHostBridge(provider, client, distance: distance, sameHost: true, acs: true, cpu: cpu)
+        }
+        let distance = up.count + down.count
+        let sameHost = hostBridge(provider) == hostBridge(client)
+        return throughHostBridge(provider, client, distance: distance, sameHost: sameHost, acs: acs, cpu: cpu)
+    }
+
+    private func throughHostBridge(
+        _ provider: PCIAddress, _ client: PCIAddress, distance: Int, sameHost: Bool, acs: Bool, cpu: Bool
+    ) -> P2PRoute {
+        let why = acs ? "ACS redirect is set between \(client) and \(provider)" : "no common upstream bridge"
+        if cpu {
+            return P2PRoute(mapping: .throughHostBridge, distance: distance, reason: "\(why); the CPU (AMD Zen or newer) routes P2P")
+        }
+        let bridges = [hostBridgeDevice(provider), hostBridgeDevice(client)]
+        let ids = bridges.map { $0.map { "\($0.vendor):\($0.device)" } ?? "none" }
+        let allowed: Bool
+        if sameHost {
+            allowed = bridges[0].flatMap { Sysfs.whitelisted($0, sameHostBridge: true) } ?? false
+        } else {
+            allowed = bridges.allSatisfy { $0.flatMap { Sysfs.whitelisted($0, sameHostBridge: false) } ?? false }
+        }
+        if allowed {
+            return P2PRoute(mapping: .throughHostBridge, distance: distance, reason: "\(why); host bridge \(ids[0]) is whitelisted")
+        }
+        return P2PRoute(mapping: .notSupported, distance: distance,
+                        reason: "\(why), and host bridge \(sameHost ? ids[0] : ids.joined(separator: " / ")) is not in the kernel's P2PDMA whitelist: put both under one PCIe switch")
+    }
+
+    /// The function itself, then each upstream bridge, nearest first (the kernel's pci_upstream_bridge chain).
+    func pciAncestry(_ address: PCIAddress) -> [PCIAddress] {
+        let resolved = resolved("bus/pci/devices/\(address)")
+        guard FileManager.default.fileExists(atPath: resolved) else { return [] }
+        return URL(fileURLWithPath: resolved).pathComponents.reversed().prefix { PCIAddress($0) != nil }.compactMap(PCIAddress.init)
+    }
+
+    /// `pci0000:00`: the host bridge directory a function sits below.
+    private func hostBridge(_ address: PCIAddress) -> String? {
+        URL(fileURLWithPath: resolved("bus/pci/devices/\(address)")).pathComponents.first { $0.hasPrefix("pci") && $0.contains(":") }
+    }
+
+    /// The device the whitelist is matched against: devfn 00.0 of the root bus, else its first root port
+    /// (pci_host_bridge_dev()).
+    private func hostBridgeDevice(_ address: PCIAddress) -> (vendor: String, device: String)? {
+        guard let host = hostBridge(address), let top = pciAncestry(address).last else { return nil }
+        let rootBus = entries("devices/\(host)").compactMap(PCIAddress.init).filter { $0.bus == top.bus }.sorted()
+        guard let first = rootBus.first else { return nil }
+        let isRootPort = read("devices/\(host)/\(first)/class")?.lowercased().hasPrefix("0x0604") == true
+        guard first.slot == 0 && first.function == 0 || isRootPort else { return nil }
+        guard let vendor = read("devices/\(host)/\(first)/vendor"), let device = read("devices/\(host)/\(first)/device") else { return nil }
+        return (vendor.lowercased().replacingOccurrences(of: "0x", with: ""), device.lowercased().replacingOccurrences(of: "0x", with: ""))
+    }
+
+    /// drivers/pci/p2pdma.c's pci_p2pdma_whitelist[] (6.12): Intel host bridges, some only when both
+    /// functions sit below the same one.
+    static let hostBridgeWhitelist: [(device: String, sameHostBridgeOnly: Bool)] = [
+        ("3c00", true), ("3c01", true), ("2f00", true), ("2f01", true),
+        ("2030", false), ("2031", false), ("2032", false), ("2033", false), ("2020", false), ("09a2", false),
+    ]
+
+    static func whitelisted(_ bridge: (vendor: String, device: String), sameHostBridge: Bool) -> Bool {
+        guard bridge.vendor == "8086", let entry = hostBridgeWhitelist.first(where: { $0.device == bridge.device }) else { return false }
+        return sameHostBridge || !entry.sameHostBridgeOnly
+    }
+
+    /// cpu_supports_p2pdma(): an AMD CPU of family 0x17 (Zen) or newer, read from /proc/cpuinfo.
+    public static func cpuSupportsP2PDMA(cpuinfo: String? = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) -> Bool {
+        guard let cpuinfo else { return false }
+        var vendor = "", family = 0
+        for line in cpuinfo.split(separator: "\n") {
+            let parts = line.split(separator: ":", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
+            guard parts.count == 2 else { continue }
+            if parts[0] == "vendor_id" { vendor = parts[1] }
+            if parts[0] == "cpu family" { family = Int(parts[1]) ?? 0 }
+            if !vendor.isEmpty && family > 0 { break }
+        }
+        return vendor == "AuthenticAMD" && family >= 0x17
+    }
+
     // MARK: RDMA
 
-    /// What sysfs says about an RDMA device's DMA: software devices (rxe, siw) have no parent
-    /// device at all; anything with a PCI parent is taken as a DMA-capable HCA.
-    public func rdmaDeviceInfo(_ name: String) -> RDMADeviceInfo {
+    /// What the kernel decides about an RDMA device's DMA, from sysfs: software devices (rxe, siw)
+    /// have no DMA device (`ib_uses_virt_dma()`), so `ib_umem_get()` never asks for P2PDMA; a PCI
+    /// function is P2P-capable for `provider` only when its route to it is one
+    /// `pci_p2pdma_distance()` accepts (a PCI parent alone says nothing: behind a host bridge that
+    /// is not whitelisted the kernel refuses the mapping with EREMOTEIO). Under Xen the DMA device
+    /// has dma_map_ops, which `dma_pci_p2pdma_supported()` refuses.
+    public func rdmaDeviceInfo(_ name: String, provider: PCIAddress? = nil, kernelMessages: [String] = []) -> RDMADeviceInfo {
         let dir = "class/infiniband/\(name)"
         if exists("\(dir)/parent") && !exists("\(dir)/device") {
             // rxe exposes its netdev as `parent`; it is never the ib_device's parent device.
@@ -218,13 +352,26 @@ public struct Sysfs: Sendable {
             return RDMADeviceInfo(name: name, kind: .virtualDMA, pciAddress: nil, reason: "driver \(driver)")
         }
         let subsystem = linkTarget("\(dir)/device/subsystem")
-        let address = PCIAddress(URL(fileURLWithPath: resolved("\(dir)/device")).lastPathComponent)
-        if subsystem == "pci", let address {
-            return RDMADeviceInfo(name: name, kind: .p2pCapablePCI, pciAddress: address,
-                                  reason: "PCI function \(address), driver \(driver ?? "none")")
+        guard subsystem == "pci", let address = PCIAddress(URL(fileURLWithPath: resolved("\(dir)/device")).lastPathComponent) else {
+            return RDMADeviceInfo(name: name, kind: .virtualDMA, pciAddress: nil,
+                                  reason: "parent device is not PCI (\(subsystem ?? "no subsystem"))")
         }
-        return RDMADeviceInfo(name: name, kind: .virtualDMA, pciAddress: nil,
-                              reason: "parent device is not PCI (\(subsystem ?? "no subsystem"))")
+        var info = RDMADeviceInfo(name: name, kind: .p2pCapablePCI, pciAddress: address,
+                                  reason: "PCI function \(address), driver \(driver ?? "none")")
+        if read("hypervisor/type") == "xen" {
+            // ib_umem_get() then never asks for FOLL_PCI_P2PDMA: the virtual-DMA outcomes apply.
+            info.kind = .virtualDMA
+            info.reason += "; Xen's dma_map_ops do not support P2PDMA"
+            return info
+        }
+        guard let provider else { return info }
+        let route = p2pRoute(provider: provider, client: address, kernelMessages: kernelMessages)
+        info.route = route
+        info.reason += "; to provider \(provider): \(route.reason)"
+        if route.mapping == .notSupported {
+            info.p2pProblem = "\(name) (\(address)) has no P2P route to the provider \(provider): \(route.reason); the kernel refuses its p2pmem mappings (EREMOTEIO)"
+        }
+        return info
     }
 
     /// RDMA device names in sysfs (libibverbs sees the same ones when its providers are installed).

@@ -23,7 +23,8 @@ final class FakeSysfs {
 
     deinit { try? fm.removeItem(at: root) }
 
-    var sysfs: Sysfs { Sysfs(root: root) }
+    /// An Intel-like machine: the CPU does not route P2P through the host bridge by itself.
+    var sysfs: Sysfs { Sysfs(root: root, cpuSupportsP2PDMA: false) }
 
     func dir(_ path: String) throws {
         try fm.createDirectory(at: root.appendingPathComponent(path), withIntermediateDirectories: true)
@@ -53,16 +54,27 @@ final class FakeSysfs {
         try link("bus/pci/devices/\(bdf)", "../../../\(device)")
     }
 
-    /// A PCI HCA (mlx5) as the RDMA device.
-    func addHCA() throws {
-        let device = "devices/pci0000:00/0000:00:03.0"
+    /// A PCI HCA (mlx5) as the RDMA device: on the root bus by default, or below `parent` (a
+    /// directory under devices/, e.g. the switch's second downstream port).
+    func addHCA(bdf: String = "0000:00:03.0", under parent: String = "devices/pci0000:00") throws {
+        let device = "\(parent)/\(bdf)"
+        let up = String(repeating: "../", count: device.split(separator: "/").count)
         try write("\(device)/class", "0x020700")
-        try link("\(device)/subsystem", "../../../bus/pci")
-        try link("\(device)/driver", "../../../bus/pci/drivers/mlx5_core")
+        try link("\(device)/subsystem", "\(up)bus/pci")
+        try link("\(device)/driver", "\(up)bus/pci/drivers/mlx5_core")
         try dir("\(device)/infiniband/mlx5_0")
         try link("class/infiniband/mlx5_0", "../../\(device)/infiniband/mlx5_0")
-        try link("\(device)/infiniband/mlx5_0/device", "../../../0000:00:03.0")
-        try link("bus/pci/devices/0000:00:03.0", "../../../\(device)")
+        try link("\(device)/infiniband/mlx5_0/device", "../../../\(bdf)")
+        try link("bus/pci/devices/\(bdf)", "../../../\(device)")
+    }
+
+    /// The root bus's devfn 00.0, which the kernel matches against its P2PDMA whitelist.
+    func addHostBridge(vendor: String = "0x8086", device: String) throws {
+        let path = "devices/pci0000:00/0000:00:00.0"
+        try write("\(path)/class", "0x060000")
+        try write("\(path)/vendor", vendor)
+        try write("\(path)/device", device)
+        try link("bus/pci/devices/0000:00:00.0", "../../../\(path)")
     }
 }
 
@@ -138,6 +150,94 @@ struct SysfsTests {
         #expect(hca.kind == .p2pCapablePCI)
         #expect(hca.pciAddress == PCIAddress("0000:00:03.0"))
         #expect(fake.sysfs.rdmaDeviceNames() == ["mlx5_0", "rxe0"])
+    }
+
+    static let cmb = PCIAddress("0000:03:00.0")!
+    static let switchDownstream1 = "devices/pci0000:00/0000:00:1c.0/0000:01:00.0/0000:02:01.0"
+
+    @Test("an HCA behind the provider's switch: bus addresses at distance 4, P2P-capable")
+    func hcaBehindTheSameSwitch() throws {
+        let fake = try FakeSysfs()
+        try fake.addHostBridge(device: "0x29c0")
+        try fake.addHCA(bdf: "0000:05:00.0", under: Self.switchDownstream1)
+        let hca = fake.sysfs.rdmaDeviceInfo("mlx5_0", provider: Self.cmb)
+        #expect(hca.kind == .p2pCapablePCI)
+        #expect(hca.route == P2PRoute(mapping: .busAddress, distance: 4, reason: "common upstream bridge 0000:01:00.0, distance 4"))
+        #expect(hca.isP2PCapable)
+        #expect(hca.p2pProblem == nil)
+    }
+
+    @Test("a PCI parent is not enough: through q35's host bridge (not whitelisted) there is no route")
+    func hcaBehindAHostBridgeOffTheWhitelist() throws {
+        let fake = try FakeSysfs()
+        try fake.addHostBridge(device: "0x29c0")
+        try fake.addHCA()
+        let hca = fake.sysfs.rdmaDeviceInfo("mlx5_0", provider: Self.cmb, kernelMessages: [])
+        #expect(hca.kind == .p2pCapablePCI)
+        #expect(hca.route?.mapping == .notSupported)
+        #expect(hca.route?.distance == 5)
+        #expect(!hca.isP2PCapable)
+        let problem = try #require(hca.p2pProblem)
+        #expect(problem.contains("no P2P route to the provider 0000:03:00.0"))
+        #expect(problem.contains("8086:29c0 is not in the kernel's P2PDMA whitelist"))
+        #expect(problem.contains("EREMOTEIO"))
+    }
+
+    @Test("a whitelisted host bridge, or an AMD Zen CPU, routes through the host bridge")
+    func hostBridgeRoutes() throws {
+        let fake = try FakeSysfs()
+        try fake.addHostBridge(device: "0x2020")
+        try fake.addHCA()
+        let hca = try #require(PCIAddress("0000:00:03.0"))
+        #expect(fake.sysfs.p2pRoute(provider: Self.cmb, client: hca, cpuSupportsP2PDMA: false).mapping == .throughHostBridge)
+        let other = try FakeSysfs()
+        try other.addHostBridge(device: "0x29c0")
+        try other.addHCA()
+        #expect(other.sysfs.p2pRoute(provider: Self.cmb, client: hca, cpuSupportsP2PDMA: true).mapping == .throughHostBridge)
+        #expect(other.sysfs.p2pRoute(provider: Self.cmb, client: hca, cpuSupportsP2PDMA: false).mapping == .notSupported)
+    }
+
+    @Test("the kernel's ACS redirect message sends a switch route through the host bridge")
+    func acsRedirect() throws {
+        let fake = try FakeSysfs()
+        try fake.addHostBridge(device: "0x29c0")
+        let client = try #require(PCIAddress("0000:04:00.0"))
+        #expect(fake.sysfs.p2pRoute(provider: Self.cmb, client: client, cpuSupportsP2PDMA: false).mapping == .busAddress)
+        let said = ["nvme 0000:04:00.0: ACS redirect is set between the client and provider (0000:03:00.0)"]
+        let route = fake.sysfs.p2pRoute(provider: Self.cmb, client: client, kernelMessages: said, cpuSupportsP2PDMA: false)
+        #expect(route.mapping == .notSupported)
+        #expect(route.reason.hasPrefix("ACS redirect is set between 0000:04:00.0 and 0000:03:00.0"))
+    }
+
+    @Test("the same function is distance 0")
+    func sameFunction() throws {
+        let fake = try FakeSysfs()
+        #expect(fake.sysfs.p2pRoute(provider: Self.cmb, client: Self.cmb) == P2PRoute(mapping: .busAddress, distance: 0, reason: "same PCI function"))
+    }
+
+    @Test("cpu_supports_p2pdma: AMD family 0x17 and newer only")
+    func cpuSupport() {
+        #expect(Sysfs.cpuSupportsP2PDMA(cpuinfo: "vendor_id\t: AuthenticAMD\ncpu family\t: 25\n"))
+        #expect(!Sysfs.cpuSupportsP2PDMA(cpuinfo: "vendor_id\t: AuthenticAMD\ncpu family\t: 15\n"))  // QEMU's qemu64
+        #expect(!Sysfs.cpuSupportsP2PDMA(cpuinfo: "vendor_id\t: GenuineIntel\ncpu family\t: 6\n"))
+        #expect(!Sysfs.cpuSupportsP2PDMA(cpuinfo: nil))
+    }
+
+    @Test("rxe has no route to judge: virtual DMA whatever the provider")
+    func rxeWithProvider() throws {
+        let fake = try FakeSysfs()
+        let rxe = fake.sysfs.rdmaDeviceInfo("rxe0", provider: Self.cmb)
+        #expect(rxe.kind == .virtualDMA)
+        #expect(rxe.route == nil && rxe.p2pProblem == nil && !rxe.isP2PCapable)
+    }
+
+    @Test("discovery judges the device against the chosen provider")
+    func discoveryPassesTheProvider() throws {
+        let fake = try FakeSysfs()
+        try fake.addHostBridge(device: "0x29c0")
+        try fake.addHCA()
+        let (device, _) = Discovery.rdmaDevice(in: fake.sysfs, names: ["mlx5_0", "rxe0"], preferred: nil, provider: Self.cmb)
+        #expect(device?.p2pProblem != nil)
     }
 
     @Test func rdmaDiscoveryExplainsAbsence() throws {
