@@ -148,6 +148,7 @@ struct Lab {
         }
         try? writeReproduce(reproduce, into: directory)
         result.seconds = Date().timeIntervalSince(start)
+        writeRecord(result, into: directory)
         return result
     }
 
@@ -164,6 +165,19 @@ struct Lab {
         m["boot_outcome"] = outcome.kind.name
         m["bzImage"] = manifest.bzImage
         return m
+    }
+
+    /// variant.json and the applied patches: what `report --merge` and `--format kcidb` read later,
+    /// possibly on another machine.
+    func writeRecord(_ result: VariantResult, into directory: URL) {
+        let series = ProjectPaths.root().flatMap { try? PatchSeries.load(from: build.seriesURL(root: $0)) }
+        let record = RunRecord(result, series: series)
+        do {
+            try record.write(into: directory)
+            if let series { try RunRecord.writeSeries(series, into: directory) }
+        } catch {
+            progressLine("[\(result.label)] cannot record the variant in \(directory.path): \(error)")
+        }
     }
 
     /// `reproduce.sh`: the one command that reruns this run.

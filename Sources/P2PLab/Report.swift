@@ -6,26 +6,82 @@ import LabSupport
 extension ReportFormat: ExpressibleByArgument {}
 
 extension P2PLabCommand {
-    /// Re-render a run directory in another format.
+    /// Re-render a run directory in another format, merge run directories, or emit KCIDB.
     struct Report: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "report",
-            abstract: "Re-render a run directory as a table, JSON, JUnit, Markdown or KTAP.",
+            abstract: "Re-render a run directory (table, JSON, JUnit, Markdown, KTAP, KCIDB), or merge several into one matrix.",
             discussion: """
                 Reads RUN_DIR/results.json if present, else parses RUN_DIR/results.ktap, else \
                 RUN_DIR/console.log. Exits 0 when every check passed or skipped, 1 when one failed, \
                 crashed or timed out, 2 when there is nothing readable.
+
+                --merge takes the run directories of variants that ran apart (one CI job each: the \
+                baseline, the series, each leave-one-out) and prints the comparison or ablation table \
+                a single `p2plab test --compare/--ablate` prints, checked against the predictions, with \
+                its verdict and exit code. Runs of different sources, base commits, series or configs \
+                are refused unless --allow-mixed.
+
+                --format kcidb writes KCIDB I/O schema v5.3 (checkout, build, one test per check, \
+                path p2plab.CHECK). --submit URL posts it to a KCIDB submission endpoint with \
+                the token in $KCIDB_TOKEN (or save the JSON and submit it with kci-dev).
                 """)
 
-        @Argument(help: "A run directory written by p2plab test or p2plab parse --output.")
-        var runDirectory: String
+        @Argument(help: "Run directories written by p2plab test or p2plab parse --output.")
+        var runDirectories: [String]
 
-        @Option(name: .shortAndLong, help: "How to render the results.")
-        var format: ReportFormat = .table
+        @Option(name: .shortAndLong, help: "table, json, junit, markdown, ktap or kcidb (with --merge: table or markdown).")
+        var format: String = "table"
+
+        @Flag(help: "Merge the variants' run directories into one comparison / ablation matrix.")
+        var merge = false
+
+        @Flag(help: "With --merge: accept runs of different sources, series or configs.")
+        var allowMixed = false
+
+        @Option(help: "With --format kcidb: the origin (CI system name, [a-z0-9_]+) that prefixes every id.")
+        var origin: String = "p2plab"
+
+        @Option(help: ArgumentHelp("With --format kcidb: link files as URL/<run dir>/<file> (where CI uploaded the runs) instead of file://.", valueName: "URL"))
+        var urlBase: String?
+
+        @Option(help: ArgumentHelp("With --format kcidb: POST the report to this KCIDB submission URL with $KCIDB_TOKEN.", valueName: "URL"))
+        var submit: String?
+
+        func validate() throws {
+            if format != "kcidb" && ReportFormat(rawValue: format) == nil {
+                throw ValidationError("--format is one of \((ReportFormat.allCases.map(\.rawValue) + ["kcidb"]).joined(separator: ", "))")
+            }
+            if merge && !["table", "markdown"].contains(format) { throw ValidationError("--merge prints a table or markdown, not \(format)") }
+            if !merge && format != "kcidb" && runDirectories.count != 1 {
+                throw ValidationError("give one run directory (or --merge, or --format kcidb for several)")
+            }
+            if origin.isEmpty || !origin.allSatisfy({ $0.isASCII && ($0.isLowercase || $0.isNumber || $0 == "_") }) {
+                throw ValidationError("--origin \(origin) is not a KCIDB origin: lowercase letters, digits and _")
+            }
+            if submit != nil && format != "kcidb" { throw ValidationError("--submit sends KCIDB: add --format kcidb") }
+        }
 
         func run() async throws {
-            let run = try await reportingErrors { try RunLoader.load(runDirectory: URL(fileURLWithPath: runDirectory)) }
-            print(format.render(run), terminator: "")
+            let directories = runDirectories.map { URL(fileURLWithPath: $0).standardizedFileURL }
+            if merge {
+                let merged = try await reportingErrors { try MergedMatrix.load(directories, allowMixed: allowMixed) }
+                let text = merged.render(markdown: format == "markdown")
+                print(text, terminator: text.hasSuffix("\n") ? "" : "\n")
+                throw ExitCode(merged.verdict.exit)
+            }
+            if format == "kcidb" {
+                let report = KCIDBReport(origin: origin, urlBase: urlBase)
+                let text = try await reportingErrors { try report.render(directories) }
+                if let submit {
+                    try await reportingErrors { try await KCIDBReport.submit(text, to: submit) }
+                    return
+                }
+                print(text, terminator: "")
+                return
+            }
+            let run = try await reportingErrors { try RunLoader.load(runDirectory: directories[0]) }
+            print(ReportFormat(rawValue: format)!.render(run), terminator: "")
             try exitForVerdict(run)
         }
     }
@@ -84,8 +140,15 @@ enum ReportError: LabError {
     case emptyRunDirectory(String)
     case badResultsJSON(path: String, reason: String)
     case cannotWrite(path: String, reason: String)
+    case mixedRuns(String)
+    case submitFailed(String)
 
-    var exitCode: LabExit { .usage }
+    var exitCode: LabExit {
+        switch self {
+        case .submitFailed: .couldNotTest
+        default: .usage
+        }
+    }
 
     var description: String {
         switch self {
@@ -97,6 +160,10 @@ enum ReportError: LabError {
             "\(path) is not a p2plab results file (\(reason)); try p2plab parse on its results.ktap or console.log"
         case .cannotWrite(let path, let reason):
             "cannot write \(path): \(reason)"
+        case .mixedRuns(let what):
+            "these runs do not belong to one matrix: \(what); merge runs of one source, series and config (or pass --allow-mixed)"
+        case .submitFailed(let why):
+            "KCIDB submission failed: \(why)"
         }
     }
 }
