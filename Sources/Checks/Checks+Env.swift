@@ -1,9 +1,18 @@
-/// The suite: every check in the order it runs. Lifecycle checks come last because unbinding the
-/// provider disturbs everything that uses it.
+import Catalog
+/// The suite: every check of `SuiteCatalog`, in its order, with its body. Lifecycle checks come
+/// last because unbinding the provider disturbs everything that uses it.
 public enum Suite {
-    public static let checks: [CheckDefinition] =
-        envChecks + regMRChecks + pinChecks + umemChecks + kernfsChecks + fsChecks + oracleChecks
-        + lifecycleChecks
+    /// Every body, by name.
+    static let bodies: [String: CheckDefinition] = {
+        let all = envChecks + regMRChecks + pinChecks + umemChecks + kernfsChecks + fsChecks + oracleChecks
+            + lifecycleChecks
+        return Dictionary(all.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+    }()
+
+    public static let checks: [CheckDefinition] = SuiteCatalog.checks.map { info in
+        guard let check = bodies[info.name] else { preconditionFailure("no body for the catalog's check \(info.name)") }
+        return check
+    }
 
     /// The check named `name`.
     public static func check(named name: String) -> CheckDefinition? {
@@ -11,17 +20,17 @@ public enum Suite {
     }
 
     static let envChecks: [CheckDefinition] = [
-        CheckDefinition("env.p2pmem_provider", "a PCI function publishes p2pmem (the NVMe CMB)", patches: []) { ctx, rec in
+        CheckDefinition("env.p2pmem_provider") { ctx, rec in
             let provider = try ctx.requireProvider()
             rec.note("provider \(provider.address): size \(provider.size), available \(provider.available), published \(provider.published)")
             // Distance problems ("not in whitelist", ACS redirect) show up here before any check fails on them.
             for line in P2PDMAHints.fromKernelLog() { rec.note("kernel: \(line)") }
         },
-        CheckDefinition("env.rdma_device", "an RDMA device is present (libibverbs)", patches: []) { ctx, rec in
+        CheckDefinition("env.rdma_device") { ctx, rec in
             let device = try ctx.requireRDMA()
             rec.note("device \(device.name): \(device.kind.rawValue), \(device.reason)")
         },
-        CheckDefinition("env.module", "the p2plab_test module is loaded and its debugfs file opens", patches: []) { ctx, rec in
+        CheckDefinition("env.module") { ctx, rec in
             let module = try ctx.requireModule()
             rec.note("module file \(module.path)")
         },

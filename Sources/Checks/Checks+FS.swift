@@ -1,3 +1,4 @@
+import Catalog
 import Foundation
 
 #if canImport(Glibc)
@@ -11,17 +12,7 @@ extension Suite {
     static let scratchLabel = "p2plab-scratch"
 
     static let fsChecks: [CheckDefinition] = [
-        CheckDefinition(
-            "fs.longterm_real_fs_refused",
-            "long-term writable pins and ibv_reg_mr of MAP_SHARED ext4 pages stay refused (seeds 003/004); the same on tmpfs is allowed",
-            patches: [],
-            operations: [
-                .pin(.ext4Shared, [.longterm, .write]), .pin(.ext4Shared, [.longterm, .write, .fast]),
-                .registerMR(.ext4Shared, writable: true), .pin(.tmpfsShared, [.longterm, .write]),
-                .pin(.tmpfsShared, [.longterm, .write, .fast]), .registerMR(.tmpfsShared, writable: true),
-            ],
-            requires: [.module]
-        ) { ctx, rec in
+        CheckDefinition("fs.longterm_real_fs_refused") { ctx, rec in
             let module = try ctx.requireModule()
             guard let (controller, namespace) = ctx.sysfs.scratchNamespace() else {
                 throw CheckSkip("no NVMe namespace without a CMB to put ext4 on (add a second NVMe)")

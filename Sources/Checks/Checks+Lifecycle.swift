@@ -1,3 +1,4 @@
+import Catalog
 import CP2PLabUAPI
 import Foundation
 
@@ -9,11 +10,7 @@ import Musl
 
 extension Suite {
     static let oracleChecks: [CheckDefinition] = [
-        CheckDefinition(
-            "oracle.gup_test",
-            "the kernel's gup_test PIN_LONGTERM_BENCHMARK with FOLL_PCI_P2PDMA on p2pmem agrees with the module's LONGTERM|P2PDMA pin",
-            patches: [.longtermP2PDMA], operations: [.gupTestLongtermP2PDMA], requires: [.module, .provider]
-        ) { ctx, rec in
+        CheckDefinition("oracle.gup_test") { ctx, rec in
             let module = try ctx.requireModule()
             let gup: GupTest
             do {
@@ -48,11 +45,7 @@ extension Suite {
     ]
 
     static let lifecycleChecks: [CheckDefinition] = [
-        CheckDefinition(
-            "lifecycle.exit_releases",
-            "a process that exits holding p2pmem mappings, pins and MRs gives everything back (p2pmem available returns to its start)",
-            patches: [], operations: [.exitReleases], requires: [.provider]
-        ) { ctx, rec in
+        CheckDefinition("lifecycle.exit_releases") { ctx, rec in
             let provider = try ctx.requireProvider()
             guard let holder = ctx.holderCommand else { throw CheckSkip("this front end cannot start the holder child") }
             guard let start = ctx.sysfs.provider(provider.address)?.available else { throw CheckFailure("p2pmem/available unreadable") }
@@ -76,11 +69,7 @@ extension Suite {
             rec.expect(.exitReleases, observed: back ? .succeeded : .refused(nil),
                        detail: "available before \(start), after the child exited \(now)")
         },
-        CheckDefinition(
-            "lifecycle.unbind_while_pinned",
-            "with a long-term P2PDMA pin held, unbinding the NVMe blocks until RELEASE, then completes; rebinding publishes p2pmem again",
-            patches: [.longtermP2PDMA], operations: [.unbindWaitsForPin], requires: [.module, .provider]
-        ) { ctx, rec in
+        CheckDefinition("lifecycle.unbind_while_pinned") { ctx, rec in
             let module = try ctx.requireModule()
             let provider = try ctx.requireProvider()
             let devicePath = "bus/pci/devices/\(provider.address)"

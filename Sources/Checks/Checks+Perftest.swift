@@ -1,3 +1,4 @@
+import Catalog
 import Foundation
 import LabSupport
 
@@ -5,11 +6,7 @@ extension Suite {
     /// `p2plab check --perftest`: perftest's `ib_write_bw` with its buffer in p2pmem (`--mmap` of
     /// the provider's `p2pmem/allocate`), server and client on this host. Not in the default suite:
     /// it needs a P2P-capable HCA and takes seconds.
-    public static let perftestCheck = CheckDefinition(
-        "perftest.write_bw_p2pmem",
-        "ib_write_bw loopback with both buffers in p2pmem (--mmap of p2pmem/allocate) moves data; its bandwidth is reported",
-        patches: [], requires: [.rdmaDevice, .provider]
-    ) { ctx, rec in
+    public static let perftestCheck = CheckDefinition("perftest.write_bw_p2pmem") { ctx, rec in
         let device = try ctx.requireRDMA()
         let provider = try ctx.requireProvider()
         if let problem = device.p2pProblem { throw CheckSkip(problem) }

@@ -1,3 +1,4 @@
+import Catalog
 extension Suite {
     /// Pages per pin in the pin checks: small, so TCG stays quick; the fast-path check uses more.
     static let pinPages = 16
@@ -21,32 +22,15 @@ extension Suite {
     }
 
     static let pinChecks: [CheckDefinition] = [
-        CheckDefinition(
-            "pin.longterm_p2pdma.fast",
-            "pin_user_pages_fast(LONGTERM|P2PDMA[|WRITE]) of p2pmem pins every page as a P2PDMA page, no WARN",
-            patches: [.kernfs, .gupFastZoneDevice, .longtermP2PDMA],
-            operations: [.pin(.p2pmem, [.longterm, .p2pdma, .write, .fast]), .pin(.p2pmem, [.longterm, .p2pdma, .fast])],
-            requires: [.module, .provider]
-        ) { ctx, rec in
+        CheckDefinition("pin.longterm_p2pdma.fast") { ctx, rec in
             try pinP2PMem(ctx, rec, flags: [.longterm, .p2pdma, .write, .fast])
             try pinP2PMem(ctx, rec, flags: [.longterm, .p2pdma, .fast])
         },
-        CheckDefinition(
-            "pin.longterm_p2pdma.slow",
-            "pin_user_pages(LONGTERM|P2PDMA[|WRITE]) of p2pmem pins every page as a P2PDMA page, no WARN",
-            patches: [.kernfs, .longtermP2PDMA],
-            operations: [.pin(.p2pmem, [.longterm, .p2pdma, .write]), .pin(.p2pmem, [.longterm, .p2pdma])],
-            requires: [.module, .provider]
-        ) { ctx, rec in
+        CheckDefinition("pin.longterm_p2pdma.slow") { ctx, rec in
             try pinP2PMem(ctx, rec, flags: [.longterm, .p2pdma, .write])
             try pinP2PMem(ctx, rec, flags: [.longterm, .p2pdma])
         },
-        CheckDefinition(
-            "pin.fast_path",
-            "gup-fast alone serves a LONGTERM|WRITE|P2PDMA fast pin of p2pmem (module's slow_path_calls is 0; else the fast/slow throughput ratio)",
-            patches: [.kernfs, .gupFastZoneDevice, .longtermP2PDMA], operations: [.fastPathServed],
-            requires: [.module, .provider]
-        ) { ctx, rec in
+        CheckDefinition("pin.fast_path") { ctx, rec in
             let module = try ctx.requireModule()
             let pages = 64
             let flags: PinFlags = [.longterm, .p2pdma, .write, .fast]
@@ -78,16 +62,7 @@ extension Suite {
             }
             rec.expect(.fastPathServed, observed: observation)
         },
-        CheckDefinition(
-            "pin.longterm_without_p2pdma_flag",
-            "long-term pins of p2pmem without FOLL_PCI_P2PDMA are refused with EREMOTEIO; short-term P2PDMA pins still work",
-            patches: [.kernfs],
-            operations: [
-                .pin(.p2pmem, [.longterm]), .pin(.p2pmem, [.longterm, .write]), .pin(.p2pmem, [.write]),
-                .pin(.p2pmem, [.write, .p2pdma]),
-            ],
-            requires: [.module, .provider]
-        ) { ctx, rec in
+        CheckDefinition("pin.longterm_without_p2pdma_flag") { ctx, rec in
             try pinP2PMem(ctx, rec, flags: [.longterm])
             try pinP2PMem(ctx, rec, flags: [.longterm, .write])
             try pinP2PMem(ctx, rec, flags: [.write])
@@ -108,12 +83,7 @@ extension Suite {
     }
 
     static let umemChecks: [CheckDefinition] = [
-        CheckDefinition(
-            "umem.p2p_capable_device",
-            "ib_umem_get() with a P2P-capable PCI dma_device (the module's stand-in HCA: the CMB NVMe, or an NVMe behind the same switch) maps p2pmem with bus addresses",
-            patches: [.kernfs, .gupFastZoneDevice, .longtermP2PDMA, .umemP2P], operations: [.umemGet(writable: true)],
-            requires: [.module, .provider]
-        ) { ctx, rec in
+        CheckDefinition("umem.p2p_capable_device") { ctx, rec in
             let module = try ctx.requireModule()
             let provider = try ctx.requireProvider()
             var candidates: [(PCIAddress, String)] = [(provider.address, "the CMB NVMe itself")]

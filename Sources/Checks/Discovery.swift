@@ -1,3 +1,4 @@
+import Catalog
 import Foundation
 
 #if canImport(Glibc)
@@ -93,7 +94,8 @@ public enum Discovery {
 
     /// Builds the checks' context for this machine.
     public static func context(
-        options: SuiteOptions, holderCommand: [String]? = nil, log: @escaping @Sendable (String) -> Void = { _ in }
+        options: SuiteOptions, holderCommand: [String]? = nil,
+        reference: KernelEffects = SeriesVersion.defaultVersion.effects, log: @escaping @Sendable (String) -> Void = { _ in }
     ) -> CheckContext {
         let (provider, providerProblem) = provider(in: options.sysfs, preferred: options.provider)
         let (rdma, rdmaProblem) = rdmaDevice(
@@ -103,7 +105,7 @@ public enum Discovery {
         return CheckContext(
             sysfs: options.sysfs, debugfs: options.debugfs, provider: provider, providerProblem: providerProblem,
             rdma: rdma, rdmaProblem: rdmaProblem, module: module, moduleProblem: moduleProblem,
-            holderCommand: holderCommand, log: log)
+            holderCommand: holderCommand, reference: reference, log: log)
     }
 
     /// Run-level diagnostics for the top of the KTAP output: kernel, provider, device, module.
@@ -118,6 +120,7 @@ public enum Discovery {
             "rdma_device: " + (context.rdma.map { "\($0.name) (\($0.kind.rawValue)\($0.p2pProblem == nil ? "" : ", no P2P route to the provider"))" }
                 ?? "none (\(context.problem(.rdmaDevice) ?? ""))"),
             "module: " + (context.module?.path ?? "none (\(context.problem(.module) ?? ""))"),
+            "expect: " + (SeriesVersion.all.first { $0.effects == context.reference }.map { "\($0.name): " } ?? "") + context.reference.description,
         ]
     }
 }

@@ -1,11 +1,5 @@
+import Catalog
 import Foundation
-
-/// Something a check needs before it can run; a missing one makes the check SKIP with `reason`.
-public enum Requirement: String, Sendable, Hashable, CaseIterable {
-    case provider
-    case rdmaDevice
-    case module
-}
 
 /// Thrown from a check to skip it with a reason that says what to fix.
 public struct CheckSkip: Error, CustomStringConvertible, Sendable {
@@ -34,8 +28,17 @@ public final class CheckRecorder: @unchecked Sendable {
     private var structuredFromFailure = false
     /// The device kind expectations are looked up for (the RDMA device under test, or the stand-in).
     public var device: DeviceKind?
+    /// The kernel the checks assert: the effects of the series under test (on this kernel, the
+    /// series may be carried only in part: then a check fails where the part differs).
+    public var reference: KernelEffects
+    /// The WARNINGs the reference kernel prints for what the check did, one per operation that
+    /// prints one: the runner demands them in the kernel log and does not count them as splats.
+    public private(set) var expectedWarnings: [WarningSite] = []
 
-    public init(device: DeviceKind? = nil) { self.device = device }
+    public init(device: DeviceKind? = nil, reference: KernelEffects = SeriesVersion.defaultVersion.effects) {
+        self.device = device
+        self.reference = reference
+    }
 
     /// Adds a diagnostic line.
     public func note(_ text: String) { notes.append(text) }
@@ -46,17 +49,19 @@ public final class CheckRecorder: @unchecked Sendable {
         notes.append("FAIL: " + text)
     }
 
-    /// Compares what `operation` did with the series' expectation from `ExpectationTable`.
+    /// Compares what `operation` did with what the reference kernel does (`ExpectationTable`); a
+    /// WARNING the reference prints is added to `expectedWarnings`.
     /// - Returns: whether it matched.
     @discardableResult
-    public func expect(_ operation: Operation, observed observation: Observation, device: DeviceKind? = nil, detail: String? = nil) -> Bool {
+    public func expect(_ operation: KernelOperation, observed observation: Observation, device: DeviceKind? = nil, detail: String? = nil) -> Bool {
         let kind = device ?? self.device
         guard let row = ExpectationTable.expectation(for: operation, device: kind) else {
             fail("no expectation in the table for \(operation)")
             return false
         }
-        let want = row.outcome(applied: .wholeSeries)
-        let baseline = row.outcome(applied: .baseline)
+        let want = row.outcome(on: reference)
+        let baseline = row.outcome(on: .baseline)
+        if let site = want.warning { expectedWarnings.append(site) }
         let ok = observation.matches(want)
         var line = "\(operation): expected \(want), observed \(observation)"
         if baseline != want { line += " (baseline 6.12: \(baseline))" }
@@ -100,12 +105,16 @@ public final class CheckContext: @unchecked Sendable {
     public let holderCommand: [String]?
     /// Every message on stderr-like progress goes here (not KTAP).
     public let log: @Sendable (String) -> Void
+    /// The kernel the checks assert (see `CheckRecorder.reference`).
+    public let reference: KernelEffects
 
     public init(
         sysfs: Sysfs, debugfs: String = "/sys/kernel/debug", provider: P2PMemProvider?, providerProblem: String?,
         rdma: RDMADeviceInfo?, rdmaProblem: String?, module: TestModule?, moduleProblem: String?,
-        holderCommand: [String]? = nil, log: @escaping @Sendable (String) -> Void = { _ in }
+        holderCommand: [String]? = nil, reference: KernelEffects = SeriesVersion.defaultVersion.effects,
+        log: @escaping @Sendable (String) -> Void = { _ in }
     ) {
+        self.reference = reference
         self.sysfs = sysfs
         self.debugfs = debugfs
         self.provider = provider
@@ -156,39 +165,28 @@ public final class CheckContext: @unchecked Sendable {
     }
 }
 
-/// One check of the suite: a stable dotted name, what it asserts, what it depends on, and its body.
+/// One check of the suite: its catalog entry (name, summary, operations, needs) and its body.
 public struct CheckDefinition: Sendable {
-    public var name: String
-    /// One line: what the check asserts.
-    public var summary: String
-    /// Patches of the series the check's verdict depends on (declared; tests compare with the table).
-    public var patches: Set<SeriesPatch>
-    /// The table rows the check compares against.
-    public var operations: [Operation]
-    public var requirements: [Requirement]
+    public var info: CheckInfo
     public var body: @Sendable (CheckContext, CheckRecorder) throws -> Void
 
-    public init(
-        _ name: String, _ summary: String, patches: Set<SeriesPatch>, operations: [Operation] = [],
-        requires requirements: [Requirement] = [], body: @escaping @Sendable (CheckContext, CheckRecorder) throws -> Void
-    ) {
-        self.name = name
-        self.summary = summary
-        self.patches = patches
-        self.operations = operations
-        self.requirements = requirements
-        self.body = body
+    public var name: String { info.name }
+    public var summary: String { info.summary }
+    public var operations: [KernelOperation] { info.operations }
+    public var requirements: [Requirement] { info.requirements }
+
+    /// The check `name` of `SuiteCatalog` with this body.
+    public init(_ name: String, body: @escaping @Sendable (CheckContext, CheckRecorder) throws -> Void) {
+        guard let info = SuiteCatalog.check(named: name) else {
+            preconditionFailure("check \(name) is not in SuiteCatalog: add its CheckInfo there")
+        }
+        self.init(info, body: body)
     }
 
-    /// Whether the check should pass on a kernel carrying `applied`, on a device of `kind`: every
-    /// operation must do what it does with the whole series, and draw no WARNING.
-    public func predictedToPass(applied: Set<SeriesPatch>, device: DeviceKind = .virtualDMA) -> Bool {
-        operations.allSatisfy { operation in
-            guard let row = ExpectationTable.expectation(for: operation, device: device) else { return true }
-            let outcome = row.outcome(applied: applied)
-            if case .refusedWithWarning = outcome { return false }
-            return outcome == row.outcome(applied: .wholeSeries)
-        }
+    /// A check with its own catalog entry (tests, and checks outside the suite).
+    public init(_ info: CheckInfo, body: @escaping @Sendable (CheckContext, CheckRecorder) throws -> Void) {
+        self.info = info
+        self.body = body
     }
 }
 

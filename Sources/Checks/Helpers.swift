@@ -1,3 +1,4 @@
+import Catalog
 import Foundation
 import LabSupport
 
@@ -77,5 +78,17 @@ extension PinReport {
     var summary: String {
         "\(pinned) pinned, \(p2pdmaPages) P2PDMA, \(elapsedNanoseconds / 1000) us, slow-path calls "
             + (slowPathCalls.map { String($0) } ?? "unknown")
+    }
+}
+
+/// Runs a C call that returns -1 and sets `errno` on failure, retrying on EINTR.
+@inline(__always)
+func valueOrErrno<T: FixedWidthInteger>(retryOnInterrupt: Bool = true, _ call: () -> T) -> Result<T, Errno> {
+    while true {
+        let value = call()
+        if value != -1 { return .success(value) }
+        let error = Errno.current
+        if retryOnInterrupt && error == .EINTR { continue }
+        return .failure(error)
     }
 }

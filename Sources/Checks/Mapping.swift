@@ -1,3 +1,4 @@
+import Catalog
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)

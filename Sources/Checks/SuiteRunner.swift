@@ -1,3 +1,4 @@
+import Catalog
 import Foundation
 import KTAP
 import LabSupport
@@ -72,14 +73,24 @@ public final class SuiteRunner: Sendable {
             }
         }
         kernelLog.mark("p2plab: check \(number) \(check.name) begins")
-        let recorder = CheckRecorder(device: context.rdma?.kind)
+        let recorder = CheckRecorder(device: context.rdma?.kind, reference: context.reference)
         let start = monotonicSeconds()
         let outcome = Watchdog.run(seconds: timeout) { () -> Result<Void, any Error> in
             Result { try check.body(self.context, recorder) }
         }
         let duration = monotonicSeconds() - start
         let kernelLines = kernelLog.linesSinceMark()
-        let found = splats(in: kernelLines)
+        var found = splats(in: kernelLines)
+        // A WARNING the kernel under test is meant to print is the expected result, not a splat; one
+        // it is meant to print and did not is a failure.
+        var expectedSeen: [String] = []
+        for site in recorder.expectedWarnings {
+            if let index = found.firstIndex(where: site.matches) {
+                expectedSeen.append("expected WARNING from \(site): \(found.remove(at: index))")
+            } else if outcome != nil {
+                recorder.fail("expected a WARNING from \(site), the kernel printed none")
+            }
+        }
 
         guard let outcome else {
             writer.diagnostic("duration_ms: \(Int(duration * 1000))")
@@ -101,6 +112,7 @@ public final class SuiteRunner: Sendable {
         if let errno = recorder.errno { writer.diagnostic("errno: \(errno.name)") }
         if let expected = recorder.expected { writer.diagnostic("expected: \(expected)") }
         if let observed = recorder.observed { writer.diagnostic("observed: \(observed)") }
+        for line in expectedSeen { writer.diagnostic(line) }
         for splat in found { writer.diagnostic("splat: \(splat)") }
 
         // A splat fails the check even when it skipped: the kernel complained while it ran.
@@ -116,13 +128,17 @@ public final class SuiteRunner: Sendable {
         return .fail
     }
 
-    /// `--list`: one line per check, name, the patches it depends on and what it asserts.
+    /// `--list`: one line per check, name, the effects its verdict depends on and what it asserts.
     public static func listing(_ checks: [CheckDefinition]) -> [String] {
         let width = checks.map(\.name.count).max() ?? 0
-        return checks.map { check in
-            let patches = "patches \(check.patches.listing)"
+        let depends = checks.map { check in
+            let kinds = check.info.kinds.sorted().map(\.short)
+            return kinds.isEmpty ? "-" : kinds.joined(separator: ",")
+        }
+        let dependsWidth = depends.map(\.count).max() ?? 0
+        return zip(checks, depends).map { check, depends in
             return check.name.padding(toLength: width, withPad: " ", startingAt: 0) + "  "
-                + patches.padding(toLength: 17, withPad: " ", startingAt: 0) + check.summary
+                + depends.padding(toLength: dependsWidth + 2, withPad: " ", startingAt: 0) + check.summary
         }
     }
 }

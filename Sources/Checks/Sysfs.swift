@@ -1,3 +1,4 @@
+import Catalog
 import Foundation
 
 /// A PCI function address, `dddd:bb:ss.f`.

@@ -1,3 +1,4 @@
+import Catalog
 import CKmod
 import CP2PLabUAPI
 import Foundation

@@ -1,3 +1,4 @@
+import Catalog
 import CIBVerbs
 
 #if canImport(Glibc)

@@ -1,5 +1,6 @@
 import ArgumentParser
 import KernelTree
+import Catalog
 import Checks
 import Foundation
 import LabSupport
@@ -34,6 +35,11 @@ extension P2PLabCommand {
         @Option(help: "Also write the KTAP to DIR/results.ktap.")
         var results: String?
 
+        @Option(help: ArgumentHelp(
+            "The kernel the checks assert: a version of the series (v2, v3, v4, v5) or its effects as p2plab test passes them.",
+            valueName: "VERSION"))
+        var expect: String = SeriesVersion.defaultVersion.name
+
         @Option(help: "Per-check watchdog in seconds; an overdue check fails and the run stops.")
         var timeout: Double = 120
 
@@ -49,9 +55,17 @@ extension P2PLabCommand {
                 throw ValidationError("--provider \(provider) is not a PCI address like 0000:03:00.0")
             }
             if timeout <= 0 { throw ValidationError("--timeout must be positive, got \(timeout)") }
+            if reference == nil {
+                throw ValidationError("--expect \(expect): give a version (\(SeriesVersion.all.map(\.name).joined(separator: ", "))) or effect tokens (\(EffectKind.allCases.map(\.rawValue).joined(separator: ", ")))")
+            }
             if let exitHolder, PCIAddress(exitHolder) == nil {
                 throw ValidationError("--exit-holder \(exitHolder) is not a PCI address")
             }
+        }
+
+        /// What `--expect` names.
+        var reference: KernelEffects? {
+            SeriesVersion.named(expect)?.effects ?? KernelEffects(tokens: expect)
         }
 
         func run() async throws {
@@ -71,7 +85,7 @@ extension P2PLabCommand {
             let sink = try KTAPSink(resultsDirectory: results)
             let options = SuiteOptions(
                 device: device, provider: provider.flatMap(PCIAddress.init), modulePath: await modulePath())
-            let context = Discovery.context(options: options, holderCommand: holderCommand())
+            let context = Discovery.context(options: options, holderCommand: holderCommand(), reference: reference ?? .baseline)
             let runner = SuiteRunner(checks: selected, context: context, kernelLog: KmsgLog(), timeout: timeout) { sink.line($0) }
             let exit = runner.run(preamble: Discovery.preamble(context))
             sink.close()

@@ -1,5 +1,5 @@
 import ArgumentParser
-import Checks
+import Catalog
 import Foundation
 import KTAP
 import KernelTree
@@ -104,7 +104,12 @@ struct Lab {
             let definition = try MachineDefinition.load(named: lab.machine, vmDirectory: root.appendingPathComponent("vm"))
             try FileManager.default.ensureDirectory(directory)
             let binary = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().standardizedFileURL.path
-            var command = [binary, "check", "--module", module.path, "--timeout", String(Int(lab.checkTimeout))]
+            // The checks assert what the whole series does, known by its patches' effects.
+            let reference = IdentifiedSeries(try PatchSeries.load(from: build.seriesURL(root: root))).reference
+            var command = [
+                binary, "check", "--module", module.path, "--timeout", String(Int(lab.checkTimeout)),
+                "--expect", reference.tokens,
+            ]
             for filter in lab.filters { command += ["--filter", filter] }
             let guestCommand = shellQuote(command) + " --results \"$P2PLAB_RESULTS\""
             progressLine("[\(selection.label)] boot \(manifest.kernelRelease) on \(definition.name) (\(lab.accel.rawValue)), run the suite")
@@ -123,7 +128,7 @@ struct Lab {
             result.bootOutcome = outcome.kind.name
             let console = (try? String(contentsOf: outcome.console, encoding: .utf8)) ?? ""
             let guestKTAP = directory.appendingPathComponent("guest/results.ktap")
-            let names = Suite.checks.map(\.name)
+            let names = SuiteCatalog.names
             let options = KTAPParser.Options(
                 timedOut: outcome.kind == .commandTimeout, consoleLog: console, expectedNames: names,
                 metadata: metadata(manifest: manifest, outcome: outcome, definition: definition))

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Catalog
 import Checks
 import Foundation
 import KTAP
@@ -53,11 +54,11 @@ extension P2PLabCommand {
             }
             let directory = try session.sessionDirectory(kind: ablate ? "ablate" : "compare")
             var variants: [PatchSelection] = [.baseline, .full]
-            var count = 0
+            let root = try ProjectPaths.requireRoot()
+            let identity = IdentifiedSeries(try PatchSeries.load(from: build.seriesURL(root: root)))
+            for line in identity.lines { progressLine("patch \(line)") }
             if ablate {
-                let root = try ProjectPaths.requireRoot()
-                count = try PatchSeries.load(from: build.seriesURL(root: root)).patches.count
-                variants = [.baseline] + (1...max(1, count)).map { PatchSelection(without: [$0]) } + [.full]
+                variants = [.baseline] + (1...max(1, identity.patches.count)).map { PatchSelection(without: [$0]) } + [.full]
             }
             var results: [VariantResult] = []
             for selection in variants {
@@ -67,7 +68,7 @@ extension P2PLabCommand {
                 results.append(result)
                 progressLine("[\(selection.label)] \(result.run?.verdictLine ?? "could not test: \(result.problem ?? "?")") (\(Int(result.seconds)) s)")
             }
-            let matrix = Matrix(results: results, seriesPatchCount: count)
+            let matrix = Matrix(results: results, identity: identity)
             let text = ablate ? matrix.ablationTable() : matrix.comparisonTable()
             print(text)
             try? text.write(to: directory.appendingPathComponent(ablate ? "ablation.txt" : "compare.txt"), atomically: true, encoding: .utf8)
@@ -96,11 +97,12 @@ extension P2PLabCommand {
 /// Checks × variants: the comparison and ablation views of several runs.
 struct Matrix {
     let results: [VariantResult]
-    let seriesPatchCount: Int
+    /// The series the variants are made of, each patch by its effect.
+    let identity: IdentifiedSeries
 
     /// Check names in suite order, then any others the runs reported.
     var names: [String] {
-        var seen = Suite.checks.map(\.name)
+        var seen = SuiteCatalog.names
         for result in results {
             for leaf in result.run?.leaves ?? [] where !seen.contains(leaf.test.name) { seen.append(leaf.test.name) }
         }
@@ -162,22 +164,34 @@ struct Matrix {
         return ("verdict: PASS: the series passes every check (\(seriesVerdict.replacingOccurrences(of: "verdict: PASS ", with: ""))); it changes \(changed.count): \(changed.joined(separator: ", "))", LabExit.success.rawValue)
     }
 
-    /// The patches applied in a variant, as the suite's expectation table names them.
-    func applied(_ selection: PatchSelection) -> Set<SeriesPatch> {
-        let limit = selection.upto ?? seriesPatchCount
-        return Set(SeriesPatch.allCases.filter { $0.rawValue <= limit && !selection.without.contains($0.rawValue) })
+    /// What the expectation table predicts for `name` on `selection`: nil when there is nothing to
+    /// predict (a check the catalog does not know), `.notPredicted` when a patch of no known effect
+    /// touches code the check depends on.
+    func prediction(_ name: String, _ selection: PatchSelection) -> Prediction? {
+        guard let check = SuiteCatalog.check(named: name) else { return nil }
+        return check.prediction(on: identity.kernel(selection), reference: identity.reference)
     }
 
-    /// Whether the expectation table predicts `name` to pass on `selection` (nil: no prediction).
+    /// Whether the check is predicted to pass (nil: no prediction, or not predicted).
     func predicted(_ name: String, _ selection: PatchSelection) -> Bool? {
-        guard seriesPatchCount == SeriesPatch.allCases.count, let check = Suite.check(named: name) else { return nil }
-        return check.predictedToPass(applied: applied(selection))
+        prediction(name, selection)?.passes
+    }
+
+    /// Cells no prediction covers because of a patch with no known effect, as `check on variant`.
+    func unpredicted() -> [String] {
+        names.flatMap { name in
+            results.compactMap { result -> String? in
+                guard result.problem == nil, case .notPredicted(let changes)? = prediction(name, result.selection) else { return nil }
+                return "\(name) on \(result.label): not predicted (\(changes.map(\.patch).joined(separator: "; ")))"
+            }
+        }
     }
 
     func ablationTable() -> String {
         let rows = names.map { name -> [String] in
             [name] + results.map { result in
                 let c = cell(result, name)
+                if result.problem == nil, case .notPredicted? = prediction(name, result.selection) { return c + " (not predicted)" }
                 guard let want = predicted(name, result.selection), let got = passed(result, name) else { return c }
                 return want == got ? c : c + " (expected \(want ? "pass" : "fail"))"
             }
@@ -200,8 +214,13 @@ struct Matrix {
             return ("verdict: COULD NOT TEST (\(broken.label): \(broken.problem ?? "no results"))", LabExit.couldNotTest.rawValue)
         }
         let wrong = mismatches()
-        if wrong.isEmpty {
+        let unknown = unpredicted()
+        if wrong.isEmpty && unknown.isEmpty {
             return ("verdict: PASS: every variant behaves as the expectation table predicts (\(results.count) variants × \(names.count) checks)", LabExit.success.rawValue)
+        }
+        if wrong.isEmpty {
+            let patches = Set(identity.patches.filter { $0.unknown != nil }.map(\.subject)).sorted()
+            return ("verdict: NOT PREDICTED: \(unknown.count) cell(s) depend on a patch with no known effect (\(patches.joined(separator: "; "))); the other cells match:\n  " + unknown.joined(separator: "\n  "), LabExit.failed.rawValue)
         }
         return ("verdict: FAIL: \(wrong.count) cell(s) disagree with the expectations:\n  " + wrong.joined(separator: "\n  "), LabExit.failed.rawValue)
     }

@@ -1,3 +1,4 @@
+import Catalog
 import Foundation
 import KTAP
 import LabSupport
@@ -46,22 +47,22 @@ func fakeContext(module: Bool = false) -> CheckContext {
 
 /// Checks with known behaviour, standing in for the real ones.
 let sampleChecks: [CheckDefinition] = [
-    CheckDefinition("sample.pass", "passes", patches: [], operations: [.registerMR(.anonymous, writable: true)]) { _, rec in
+    CheckDefinition(CheckInfo("sample.pass", "passes", operations: [.registerMR(.anonymous, writable: true)])) { _, rec in
         rec.expect(.registerMR(.anonymous, writable: true), observed: .succeeded)
     },
-    CheckDefinition("sample.errno", "sees the baseline errno", patches: [.kernfs], operations: [.registerMR(.p2pmem, writable: true)]) { _, rec in
+    CheckDefinition(CheckInfo("sample.errno", "sees the baseline errno", operations: [.registerMR(.p2pmem, writable: true)])) { _, rec in
         rec.expect(.registerMR(.p2pmem, writable: true), observed: .refused(.EFAULT))
     },
-    CheckDefinition("sample.needs_provider", "skips", patches: [], requires: [.provider]) { _, _ in
+    CheckDefinition(CheckInfo("sample.needs_provider", "skips", requires: [.provider])) { _, _ in
         Issue.record("a check whose requirement is missing must not run")
     },
-    CheckDefinition("sample.splat", "passes in userspace, but the kernel warned", patches: []) { _, rec in
+    CheckDefinition(CheckInfo("sample.splat", "passes in userspace, but the kernel warned")) { _, rec in
         rec.note("all fine up here")
     },
-    CheckDefinition("sample.thrown", "throws", patches: []) { _, _ in
+    CheckDefinition(CheckInfo("sample.thrown", "throws")) { _, _ in
         throw CheckFailure("mmap of p2pmem failed: ENOMEM")
     },
-    CheckDefinition("sample.runtime_skip", "skips from inside", patches: []) { _, _ in
+    CheckDefinition(CheckInfo("sample.runtime_skip", "skips from inside")) { _, _ in
         throw CheckSkip("enable CONFIG_GUP_TEST")
     },
 ]
@@ -110,7 +111,7 @@ struct RunnerTests {
     @Test("a check that overruns the watchdog is reported not ok with TIMEOUT and stops the run")
     func watchdog() {
         let lines = Lines()
-        let slow = CheckDefinition("sample.hang", "hangs", patches: []) { _, _ in
+        let slow = CheckDefinition(CheckInfo("sample.hang", "hangs")) { _, _ in
             Thread.sleep(forTimeInterval: 5)
         }
         let runner = SuiteRunner(checks: [slow, sampleChecks[0]], context: fakeContext(), kernelLog: FakeKernelLog(), timeout: 0.3) {

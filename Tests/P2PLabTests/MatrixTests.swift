@@ -1,4 +1,5 @@
 import Foundation
+import Catalog
 import Checks
 import KTAP
 import KernelTree
@@ -19,7 +20,7 @@ let passing = """
     ok 1 env.p2pmem_provider
     # errno: EREMOTEIO
     ok 2 regmr.p2pmem
-    ok 3 kernfs.page_mkwrite_refused
+    ok 3 kernfs.page_mkwrite_attribute
     """
 
 let baselineFailing = """
@@ -28,41 +29,71 @@ let baselineFailing = """
     ok 1 env.p2pmem_provider
     # errno: EFAULT
     not ok 2 regmr.p2pmem
-    not ok 3 kernfs.page_mkwrite_refused
+    not ok 3 kernfs.page_mkwrite_attribute
     """
+
+/// v2 as the identity matcher reads it.
+let v2Identity = IdentifiedSeries(patches: [
+    IdentifiedPatch(subject: "kernfs: remove page_mkwrite() from vm_operations_struct", effects: [.kernfsDropsPageMkwrite(.refused)]),
+    IdentifiedPatch(subject: "mm/gup: handle ZONE_DEVICE pages in folio_fast_pin_allowed()", effects: [.gupFastAcceptsZoneDevice]),
+    IdentifiedPatch(subject: "mm/gup: allow FOLL_LONGTERM & FOLL_PCI_P2PDMA", effects: [.gupAllowsLongtermP2PDMA]),
+    IdentifiedPatch(subject: "RDMA/umem: add support for P2P RDMA", effects: [.umemAsksForP2PDMA]),
+])
 
 @Suite("Comparison, ablation and bisect verdicts")
 struct MatrixTests {
     @Test("the comparison shows what the series changes and passes when the series passes")
     func comparison() {
-        let m = Matrix(results: [variant(.baseline, baselineFailing), variant(.full, passing)], seriesPatchCount: 4)
+        let m = Matrix(results: [variant(.baseline, baselineFailing), variant(.full, passing)], identity: v2Identity)
         let table = m.comparisonTable()
         #expect(table.contains("regmr.p2pmem"))
         #expect(table.contains("FAIL EFAULT → pass"))
         let verdict = m.comparisonVerdict()
         #expect(verdict.exit == 0)
         #expect(verdict.line.hasPrefix("verdict: PASS"))
-        #expect(verdict.line.contains("regmr.p2pmem, kernfs.page_mkwrite_refused"))
+        #expect(verdict.line.contains("regmr.p2pmem, kernfs.page_mkwrite_attribute"))
     }
 
     @Test("a series that changes nothing, fails, or could not be built is not a pass")
     func comparisonFailures() {
-        #expect(Matrix(results: [variant(.baseline, passing), variant(.full, passing)], seriesPatchCount: 4).comparisonVerdict().exit == 1)
-        #expect(Matrix(results: [variant(.baseline, passing), variant(.full, baselineFailing)], seriesPatchCount: 4).comparisonVerdict().exit == 1)
-        #expect(Matrix(results: [variant(.baseline, passing), variant(.full, "", problem: "build failed")], seriesPatchCount: 4).comparisonVerdict().exit == 125)
+        #expect(Matrix(results: [variant(.baseline, passing), variant(.full, passing)], identity: v2Identity).comparisonVerdict().exit == 1)
+        #expect(Matrix(results: [variant(.baseline, passing), variant(.full, baselineFailing)], identity: v2Identity).comparisonVerdict().exit == 1)
+        #expect(Matrix(results: [variant(.baseline, passing), variant(.full, "", problem: "build failed")], identity: v2Identity).comparisonVerdict().exit == 125)
     }
 
     @Test("ablation cells that disagree with the expectation table are named")
     func ablation() {
-        // Without patch 1, kernfs.page_mkwrite_refused is predicted to fail; a pass there is a mismatch.
-        let m = Matrix(results: [variant(PatchSelection(without: [1]), passing)], seriesPatchCount: 4)
+        // Without patch 1, kernfs.page_mkwrite_attribute is predicted to fail; a pass there is a mismatch.
+        let m = Matrix(results: [variant(PatchSelection(without: [1]), passing)], identity: v2Identity)
         #expect(m.mismatches() == ["regmr.p2pmem on without-1: expected fail, got pass",
-                                   "kernfs.page_mkwrite_refused on without-1: expected fail, got pass"])
+                                   "kernfs.page_mkwrite_attribute on without-1: expected fail, got pass"])
         #expect(m.ablationVerdict().exit == 1)
-        let right = Matrix(results: [variant(PatchSelection(without: [2]), passing)], seriesPatchCount: 4)
+        let right = Matrix(results: [variant(PatchSelection(without: [2]), passing)], identity: v2Identity)
         #expect(right.mismatches().isEmpty)
         #expect(right.ablationVerdict().exit == 0)
         #expect(right.ablationTable().contains("without-2"))
+    }
+
+    @Test("a fifth patch with no known effect: its cells say not predicted, and the ablation is never PASS")
+    func unknownPatch() {
+        var identity = v2Identity
+        identity.patches.append(IdentifiedPatch(
+            subject: "mm/gup: rework the pin loop", effects: [],
+            unknown: UnknownChange(patch: "mm/gup: rework the pin loop", files: ["mm/gup.c"], functions: ["__gup_longterm_locked"])))
+        #expect(identity.version == nil)
+        let m = Matrix(results: [variant(PatchSelection(without: [2]), passing), variant(.full, passing)], identity: identity)
+        #expect(m.mismatches().isEmpty)
+        #expect(m.unpredicted().contains { $0.hasPrefix("regmr.p2pmem on series: not predicted") })
+        #expect(!m.unpredicted().contains { $0.hasPrefix("kernfs.page_mkwrite_attribute") })
+        #expect(m.ablationTable().contains("pass (not predicted)"))
+        let verdict = m.ablationVerdict()
+        #expect(verdict.exit != 0)
+        #expect(!verdict.line.contains("PASS"))
+        #expect(verdict.line.contains("mm/gup: rework the pin loop"))
+        // Leaving the unknown patch out still leaves it in the reference: not predicted either.
+        let left = Matrix(results: [variant(PatchSelection(without: [5]), passing)], identity: identity)
+        #expect(!left.unpredicted().isEmpty)
+        #expect(v2Identity.version == .v2)
     }
 
     @Test("bisect steps: a failed check or a crash is bad, an infrastructure failure is skipped")

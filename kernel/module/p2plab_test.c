@@ -29,6 +29,9 @@
  * (filemap_fault):
  *  mkwrite  its mmap installs vm_ops with ->page_mkwrite, which kernfs must
  *           refuse once it no longer wraps ->page_mkwrite itself.
+ *  close    its mmap installs vm_ops with ->close, which kernfs cannot wrap
+ *           and refuses on every kernel (with a WARNING once it WARNs on
+ *           ->close); the mapping never exists, so ->close never runs.
  *  plain    no ->page_mkwrite; a write fault on a shared mapping must still
  *           update the file's mtime. Without ->page_mkwrite anywhere the
  *           mapping is not write-notified, so only a write fault on a page
@@ -432,6 +435,16 @@ static const struct vm_operations_struct p2plab_plain_vm_ops = {
 	.fault = filemap_fault,
 };
 
+/* kernfs refuses the mmap before the VMA exists, so this never runs. */
+static void p2plab_close_vma(struct vm_area_struct *vma)
+{
+}
+
+static const struct vm_operations_struct p2plab_close_vm_ops = {
+	.fault = filemap_fault,
+	.close = p2plab_close_vma,
+};
+
 static int p2plab_attr_check(const struct bin_attribute *attr,
 			     struct vm_area_struct *vma)
 {
@@ -453,6 +466,18 @@ static int p2plab_mkwrite_mmap(struct file *filp, struct kobject *kobj,
 	return 0;
 }
 
+static int p2plab_close_mmap(struct file *filp, struct kobject *kobj,
+			     struct bin_attribute *attr,
+			     struct vm_area_struct *vma)
+{
+	int ret = p2plab_attr_check(attr, vma);
+
+	if (ret)
+		return ret;
+	vma->vm_ops = &p2plab_close_vm_ops;
+	return 0;
+}
+
 static int p2plab_plain_mmap(struct file *filp, struct kobject *kobj,
 			     struct bin_attribute *attr,
 			     struct vm_area_struct *vma)
@@ -471,6 +496,12 @@ static struct bin_attribute p2plab_attr_mkwrite = {
 	.mmap = p2plab_mkwrite_mmap,
 };
 
+static struct bin_attribute p2plab_attr_close = {
+	.attr = { .name = P2PLAB_ATTR_CLOSE, .mode = 0600 },
+	.size = P2PLAB_ATTR_SIZE,
+	.mmap = p2plab_close_mmap,
+};
+
 static struct bin_attribute p2plab_attr_plain = {
 	.attr = { .name = P2PLAB_ATTR_PLAIN, .mode = 0600 },
 	.size = P2PLAB_ATTR_SIZE,
@@ -479,6 +510,7 @@ static struct bin_attribute p2plab_attr_plain = {
 
 static struct bin_attribute *p2plab_bin_attrs[] = {
 	&p2plab_attr_mkwrite,
+	&p2plab_attr_close,
 	&p2plab_attr_plain,
 	NULL,
 };

@@ -19,6 +19,8 @@
 #define P2PLAB_SYSFS_DIR "p2plab_test"
 /* Attribute whose mmap installs vm_ops with ->page_mkwrite. */
 #define P2PLAB_ATTR_MKWRITE "mkwrite"
+/* Attribute whose mmap installs vm_ops with ->close (kernfs refuses it). */
+#define P2PLAB_ATTR_CLOSE "close"
 /* Plain writable, mmapable attribute (faults pages in via ->fault). */
 #define P2PLAB_ATTR_PLAIN "plain"
 /* Size of each test attribute, bytes. */

@@ -58,15 +58,3 @@ public struct Errno: Error, Hashable, Sendable, RawRepresentable, CustomStringCo
         return "\(name) (\(String(cString: text)))"
     }
 }
-
-/// Runs a C call that returns -1 and sets `errno` on failure, retrying on EINTR.
-@inline(__always)
-func valueOrErrno<T: FixedWidthInteger>(retryOnInterrupt: Bool = true, _ call: () -> T) -> Result<T, Errno> {
-    while true {
-        let value = call()
-        if value != -1 { return .success(value) }
-        let error = Errno.current
-        if retryOnInterrupt && error == .EINTR { continue }
-        return .failure(error)
-    }
-}

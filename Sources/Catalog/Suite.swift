@@ -1,0 +1,188 @@
+/// Something a check needs before it can run; a missing one makes the check SKIP with its reason.
+public enum Requirement: String, Sendable, Hashable, CaseIterable, Codable {
+    case provider
+    case rdmaDevice
+    case module
+}
+
+/// One check of the suite as the host knows it: its name, what it asserts, what it needs, and the
+/// operations whose expected outcomes decide its verdict. The body lives in the Checks target.
+public struct CheckInfo: Sendable, Hashable {
+    /// Stable dotted name (`pin.fast_path`).
+    public var name: String
+    /// One line: what the check asserts.
+    public var summary: String
+    /// The expectation-table rows the check compares against.
+    public var operations: [KernelOperation]
+    public var requirements: [Requirement]
+    /// Kernel code (path prefixes) the check depends on besides its operations' (for checks with no
+    /// operations, or that look at more than their operations).
+    public var extraCode: [String]
+
+    public init(
+        _ name: String, _ summary: String, operations: [KernelOperation] = [], requires requirements: [Requirement] = [],
+        code extraCode: [String] = []
+    ) {
+        self.name = name
+        self.summary = summary
+        self.operations = operations
+        self.requirements = requirements
+        self.extraCode = extraCode
+    }
+
+    /// Effect kinds whose presence or absence can change the verdict, on any device kind.
+    public var kinds: Set<EffectKind> {
+        var kinds = Set<EffectKind>()
+        for operation in operations {
+            for device in DeviceKind.allCases {
+                if let row = ExpectationTable.expectation(for: operation, device: device) { kinds.formUnion(row.kinds) }
+            }
+        }
+        return kinds
+    }
+
+    /// Every path prefix the check's verdict depends on.
+    public var code: [String] {
+        var seen = Set<String>()
+        return (operations.flatMap(\.code) + extraCode).filter { seen.insert($0).inserted }
+    }
+
+    /// The unknown changes among `changes` that touch code this check depends on.
+    public func affected(by changes: [UnknownChange]) -> [UnknownChange] {
+        let prefixes = code
+        return changes.filter { change in change.files.contains { file in prefixes.contains { file.hasPrefix($0) } } }
+    }
+
+    /// Whether the check should pass on a kernel carrying `kernel`'s effects when it asserts what a
+    /// kernel with `reference`'s effects does (the whole series under test): every operation must
+    /// do what it does there, WARNINGs included. A change with no known effect on code the check
+    /// depends on leaves it unpredicted.
+    public func prediction(on kernel: KernelEffects, reference: KernelEffects, device: DeviceKind = .virtualDMA) -> Prediction {
+        let unknown = affected(by: kernel.unknown + reference.unknown.filter { !kernel.unknown.contains($0) })
+        if !unknown.isEmpty { return .notPredicted(because: unknown) }
+        let same = operations.allSatisfy { operation in
+            guard let row = ExpectationTable.expectation(for: operation, device: device) else { return true }
+            return row.outcome(on: kernel) == row.outcome(on: reference)
+        }
+        return same ? .pass : .fail
+    }
+}
+
+/// What the expectation table says a check will do on a kernel.
+public enum Prediction: Sendable, Hashable, CustomStringConvertible {
+    case pass
+    case fail
+    /// A change with no known effect touches code the check depends on.
+    case notPredicted(because: [UnknownChange])
+
+    public var description: String {
+        switch self {
+        case .pass: "pass"
+        case .fail: "fail"
+        case .notPredicted: "not predicted"
+        }
+    }
+
+    /// true/false for pass/fail, nil when not predicted.
+    public var passes: Bool? {
+        switch self {
+        case .pass: true
+        case .fail: false
+        case .notPredicted: nil
+        }
+    }
+}
+
+/// The suite as data: names, descriptions, needs and operations of every check, in suite order.
+public enum SuiteCatalog {
+    public static let checks: [CheckInfo] = [
+        CheckInfo("env.p2pmem_provider", "a PCI function publishes p2pmem (the NVMe CMB)",
+                  code: ["drivers/pci/p2pdma.c", "drivers/nvme/"]),
+        CheckInfo("env.rdma_device", "an RDMA device is present (libibverbs)", code: ["drivers/infiniband/"]),
+        CheckInfo("env.module", "the p2plab_test module is loaded and its debugfs file opens"),
+        CheckInfo(
+            "regmr.anon", "anonymous MRs of 4 KiB…64 MiB register and deregister; RC loopback RDMA WRITE moves the bytes intact",
+            operations: [.registerMR(.anonymous, writable: true)], requires: [.rdmaDevice]),
+        CheckInfo(
+            "regmr.p2pmem",
+            "ibv_reg_mr of p2pmem: refused with EREMOTEIO on a virtual-DMA device (rxe); registered and written intact by RDMA WRITE on a P2P-capable HCA",
+            operations: [.registerMR(.p2pmem, writable: true), .registerMR(.p2pmem, writable: false)],
+            requires: [.rdmaDevice, .provider]),
+        CheckInfo(
+            "pin.longterm_p2pdma.fast",
+            "pin_user_pages_fast(LONGTERM|P2PDMA[|WRITE]) of p2pmem pins every page as a P2PDMA page, no WARN",
+            operations: [.pin(.p2pmem, [.longterm, .p2pdma, .write, .fast]), .pin(.p2pmem, [.longterm, .p2pdma, .fast])],
+            requires: [.module, .provider]),
+        CheckInfo(
+            "pin.longterm_p2pdma.slow",
+            "pin_user_pages(LONGTERM|P2PDMA[|WRITE]) of p2pmem pins every page as a P2PDMA page, no WARN",
+            operations: [.pin(.p2pmem, [.longterm, .p2pdma, .write]), .pin(.p2pmem, [.longterm, .p2pdma])],
+            requires: [.module, .provider]),
+        CheckInfo(
+            "pin.fast_path",
+            "which path serves a LONGTERM|WRITE|P2PDMA fast pin of p2pmem: gup-fast alone when it accepts ZONE_DEVICE folios, else the slow path (the module's slow_path_calls; else the fast/slow throughput ratio)",
+            operations: [.fastPathServed], requires: [.module, .provider]),
+        CheckInfo(
+            "pin.longterm_without_p2pdma_flag",
+            "long-term pins of p2pmem without FOLL_PCI_P2PDMA are refused with EREMOTEIO; short-term P2PDMA pins still work",
+            operations: [
+                .pin(.p2pmem, [.longterm]), .pin(.p2pmem, [.longterm, .write]), .pin(.p2pmem, [.write]),
+                .pin(.p2pmem, [.write, .p2pdma]),
+            ],
+            requires: [.module, .provider]),
+        CheckInfo(
+            "umem.p2p_capable_device",
+            "ib_umem_get() with a P2P-capable PCI dma_device (the module's stand-in HCA: the CMB NVMe, or an NVMe behind the same switch) maps p2pmem with bus addresses",
+            operations: [.umemGet(writable: true)], requires: [.module, .provider]),
+        CheckInfo(
+            "kernfs.page_mkwrite_attribute",
+            "mmap of a sysfs attribute whose vm_ops has ->page_mkwrite: mapped (6.12), refused with EINVAL, WARNed and mapped, or WARNed and refused, as the kernel's kernfs says; the WARNING is demanded exactly when expected",
+            operations: [.mmapPageMkwriteAttribute], requires: [.module]),
+        CheckInfo(
+            "kernfs.close_attribute",
+            "mmap of a sysfs attribute whose vm_ops has ->close is refused with EINVAL, with a WARNING only where kernfs WARNs on ->close",
+            operations: [.mmapCloseAttribute], requires: [.module]),
+        CheckInfo(
+            "kernfs.mtime_on_write_fault",
+            "a write fault through a shared mmap of a sysfs bin file updates its mtime (the default fault path calls file_update_time)",
+            operations: [.writeFaultUpdatesMtime], requires: [.module]),
+        CheckInfo(
+            "kernfs.mmap_resource",
+            "mmap of the NVMe's resource0 (read a register) and of p2pmem/allocate (write and read a pattern) work, no oops",
+            operations: [.mmapResource], requires: [.provider]),
+        CheckInfo(
+            "fs.longterm_real_fs_refused",
+            "long-term writable pins and ibv_reg_mr of MAP_SHARED ext4 pages stay refused; the same on tmpfs is allowed",
+            operations: [
+                .pin(.ext4Shared, [.longterm, .write]), .pin(.ext4Shared, [.longterm, .write, .fast]),
+                .registerMR(.ext4Shared, writable: true), .pin(.tmpfsShared, [.longterm, .write]),
+                .pin(.tmpfsShared, [.longterm, .write, .fast]), .registerMR(.tmpfsShared, writable: true),
+            ],
+            requires: [.module]),
+        CheckInfo(
+            "oracle.gup_test",
+            "the kernel's gup_test PIN_LONGTERM_BENCHMARK with FOLL_PCI_P2PDMA on p2pmem agrees with the module's LONGTERM|P2PDMA pin",
+            operations: [.gupTestLongtermP2PDMA], requires: [.module, .provider]),
+        CheckInfo(
+            "lifecycle.exit_releases",
+            "a process that exits holding p2pmem mappings, pins and MRs gives everything back (p2pmem available returns to its start)",
+            operations: [.exitReleases], requires: [.provider]),
+        CheckInfo(
+            "lifecycle.unbind_while_pinned",
+            "with a long-term P2PDMA pin held, unbinding the NVMe blocks until RELEASE, then completes; rebinding publishes p2pmem again",
+            operations: [.unbindWaitsForPin], requires: [.module, .provider]),
+    ]
+
+    /// Only with `p2plab check --perftest` (needs a P2P-capable HCA).
+    public static let perftest = CheckInfo(
+        "perftest.write_bw_p2pmem",
+        "ib_write_bw loopback with both buffers in p2pmem (--mmap of p2pmem/allocate) moves data; its bandwidth is reported",
+        requires: [.rdmaDevice, .provider], code: ["drivers/infiniband/", "drivers/pci/p2pdma.c", "mm/gup.c", "fs/kernfs/"])
+
+    /// The check called `name`, the perftest one included.
+    public static func check(named name: String) -> CheckInfo? {
+        checks.first { $0.name == name } ?? (perftest.name == name ? perftest : nil)
+    }
+
+    public static var names: [String] { checks.map(\.name) }
+}
