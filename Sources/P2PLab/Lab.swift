@@ -61,6 +61,9 @@ struct VariantResult: Sendable {
         }
     }
 
+    /// The variant's patches do not apply (one of them needs a patch the selection leaves out).
+    var doesNotApply: Bool { problemExit == .patchDoesNotApply }
+
     /// Status of a check by name (`pass`, `fail`, `crashed`, …), or nil when it did not run.
     func status(of name: String) -> TestResult? {
         run?.leaves.first { $0.test.name == name }?.test

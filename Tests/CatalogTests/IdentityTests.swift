@@ -155,3 +155,18 @@ struct IdentityTests {
         #expect(KernelEffects(tokens: "umem-p2pdma:x") == nil)
     }
 }
+
+@Suite("The bundled versions, rebased onto 6.12")
+struct BundledSeriesTests {
+    /// kernel/series/ of this checkout.
+    static let directory = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        .appendingPathComponent("../../kernel/series").standardizedFileURL
+
+    @Test("each bundled version is recognised as itself", arguments: SeriesVersion.all.map(\.name))
+    func bundled(_ name: String) throws {
+        let series = try PatchSeries.load(from: Self.directory.appendingPathComponent(name))
+        let found = series.patches.map { PatchIdentity.identify(text: $0.text, subject: $0.subject) }
+        #expect(found.allSatisfy { $0.unknown == nil }, "\(found.map(\.summary))")
+        #expect(PatchIdentity.kernel(carrying: found) == SeriesVersion.named(name)?.effects)
+    }
+}

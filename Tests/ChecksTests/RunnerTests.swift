@@ -38,11 +38,11 @@ final class Lines: @unchecked Sendable {
     }
 }
 
-func fakeContext(module: Bool = false) -> CheckContext {
+func fakeContext(module: Bool = false, reference: KernelEffects = SeriesVersion.v2.effects) -> CheckContext {
     CheckContext(
         sysfs: Sysfs(root: URL(fileURLWithPath: "/nonexistent")), provider: nil,
         providerProblem: "no p2pmem provider published", rdma: RDMADeviceInfo(name: "rxe0", kind: .virtualDMA, pciAddress: nil, reason: "test"),
-        rdmaProblem: nil, module: nil, moduleProblem: "test module not loaded: pass --module PATH")
+        rdmaProblem: nil, module: nil, moduleProblem: "test module not loaded: pass --module PATH", reference: reference)
 }
 
 /// Checks with known behaviour, standing in for the real ones.
@@ -98,6 +98,36 @@ struct RunnerTests {
         #expect(parsed.tests.map(\.status) == [.pass, .fail, .skip, .pass, .fail, .skip])
         #expect(parsed.tests[1].errno == "EFAULT")
         #expect(parsed.tests[1].expected == "ibv_reg_mr p2pmem writable: EREMOTEIO")
+    }
+
+    @Test("a WARNING the kernel under test is meant to print is demanded, and is not a splat")
+    func expectedWarnings() {
+        let check = CheckDefinition(CheckInfo("sample.mkwrite", "refused", operations: [.mmapPageMkwriteAttribute])) { _, rec in
+            rec.expect(.mmapPageMkwriteAttribute, observed: .refused(.EINVAL))
+        }
+        let kernfs = "WARNING: CPU: 1 PID: 201 at fs/kernfs/file.c:484 kernfs_fop_mmap+0x1a9/0x1d0"
+        let gup = "WARNING: CPU: 1 PID: 201 at mm/gup.c:2633 is_valid_gup_args+0x62/0x90"
+        func run(_ reference: SeriesVersion, _ log: [String]) -> (CheckVerdict, [String]) {
+            let lines = Lines()
+            let runner = SuiteRunner(
+                checks: [check], context: fakeContext(reference: reference.effects),
+                kernelLog: FakeKernelLog(["sample.mkwrite": log]), timeout: 30) { lines.append($0) }
+            return (runner.runOne(check, number: 1, writer: KTAPWriter(emit: { lines.append($0) })), lines.all)
+        }
+        // v4 WARNs and refuses: the WARNING is the expected result.
+        let (v4, v4Lines) = run(.v4, [kernfs])
+        #expect(v4 == .pass)
+        #expect(v4Lines.contains { $0.hasPrefix("# expected WARNING from kernfs_fop_mmap") })
+        #expect(!v4Lines.contains { $0.hasPrefix("# splat:") })
+        // v4 without it: the kernel did not say what v4 says.
+        let (silent, silentLines) = run(.v4, [])
+        #expect(silent == .fail)
+        #expect(silentLines.contains { $0.contains("expected a WARNING from kernfs_fop_mmap") })
+        // Another site's WARNING is still a splat.
+        #expect(run(.v4, [gup]).0 == .fail)
+        // v2 refuses silently: the same WARNING there is a splat.
+        #expect(run(.v2, [kernfs]).0 == .fail)
+        #expect(run(.v2, []).0 == .pass)
     }
 
     @Test("exit codes: 0 when all pass, 4 when all skip")
