@@ -28,12 +28,28 @@ extension P2PLabCommand {
         @Flag(help: "Also run the series without each patch in turn: a patch × check matrix.")
         var ablate = false
 
+        @Option(help: ArgumentHelp(
+            "Run several bundled versions of the series, one after the other in the same object directory: v2,v3,v4,v5 or all.",
+            valueName: "VERSIONS"))
+        var versions: String?
+
         @Option(help: ArgumentHelp("Results format on stdout.", valueName: "FORMAT"))
         var format: String = "table"
 
         func validate() throws {
             if (compare || ablate) && (build.upto != nil || build.baseline || !build.without.isEmpty) {
                 throw ValidationError("--compare and --ablate choose the variants themselves; drop --upto/--baseline/--without")
+            }
+            if versions != nil {
+                if compare || ablate {
+                    throw ValidationError("--versions runs each version whole; for --compare or --ablate of one version use --series v5")
+                }
+                if build.series != nil || build.upto != nil || build.baseline || !build.without.isEmpty {
+                    throw ValidationError("--versions chooses the series itself; drop --series/--upto/--baseline/--without")
+                }
+                if let versions, versions.split(separator: ",").isEmpty {
+                    throw ValidationError("--versions takes a list like v2,v5, or all")
+                }
             }
             if ReportFormat(rawValue: format) == nil {
                 throw ValidationError("--format is one of \(ReportFormat.allCases.map(\.rawValue).joined(separator: ", "))")
@@ -43,6 +59,9 @@ extension P2PLabCommand {
         func run() async throws {
             let arguments = Array(CommandLine.arguments.dropFirst())
             let session = Lab(build: build, lab: lab)
+            if let versions {
+                try await runVersions(versions, arguments: arguments)
+            }
             if !compare && !ablate {
                 let directory = try session.sessionDirectory(kind: "test")
                 let result = await session.runVariant(build.selection, directory: directory, reproduce: arguments)
@@ -74,6 +93,44 @@ extension P2PLabCommand {
             try? text.write(to: directory.appendingPathComponent(ablate ? "ablation.txt" : "compare.txt"), atomically: true, encoding: .utf8)
             try? matrix.json().write(to: directory.appendingPathComponent(ablate ? "ablation.json" : "compare.json"))
             let verdict = ablate ? matrix.ablationVerdict() : matrix.comparisonVerdict()
+            print(verdict.line)
+            print("runs: \(directory.path)")
+            throw ExitCode(verdict.exit)
+        }
+
+        /// `--versions`: each version built (incrementally: they share the object directory), booted
+        /// and checked against its own effects; one checks × versions table.
+        func runVersions(_ list: String, arguments: [String]) async throws -> Never {
+            let root = try ProjectPaths.requireRoot()
+            let bundled = BundledSeries.versions(root: root)
+            let names = list == "all" ? bundled : list.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+            if let unknown = names.first(where: { !bundled.contains($0) }) {
+                FileHandle.standardError.write(Data("p2plab: --versions: \(unknown) is not a bundled version (bundled: \(bundled.joined(separator: ", ")))\n".utf8))
+                throw ExitCode(LabExit.usage.rawValue)
+            }
+            let directory = try Lab(build: build, lab: lab).sessionDirectory(kind: "versions")
+            let start = Date()
+            var runs: [VersionRun] = []
+            for name in names {
+                var options = build
+                options.series = name
+                let identity = IdentifiedSeries(try PatchSeries.load(from: try options.seriesURL(root: root)))
+                for line in identity.lines { progressLine("[\(name)] patch \(line)") }
+                let result = await Lab(build: options, lab: lab).runVariant(
+                    .full, directory: directory.appendingPathComponent(name),
+                    reproduce: arguments.filter { !$0.hasPrefix("--versions") && $0 != list } + ["--series", name])
+                progressLine("[\(name)] \(result.run?.verdictLine ?? "could not test: \(result.problem ?? "?")") (\(Int(result.seconds)) s)")
+                runs.append(VersionRun(name: name, identity: identity, result: result))
+            }
+            let matrix = VersionMatrix(runs: runs)
+            let text = matrix.table()
+            print(text)
+            let timings = matrix.timings() + [String(format: "all versions: %.0f s", Date().timeIntervalSince(start))]
+            for line in timings { print(line) }
+            try? (text + "\n" + timings.joined(separator: "\n") + "\n").write(
+                to: directory.appendingPathComponent("versions.txt"), atomically: true, encoding: .utf8)
+            try? matrix.json().write(to: directory.appendingPathComponent("versions.json"))
+            let verdict = matrix.verdict()
             print(verdict.line)
             print("runs: \(directory.path)")
             throw ExitCode(verdict.exit)
@@ -130,13 +187,7 @@ struct Matrix {
     }
 
     func table(_ headers: [String], _ rows: [[String]]) -> String {
-        var widths = headers.map(\.count)
-        for row in rows { for (i, cell) in row.enumerated() { widths[i] = max(widths[i], cell.count) } }
-        func line(_ cells: [String]) -> String {
-            cells.enumerated().map { $0.element.padding(toLength: widths[$0.offset], withPad: " ", startingAt: 0) }
-                .joined(separator: "  ").trimmingCharacters(in: .whitespaces)
-        }
-        return ([line(headers), line(widths.map { String(repeating: "-", count: $0) })] + rows.map(line)).joined(separator: "\n")
+        TextTable.render(headers, rows)
     }
 
     func comparisonTable() -> String {
@@ -182,7 +233,7 @@ struct Matrix {
     func unpredicted() -> [String] {
         names.flatMap { name in
             results.compactMap { result -> String? in
-                guard result.problem == nil, case .notPredicted(let changes)? = prediction(name, result.selection) else { return nil }
+                guard result.status(of: name) != nil, case .notPredicted(let changes)? = prediction(name, result.selection) else { return nil }
                 return "\(name) on \(result.label): not predicted (\(changes.map(\.patch).joined(separator: "; ")))"
             }
         }

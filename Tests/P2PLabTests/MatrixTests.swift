@@ -127,3 +127,59 @@ struct MatrixTests {
         #expect(globMatches(pattern, text) == matches)
     }
 }
+
+@Suite("The versions matrix")
+struct VersionMatrixTests {
+    static func identity(_ version: SeriesVersion) -> IdentifiedSeries {
+        IdentifiedSeries(patches: version.effects.effects.sorted().map { IdentifiedPatch(subject: $0.description, effects: [$0]) })
+    }
+
+    static func run(_ version: SeriesVersion, _ ktap: String) -> VersionRun {
+        VersionRun(name: version.name, identity: identity(version), result: variant(.full, ktap))
+    }
+
+    static let v4 = """
+        KTAP version 1
+        1..2
+        # expected WARNING from kernfs_fop_mmap (fs/kernfs/file.c): WARNING: CPU: 0 PID: 1 at fs/kernfs/file.c:484 kernfs_fop_mmap+0x1a9/0x1d0
+        # errno: EINVAL
+        ok 1 kernfs.page_mkwrite_attribute
+        # observed: gup-fast serves LONGTERM|P2PDMA|WRITE|FAST on p2pmem: pinned by the slow path
+        ok 2 pin.fast_path
+        """
+
+    @Test("each version's cells are checked against its own effects; the cells say what was seen")
+    func matching() {
+        let v2 = "KTAP version 1\n1..2\n# errno: EINVAL\nok 1 kernfs.page_mkwrite_attribute\n# observed: gup-fast serves LONGTERM|P2PDMA|WRITE|FAST on p2pmem: succeeds\nok 2 pin.fast_path\n"
+        let m = VersionMatrix(runs: [Self.run(.v2, v2), Self.run(.v4, Self.v4)])
+        #expect(m.mismatches().isEmpty)
+        #expect(m.verdict().exit == 0)
+        let table = m.table()
+        #expect(table.contains("pass EINVAL+WARN"))
+        #expect(table.contains("pass slow path"))
+        #expect(table.contains("pass gup-fast"))
+    }
+
+    @Test("a failed cell fails the matrix; a version that could not be tested is 125")
+    func failures() {
+        let bad = Self.v4.replacingOccurrences(of: "ok 2 pin.fast_path", with: "not ok 2 pin.fast_path")
+        let m = VersionMatrix(runs: [Self.run(.v4, bad)])
+        #expect(m.mismatches() == ["pin.fast_path on v4: expected pass, got FAIL slow path"])
+        #expect(m.verdict().exit == 1)
+        let broken = VersionRun(name: "v3", identity: Self.identity(.v3), result: variant(.full, "", problem: "kernel build failed"))
+        #expect(VersionMatrix(runs: [broken]).verdict().exit == 125)
+    }
+
+    @Test("an unknown patch in a version leaves its cells unpredicted: never PASS")
+    func unknown() {
+        var identity = Self.identity(.v5)
+        identity.patches.append(IdentifiedPatch(
+            subject: "kernfs: tidy kernfs_fop_mmap", effects: [],
+            unknown: UnknownChange(patch: "kernfs: tidy kernfs_fop_mmap", files: ["fs/kernfs/file.c"], functions: ["kernfs_fop_mmap"])))
+        let m = VersionMatrix(runs: [VersionRun(name: "v5", identity: identity, result: variant(.full, Self.v4))])
+        #expect(m.unpredicted().count == 2)
+        #expect(m.table().contains("(not predicted)"))
+        #expect(!m.verdict().line.contains("PASS"))
+        #expect(m.verdict().exit == 1)
+    }
+}
