@@ -43,8 +43,8 @@ struct MergedMatrix {
         let groups = order.map { key -> Group in
             let members = bySeries[key]!.sorted { rank($0.result.selection).lexicographicallyPrecedes(rank($1.result.selection)) }
             let series = members.lazy.compactMap(\.series).first
-            let count = series?.patches.count ?? members.lazy.compactMap(\.record?.seriesPatchCount).first ?? 0
-            let matrix = Matrix(results: members.map(\.result), seriesPatchCount: count)
+            // Without the series' text there is nothing to recognise the patches by: no predictions.
+            let matrix = Matrix(results: members.map(\.result), identity: series.map(IdentifiedSeries.init))
             let isComparison = members.count == 2 && members.first?.result.selection == .baseline && members.last?.result.selection == .full
             let origin = members.lazy.compactMap(\.record?.seriesOrigin).first ?? series?.origin
             let name = origin.map { "series " + URL(fileURLWithPath: $0).lastPathComponent } ?? "unknown series"

@@ -154,8 +154,8 @@ extension P2PLabCommand {
 /// Checks × variants: the comparison and ablation views of several runs.
 struct Matrix {
     let results: [VariantResult]
-    /// The series the variants are made of, each patch by its effect.
-    let identity: IdentifiedSeries
+    /// The series the variants are made of, each patch by its effect (nil: unknown, no predictions).
+    let identity: IdentifiedSeries?
 
     /// Check names in suite order, then any others the runs reported.
     var names: [String] {
@@ -220,7 +220,7 @@ struct Matrix {
     /// predict (a check the catalog does not know), `.notPredicted` when a patch of no known effect
     /// touches code the check depends on.
     func prediction(_ name: String, _ selection: PatchSelection) -> Prediction? {
-        guard let check = SuiteCatalog.check(named: name) else { return nil }
+        guard let identity, let check = SuiteCatalog.check(named: name) else { return nil }
         return check.prediction(on: identity.kernel(selection), reference: identity.reference)
     }
 
@@ -275,7 +275,7 @@ struct Matrix {
             return ("verdict: PASS: every variant behaves as the expectation table predicts (\(results.count - unapplied.count) variants × \(names.count) checks\(note))", LabExit.success.rawValue)
         }
         if wrong.isEmpty {
-            let patches = Set(identity.patches.filter { $0.unknown != nil }.map(\.subject)).sorted()
+            let patches = Set((identity?.patches ?? []).filter { $0.unknown != nil }.map(\.subject)).sorted()
             return ("verdict: NOT PREDICTED: \(unknown.count) cell(s) depend on a patch with no known effect (\(patches.joined(separator: "; "))); the other cells match:\n  " + unknown.joined(separator: "\n  "), LabExit.failed.rawValue)
         }
         return ("verdict: FAIL: \(wrong.count) cell(s) disagree with the expectations:\n  " + wrong.joined(separator: "\n  "), LabExit.failed.rawValue)

@@ -92,7 +92,7 @@ struct KCIDBTests {
         #expect((build["misc"] as? [String: Any])?["config_hash"] as? String == "ad692860c2c83bb5")
         #expect(build["status"] as? String == "PASS")
         let tests = kcidbTests(doc)
-        #expect(Set(tests.keys) == ["p2plab.env.p2pmem_provider", "p2plab.regmr.p2pmem", "p2plab.kernfs.page_mkwrite_refused"])
+        #expect(Set(tests.keys) == ["p2plab.env.p2pmem_provider", "p2plab.regmr.p2pmem", "p2plab.kernfs.page_mkwrite_attribute"])
         let regmr = try #require(tests["p2plab.regmr.p2pmem"])
         #expect(regmr["status"] as? String == "PASS")
         #expect((regmr["misc"] as? [String: Any])?["errno"] as? String == "EREMOTEIO")

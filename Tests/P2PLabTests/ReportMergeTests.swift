@@ -59,7 +59,7 @@ struct ReportMergeTests {
         defer { try? FileManager.default.removeItem(at: parent) }
         let dirs = [try makeRunDirectory(parent, .full, ktap: passing), try makeRunDirectory(parent, .baseline, ktap: baselineFailing)]
         let merged = try MergedMatrix.load(dirs, allowMixed: false)
-        let single = Matrix(results: [variant(.baseline, baselineFailing), variant(.full, passing)], seriesPatchCount: 4)
+        let single = Matrix(results: [variant(.baseline, baselineFailing), variant(.full, passing)], identity: v2Identity)
         #expect(merged.groups.count == 1)
         #expect(merged.groups[0].kind == .comparison)
         #expect(MergedMatrix.table(merged.groups[0]) == single.comparisonTable())
@@ -87,7 +87,7 @@ struct ReportMergeTests {
         #expect(group.matrix.results.map(\.label) == ["baseline", "without-1", "without-2", "series"])
         // Without patch 1 the kernfs check must fail; these runs say it passed: the merge says so.
         #expect(merged.verdict.exit == 1)
-        #expect(merged.verdict.line.contains("kernfs.page_mkwrite_refused on without-1: expected fail, got pass"))
+        #expect(merged.verdict.line.contains("kernfs.page_mkwrite_attribute on without-1: expected fail, got pass"))
         #expect(MergedMatrix.table(group).contains("pass (expected fail)"))
     }
 
