@@ -90,6 +90,117 @@ public enum BenchStatistics {
     }
 }
 
+/// How two sample sets compare beyond their medians: a confidence interval for the ratio of the
+/// medians and a rank test, so a difference inside the noise is reported as none.
+public struct BenchComparison: Codable, Sendable, Equatable {
+    /// The ratio of the medians (value ÷ baseline).
+    public var ratio: Double
+    /// The bootstrap percentile interval of that ratio.
+    public var low: Double
+    public var high: Double
+    /// The interval's confidence level (0.95).
+    public var confidence: Double
+    /// The two-sided Mann–Whitney U p-value (normal approximation, tie-corrected).
+    public var pValue: Double
+
+    public init(ratio: Double, low: Double, high: Double, confidence: Double, pValue: Double) {
+        self.ratio = ratio
+        self.low = low
+        self.high = high
+        self.confidence = confidence
+        self.pValue = pValue
+    }
+
+    /// Whether the interval leaves out 1.0: only then is there a difference to report.
+    public var measurable: Bool { low > 1 || high < 1 }
+
+    /// Compares `values` with `baseline`; nil with fewer than two samples on either side or a
+    /// baseline whose median is 0 (no interval can be made of that).
+    public static func of(_ values: [Double], _ baseline: [Double], confidence: Double = 0.95, resamples: Int = 2000,
+                          seed: UInt64 = 0x9E37_79B9_7F4A_7C15) -> BenchComparison? {
+        guard values.count >= 2, baseline.count >= 2, values.allSatisfy(\.isFinite), baseline.allSatisfy(\.isFinite),
+              BenchStatistics.median(baseline) != 0 else { return nil }
+        let (low, high) = BenchStatistics.bootstrapRatioInterval(values, baseline, confidence: confidence, resamples: resamples, seed: seed)
+        return BenchComparison(
+            ratio: BenchStatistics.median(values) / BenchStatistics.median(baseline), low: low, high: high,
+            confidence: confidence, pValue: BenchStatistics.mannWhitneyP(values, baseline))
+    }
+}
+
+/// A small deterministic generator (SplitMix64), so a bootstrap interval is the same on every
+/// render of the same samples.
+public struct SplitMix64: RandomNumberGenerator, Sendable {
+    var state: UInt64
+    public init(seed: UInt64) { state = seed }
+    public mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+extension BenchStatistics {
+    /// The percentile bootstrap interval of median(values) ÷ median(baseline): each side is
+    /// resampled with replacement on its own (the two are independent boots), `resamples` times.
+    public static func bootstrapRatioInterval(_ values: [Double], _ baseline: [Double], confidence: Double = 0.95,
+                                              resamples: Int = 2000, seed: UInt64 = 1) -> (low: Double, high: Double) {
+        precondition(!values.isEmpty && !baseline.isEmpty, "a bootstrap of nothing")
+        var rng = SplitMix64(seed: seed)
+        func resampledMedian(_ xs: [Double]) -> Double {
+            var pick = [Double](repeating: 0, count: xs.count)
+            for i in pick.indices { pick[i] = xs[Int(rng.next() % UInt64(xs.count))] }
+            return median(pick)
+        }
+        var ratios: [Double] = []
+        ratios.reserveCapacity(resamples)
+        for _ in 0..<resamples {
+            let b = resampledMedian(baseline)
+            let v = resampledMedian(values)
+            if b != 0 { ratios.append(v / b) }
+        }
+        ratios.sort()
+        guard !ratios.isEmpty else { return (.nan, .nan) }
+        let tail = (1 - confidence) / 2
+        func quantile(_ q: Double) -> Double {
+            let position = q * Double(ratios.count - 1)
+            let lower = Int(position.rounded(.down)), upper = Int(position.rounded(.up))
+            return ratios[lower] + (ratios[upper] - ratios[lower]) * (position - Double(lower))
+        }
+        return (quantile(tail), quantile(1 - tail))
+    }
+
+    /// The two-sided p-value of the Mann–Whitney U test of `a` against `b`: the normal
+    /// approximation with the tie correction and a continuity correction (good from about 8
+    /// samples a side; with fewer it is only indicative).
+    public static func mannWhitneyP(_ a: [Double], _ b: [Double]) -> Double {
+        let n1 = Double(a.count), n2 = Double(b.count)
+        guard n1 > 0, n2 > 0 else { return 1 }
+        let pooled = (a.map { ($0, 0) } + b.map { ($0, 1) }).sorted { $0.0 < $1.0 }
+        var ranks = [Double](repeating: 0, count: pooled.count)
+        var tieTerm = 0.0
+        var i = 0
+        while i < pooled.count {
+            var j = i
+            while j + 1 < pooled.count && pooled[j + 1].0 == pooled[i].0 { j += 1 }
+            let rank = Double(i + j) / 2 + 1
+            for k in i...j { ranks[k] = rank }
+            let t = Double(j - i + 1)
+            tieTerm += t * t * t - t
+            i = j + 1
+        }
+        let rankSumA = zip(pooled, ranks).filter { $0.0.1 == 0 }.reduce(0.0) { $0 + $1.1 }
+        let u = rankSumA - n1 * (n1 + 1) / 2
+        let mean = n1 * n2 / 2
+        let n = n1 + n2
+        let variance = n1 * n2 / 12 * ((n + 1) - tieTerm / (n * (n - 1)))
+        guard variance > 0 else { return 1 }
+        let z = max(0, abs(u - mean) - 0.5) / variance.squareRoot()
+        return min(1, erfc(z / 2.0.squareRoot()))
+    }
+}
+
 /// One measurement the guest made (`p2plab bench-guest`), as it writes it to `bench.json`.
 public struct GuestMeasurement: Codable, Sendable, Equatable {
     /// Stable key the host pairs across kernels, e.g. `pin.p2pmem.LONGTERM|P2PDMA|WRITE|FAST.64`.

@@ -69,6 +69,8 @@ struct BenchFigure: Codable, Sendable, Equatable {
     var baseline: BenchSummary?
     var goal: BenchGoal?
     var note: String?
+    /// The ratio's confidence interval and rank test, when both sides have two samples or more.
+    var comparison: BenchComparison?
 
     /// Median of the figure ÷ median of its baseline.
     var ratio: Double? {
@@ -110,7 +112,8 @@ struct BenchFigure: Codable, Sendable, Equatable {
         }
         return .success(BenchFigure(
             measurement: measurement.rawValue, title: title, unit: unit, value: value, comparedWith: comparedWith,
-            baseline: baseline, goal: goal, note: note))
+            baseline: baseline, goal: goal, note: note,
+            comparison: baselineSamples.flatMap { BenchComparison.of(samples, $0) }))
     }
 }
 
@@ -200,6 +203,15 @@ enum BenchRenderer {
         ratio.map { BenchStatistics.significant($0) + "×" } ?? ""
     }
 
+    /// The ratio with its interval: `0.52× (0.41–0.60)`, or `no measurable difference (0.48×,
+    /// 0.21–1.3)` when the interval contains 1.
+    static func ratioText(_ figure: BenchFigure) -> String {
+        guard let c = figure.comparison else { return ratioText(figure.ratio) }
+        let interval = "\(BenchStatistics.significant(c.low))–\(BenchStatistics.significant(c.high))"
+        if !c.measurable { return "no measurable difference (\(ratioText(c.ratio)), \(interval))" }
+        return "\(ratioText(c.ratio)) (\(interval))"
+    }
+
     static func goalText(_ figure: BenchFigure) -> String {
         guard let goal = figure.goal else { return "" }
         let bound = goal.onRatio ? goal.text : "\(goal.text) \(figure.unit.rawValue)"
@@ -221,7 +233,7 @@ enum BenchRenderer {
             if let label = runLabel(figure) { title += " \(label)" }
             if let note = figure.note { title += "<br>_\(escape(note))_" }
             let baseline = figure.baseline.map { summaryText($0, figure.unit) } ?? "—"
-            lines.append("| \(escape(title)) | \(summaryText(figure.value, figure.unit)) | \(escape(figure.comparedWith)) | \(baseline) | \(ratioText(figure.ratio)) | \(goalText(figure)) |")
+            lines.append("| \(escape(title)) | \(summaryText(figure.value, figure.unit)) | \(escape(figure.comparedWith)) | \(baseline) | \(ratioText(figure)) | \(goalText(figure)) |")
         }
         return lines.joined(separator: "\n")
     }
@@ -264,7 +276,9 @@ enum BenchRenderer {
             "regenerates this page, `p2plab bench --only GLOB` refreshes some measurements). Each measurement shows",
             "the newest run that made it, tagged [n] (see Runs). Every figure is the median of its samples with",
             "the smallest and largest, and names what it is compared with; a figure without a baseline is not",
-            "reported but listed at the end with the reason. Ratio = figure's median ÷ compared median.",
+            "reported but listed at the end with the reason. Ratio = figure's median ÷ compared median, with its",
+            "95 % bootstrap interval (both sides resampled 2000 times) when both sides have two samples or more;",
+            "an interval that contains 1 is reported as no measurable difference.",
         ]
         let groups: [(String, String, [BenchMeasurement])] = [
             ("Lab speed", "What users of the lab wait for. Lab figures come from the host's clock.",

@@ -250,3 +250,58 @@ struct BenchRendererTests {
         #expect(decoded == original)
     }
 }
+
+@Suite("Bench comparisons: a ratio with its interval, noise reported as no difference")
+struct BenchComparisonTests {
+    let low = (1...10).map(Double.init)
+    let high = (11...20).map(Double.init)
+
+    @Test("Mann–Whitney: fully separated samples, interleaved ones, and all ties")
+    func mannWhitney() {
+        // U = 0, mean 50, variance 10·10·21/12 = 175: z = 49.5/√175.
+        #expect(abs(BenchStatistics.mannWhitneyP(low, high) - 1.8258e-4) < 1e-6)
+        #expect(abs(BenchStatistics.mannWhitneyP(high, low) - 1.8258e-4) < 1e-6)
+        // Odd against even numbers: U = 45, |45 − 50| − ½ = 4.5.
+        let odd = stride(from: 1.0, through: 19, by: 2).map { $0 }, even = stride(from: 2.0, through: 20, by: 2).map { $0 }
+        #expect(abs(BenchStatistics.mannWhitneyP(odd, even) - 0.73380) < 1e-4)
+        #expect(BenchStatistics.mannWhitneyP([3, 3, 3], [3, 3, 3]) == 1)
+    }
+
+    @Test("the bootstrap interval holds the ratio of the medians and is the same on every run")
+    func bootstrap() throws {
+        let c = try #require(BenchComparison.of(high, low))
+        #expect(c.ratio == 15.5 / 5.5)
+        #expect(c.low <= c.ratio && c.ratio <= c.high)
+        #expect(c.low > 1 && c.measurable)
+        #expect(BenchComparison.of(high, low) == c)
+    }
+
+    @Test("the same distribution on both sides, shuffled, is no measurable difference")
+    func noise() throws {
+        var rng = SplitMix64(seed: 7)
+        let a = (0..<12).map { _ in 100 + Double(rng.next() % 40) }
+        let b = (0..<12).map { _ in 100 + Double(rng.next() % 40) }
+        let c = try #require(BenchComparison.of(a, b))
+        #expect(c.low < 1 && c.high > 1)
+        #expect(!c.measurable)
+        #expect(c.pValue > 0.05)
+    }
+
+    @Test("too few samples, or a zero baseline, give no interval")
+    func tooFew() {
+        #expect(BenchComparison.of([1], [1, 2]) == nil)
+        #expect(BenchComparison.of([1, 2], [0, 0, 0]) == nil)
+    }
+
+    @Test("a figure whose interval contains 1 says so instead of printing its ratio alone")
+    func rendering() throws {
+        let noisy = try BenchFigure.make(.pinThroughput, "pin", unit: .pagesPerSecond, samples: [90, 130, 100, 120, 95],
+                                         comparedWith: "baseline", baselineSamples: [110, 100, 125, 92, 140]).get()
+        #expect(BenchRenderer.ratioText(noisy).hasPrefix("no measurable difference ("))
+        let clear = try BenchFigure.make(.pinThroughput, "pin", unit: .pagesPerSecond, samples: high,
+                                         comparedWith: "baseline", baselineSamples: low).get()
+        let text = BenchRenderer.ratioText(clear)
+        #expect(text.hasPrefix("2.82× ("), "got \(text)")
+        #expect(BenchRenderer.figureTable([clear]).contains(text))
+    }
+}
