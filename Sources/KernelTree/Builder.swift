@@ -140,8 +140,14 @@ public struct KernelBuilder: Sendable {
     }
 
     func makeCommand(_ targets: [String], src: String, obj: URL) -> Command {
-        Command(["make", "-C", src, "O=\(obj.path)", "-j\(jobs)"] + targets)
+        Command(["make", "-C", src, "O=\(obj.path)", "-j\(jobs)"] + Self.reproducible + targets)
     }
+
+    /// Build timestamp, number, user and host fixed, so the same source and config always give the
+    /// same bzImage: a bisect step can then tell by hash that a commit changed nothing it boots.
+    public static let reproducible = [
+        "KBUILD_BUILD_TIMESTAMP=1970-01-01 00:00:00 UTC", "KBUILD_BUILD_VERSION=1", "KBUILD_BUILD_USER=p2plab", "KBUILD_BUILD_HOST=p2plab",
+    ]
 
     func make(_ targets: [String], src: String, obj: URL, log: URL, timeout: Double) async throws {
         let r = try await runner.stream(makeCommand(targets, src: src, obj: obj), logFile: log, timeout: timeout)

@@ -30,13 +30,15 @@ enum StepVerdict: String, Sendable {
 extension Lab {
     /// Runs one bisect step, retrying a variant that could not be tested up to `retries` times
     /// (a flaky boot must not decide a bisection); each attempt gets its own directory.
-    func bisectStep(_ selection: PatchSelection, directory: URL, retries: Int, checks: [String]) async -> (StepVerdict, String, VariantResult) {
+    /// A kernel and module identical to an earlier step's (in `memory`) take that step's verdict.
+    func bisectStep(_ selection: PatchSelection, directory: URL, retries: Int, checks: [String], memory: StepMemory? = nil) async -> (StepVerdict, String, VariantResult) {
         var attempt = 0
         while true {
             let dir = attempt == 0 ? directory : directory.deletingLastPathComponent()
                 .appendingPathComponent(directory.lastPathComponent + "-retry-\(attempt)")
-            let result = await runVariant(selection, directory: dir, reproduce: Array(CommandLine.arguments.dropFirst()))
-            let (verdict, why) = StepVerdict.of(result, checks: checks)
+            let result = await runVariant(selection, directory: dir, reproduce: Array(CommandLine.arguments.dropFirst()), memory: memory)
+            var (verdict, why) = StepVerdict.of(result, checks: checks)
+            if let from = result.reusedFrom { why += " (reused: same bzImage and test module as \(from.lastPathComponent))" }
             if verdict != .skip || attempt >= retries { return (verdict, why, result) }
             attempt += 1
         }
@@ -104,7 +106,8 @@ extension P2PLabCommand {
         /// Runs one step, retrying what could not be tested.
         func step(_ session: Lab, _ build: BuildOptions, selection: PatchSelection, directory: URL, logFile: URL) async -> (StepVerdict, String, VariantResult) {
             let (verdict, why, result) = await Lab(build: build, lab: session.lab)
-                .bisectStep(selection, directory: directory, retries: retries, checks: lab.filters)
+                .bisectStep(selection, directory: directory, retries: retries, checks: lab.filters,
+                            memory: StepMemory(directory: directory.deletingLastPathComponent()))
             log(String(format: "%@: %@ — %@ (%.0f s)", directory.lastPathComponent, verdict.rawValue, why, result.seconds), to: logFile)
             return (verdict, why, result)
         }
@@ -232,7 +235,8 @@ extension P2PLabCommand {
             let session = Lab(build: build, lab: lab)
             let head = (try? await Runner().checked(Command(["git", "-C", build.tree ?? ".", "rev-parse", "--short=12", "HEAD"])).standardOutput.trimmingCharacters(in: .whitespacesAndNewlines)) ?? "HEAD"
             let base = URL(fileURLWithPath: lab.output ?? session.cache.runs.path)
-            let (verdict, why, _) = await session.bisectStep(build.selection, directory: base.appendingPathComponent(head), retries: retries, checks: lab.filters)
+            let (verdict, why, _) = await session.bisectStep(build.selection, directory: base.appendingPathComponent(head), retries: retries,
+                                                             checks: lab.filters, memory: StepMemory(directory: base))
             print("bisect: \(head) \(verdict.rawValue): \(why)")
             switch verdict {
             case .good: return

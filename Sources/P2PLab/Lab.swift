@@ -44,6 +44,8 @@ struct VariantResult: Sendable {
     /// How the boot ended (`exited`, `kernel-panic`, …), if it booted.
     var bootOutcome: String?
     var seconds: Double
+    /// The earlier step whose results these are: it booted the same bzImage and test module.
+    var reusedFrom: URL?
 
     /// 0 all passed, 1 a check failed or the kernel crashed, 125 could not test.
     var exitCode: Int32 {
@@ -93,7 +95,9 @@ struct Lab {
     }
 
     /// Builds `selection`, boots it, runs the suite, and collects the results into `directory`.
-    func runVariant(_ selection: PatchSelection, directory: URL, reproduce: [String]) async -> VariantResult {
+    /// With `memory`, a kernel and module identical to an earlier step's are not booted again:
+    /// that step's results are taken, and the result says whose they are.
+    func runVariant(_ selection: PatchSelection, directory: URL, reproduce: [String], memory: StepMemory? = nil) async -> VariantResult {
         let start = Date()
         var result = VariantResult(label: selection.label, selection: selection, runDirectory: directory, seconds: 0)
         do {
@@ -104,6 +108,22 @@ struct Lab {
             progressLine("[\(selection.label)] test module")
             let module = try await ModuleBuilder(cache: cache, runner: runner)
                 .build(moduleSource: root.appendingPathComponent("kernel/module"), kernelBuildDir: manifest.objectDir)
+            var stepKey: String?
+            if let memory {
+                let key = try await memory.key(bzImage: URL(fileURLWithPath: manifest.bzImage), module: module, lab: lab, runner: runner)
+                if let earlier = memory.lookup(key), let run = try? RunLoader.load(runDirectory: URL(fileURLWithPath: earlier.directory)) {
+                    let from = URL(fileURLWithPath: earlier.directory)
+                    progressLine("[\(selection.label)] same bzImage and test module as \(from.lastPathComponent) (sha256 \(key.prefix(12))): its results stand, not booted again")
+                    try FileManager.default.ensureDirectory(directory)
+                    try "\(from.path)\n".write(to: directory.appendingPathComponent("reused-from"), atomically: true, encoding: .utf8)
+                    result.run = run
+                    result.bootOutcome = earlier.bootOutcome
+                    result.reusedFrom = from
+                    result.seconds = Date().timeIntervalSince(start)
+                    return result
+                }
+                stepKey = key
+            }
             let definition = try MachineDefinition.load(named: lab.machine, vmDirectory: root.appendingPathComponent("vm"))
             try FileManager.default.ensureDirectory(directory)
             let binary = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().standardizedFileURL.path
@@ -146,6 +166,9 @@ struct Lab {
             }
             try RunLoader.write(parsed, into: directory)
             result.run = parsed
+            if let memory, let stepKey, result.problem == nil {
+                memory.remember(StepMemory.Entry(key: stepKey, directory: directory.path, bootOutcome: outcome.kind.name))
+            }
         } catch let error as any LabError {
             result.problem = error.description
             result.problemExit = error.exitCode
@@ -196,6 +219,60 @@ struct Lab {
         let url = directory.appendingPathComponent("reproduce.sh")
         try script.write(to: url, atomically: true, encoding: .utf8)
         try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: url.path)
+    }
+}
+
+/// What earlier steps of one bisection booted and where their results are, in `step-memory.json`
+/// of the bisection's directory (`git bisect run` starts one process per step, so it is a file).
+///
+/// The key is the sha256 of the bzImage and of the test module plus everything else that decides
+/// a verdict (chosen checks, machine, accelerator, timeouts, the p2plab binary): builds are
+/// reproducible (`KernelBuilder` fixes the build timestamp, number, user and host), so a commit
+/// that changes no built file gives the same bzImage, and its verdict cannot differ.
+struct StepMemory: Sendable {
+    let file: URL
+
+    struct Entry: Codable, Sendable, Equatable {
+        var key: String
+        var directory: String
+        var bootOutcome: String?
+    }
+
+    init(directory: URL) {
+        file = directory.appendingPathComponent("step-memory.json")
+    }
+
+    func entries() -> [Entry] {
+        guard let data = FileManager.default.contents(atPath: file.path) else { return [] }
+        return (try? JSONDecoder().decode([Entry].self, from: data)) ?? []
+    }
+
+    func lookup(_ key: String) -> Entry? {
+        entries().first { $0.key == key }
+    }
+
+    func remember(_ entry: Entry) {
+        var all = entries().filter { $0.key != entry.key }
+        all.append(entry)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        try? FileManager.default.ensureDirectory(file.deletingLastPathComponent())
+        try? encoder.encode(all).write(to: file, options: .atomic)
+    }
+
+    /// The key of booting `bzImage` with `module` under `lab`'s options.
+    func key(bzImage: URL, module: URL, lab: LabOptions, runner: Runner) async throws -> String {
+        let sums = try await runner.checked(Command(["sha256sum", bzImage.path, module.path]), timeout: 120).standardOutput
+            .split(separator: "\n").map { $0.split(separator: " ").first.map(String.init) ?? "" }
+        let binary = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().path
+        let attributes = (try? FileManager.default.attributesOfItem(atPath: binary)) ?? [:]
+        let binaryIdentity = "\((attributes[.size] as? Int) ?? 0)-\(((attributes[.modificationDate] as? Date)?.timeIntervalSince1970) ?? 0)"
+        return Self.key(sums: sums, lab: lab, binaryIdentity: binaryIdentity)
+    }
+
+    static func key(sums: [String], lab: LabOptions, binaryIdentity: String) -> String {
+        let parts = sums + [lab.machine, lab.accel.rawValue, String(lab.timeout), String(lab.checkTimeout), binaryIdentity] + lab.filters.sorted()
+        return sums.joined(separator: "-").prefix(24) + "-" + fnv1a64Hex(parts.joined(separator: "\u{0}"))
     }
 }
 

@@ -181,5 +181,29 @@ struct VersionMatrixTests {
         #expect(m.table().contains("(not predicted)"))
         #expect(!m.verdict().line.contains("PASS"))
         #expect(m.verdict().exit == 1)
+
+@Suite("Bisect step memory: an identical kernel and module reuse an earlier verdict")
+struct StepMemoryTests {
+    @Test("the key follows the hashes and what decides a verdict, and entries survive a new process")
+    func memory() throws {
+        let lab = try LabOptions.parse(["--check", "pin.*", "--accel", "tcg"])
+        let key = StepMemory.key(sums: ["aa11", "bb22"], lab: lab, binaryIdentity: "1-2")
+        #expect(key == StepMemory.key(sums: ["aa11", "bb22"], lab: lab, binaryIdentity: "1-2"))
+        #expect(key != StepMemory.key(sums: ["aa12", "bb22"], lab: lab, binaryIdentity: "1-2"))
+        #expect(key != StepMemory.key(sums: ["aa11", "bb22"], lab: try LabOptions.parse(["--check", "regmr.*", "--accel", "tcg"]), binaryIdentity: "1-2"))
+        #expect(key != StepMemory.key(sums: ["aa11", "bb22"], lab: lab, binaryIdentity: "1-3"))
+
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("step-memory-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        StepMemory(directory: dir).remember(StepMemory.Entry(key: key, directory: "/runs/upto-2", bootOutcome: "exited"))
+        let again = StepMemory(directory: dir)
+        #expect(again.lookup(key) == StepMemory.Entry(key: key, directory: "/runs/upto-2", bootOutcome: "exited"))
+        #expect(again.lookup("other") == nil)
+    }
+
+    @Test("builds fix timestamp, number, user and host, so the same source gives the same bzImage")
+    func reproducible() {
+        let names = KernelBuilder.reproducible.map { $0.split(separator: "=").first.map(String.init) ?? "" }
+        #expect(names == ["KBUILD_BUILD_TIMESTAMP", "KBUILD_BUILD_VERSION", "KBUILD_BUILD_USER", "KBUILD_BUILD_HOST"])
     }
 }
