@@ -214,6 +214,15 @@ struct BenchSession {
         try FileManager.default.ensureDirectory(session)
     }
 
+    /// User + system seconds of every waited-for child process so far (getrusage RUSAGE_CHILDREN):
+    /// the difference around a build is its CPU time, since the bench runs one build at a time.
+    static func childrenCPUSeconds() -> Double {
+        var usage = rusage()
+        guard getrusage(RUSAGE_CHILDREN.rawValue, &usage) == 0 else { return .nan }
+        func seconds(_ t: timeval) -> Double { Double(t.tv_sec) + Double(t.tv_usec) / 1e6 }
+        return seconds(usage.ru_utime) + seconds(usage.ru_stime)
+    }
+
     static func loadAverage() -> String {
         firstLine("/proc/loadavg").split(separator: " ").prefix(3).joined(separator: " ")
     }
@@ -594,6 +603,7 @@ struct BenchSession {
             progressLine("bench: warning: load average \(load) on \(jobs) CPUs before the cold builds; their figures will be slow and noisy")
         }
         var samples: [String: [Double]] = ["lean": [], "defconfig": []]
+        var cpuSamples: [String: [Double]] = ["lean": [], "defconfig": []]
         var problem: String?
         do {
             let source = try await SourceManager(cache: mainCache, runner: runner, progress: progressLine).prepare(.defaultDebian)
@@ -622,6 +632,7 @@ struct BenchSession {
                     steps.append(make(["bzImage", "modules"]))
                     progressLine("bench: lab.cold_build \(config) \(index + 1)/\(command.coldRepeat) in \(obj.path); log \(log.path)")
                     let start = ContinuousClock.now
+                    let cpuBefore = Self.childrenCPUSeconds()
                     for step in steps {
                         let result = try await runner.stream(step, logFile: log, timeout: 7200)
                         guard result.succeeded else {
@@ -633,19 +644,24 @@ struct BenchSession {
                     guard headAfter == headBefore else {
                         throw BuildError.buildFailed(log: log.path, errors: "the source checkout moved from \(headBefore.prefix(12)) to \(headAfter.prefix(12)) during the build (another p2plab run switched variants): rerun when nothing else uses the cache")
                     }
+                    let cpu = Self.childrenCPUSeconds() - cpuBefore
                     samples[config]!.append(seconds)
-                    progressLine(String(format: "bench: lab.cold_build %@: %.0f s", config, seconds))
+                    cpuSamples[config]!.append(cpu)
+                    progressLine(String(format: "bench: lab.cold_build %@: %.0f s wall, %.0f s CPU; load %@", config, seconds, cpu, Self.loadAverage()))
                     try? FileManager.default.removeItem(at: obj)
                 }
             }
         } catch {
             problem = "\(error)"
         }
-        if problem != nil { samples = ["lean": [], "defconfig": []] }
+        if problem != nil { samples = ["lean": [], "defconfig": []]; cpuSamples = samples }
         for config in ["lean", "defconfig"] {
             record(.coldBuild, config, GuestMeasurement(key: "cold_build.\(config)", what: "cold build, \(config)", unit: .seconds, samples: samples[config]!, problem: problem))
+            record(.coldBuild, config, GuestMeasurement(key: "cold_build.\(config).cpu", what: "cold build, \(config), CPU seconds", unit: .seconds, samples: cpuSamples[config]!, problem: problem))
         }
-        add([LabFigures.coldBuild(lean: samples["lean"]!, defconfig: samples["defconfig"]!, problem: problem, defconfigProblem: problem,
-                                  note: "make -j\(jobs) bzImage modules after the config targets, empty object directory")])
+        let note = "make -j\(jobs) bzImage modules after the config targets, empty object directory"
+        add([LabFigures.coldBuild(lean: samples["lean"]!, defconfig: samples["defconfig"]!, problem: problem, defconfigProblem: problem, note: note),
+             LabFigures.coldBuild(lean: cpuSamples["lean"]!, defconfig: cpuSamples["defconfig"]!, problem: problem, defconfigProblem: problem,
+                                  note: note + "; CPU time of every process the build ran, which other load on the machine does not inflate", cpu: true)])
     }
 }

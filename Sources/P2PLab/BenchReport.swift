@@ -18,11 +18,11 @@ enum BenchMeasurement: String, CaseIterable, Sendable {
         case .pinThroughput: "long-term pin throughput of p2pmem (fast vs slow path) and anonymous memory, 1/64/16384 pages, series vs baseline (guest)"
         case .regMRLatency: "ibv_reg_mr/ibv_dereg_mr latency on rxe, anonymous memory 4 KiB…64 MiB, series vs baseline (guest)"
         case .rdmaWriteBandwidth: "rxe RDMA WRITE bandwidth with perftest ib_write_bw over loopback, series vs baseline (guest)"
-        case .warmCycleTrue: "boot → true → poweroff on the cached series kernel (goal ≤ 5 s under TCG; KVM too where it works)"
-        case .warmCycleSuite: "boot → full suite → poweroff on the cached series kernel (goal ≤ 10 s under TCG; KVM too where it works)"
+        case .warmCycleTrue: "boot → true → poweroff on the cached series kernel (goal ≤ 2.5 s under TCG; KVM too where it works)"
+        case .warmCycleSuite: "boot → full suite → poweroff on the cached series kernel (goal ≤ 6 s under TCG; KVM too where it works)"
         case .seriesSwitch: "baseline ↔ series incremental rebuild in the bench's own checkout and object directory (goal ≤ 60 s)"
-        case .bisectStep: "one in-series bisect step: rebuild + module + boot + full suite, vs the warm suite cycle"
-        case .coldBuild: "cold build of the lean config vs defconfig + kvm_guest.config on the same source (ratio; goal ≤ 0.6)"
+        case .bisectStep: "one in-series bisect step: rebuild + module + boot + full suite, vs the warm suite cycle (goal ≤ 15 s)"
+        case .coldBuild: "cold build of the lean config vs defconfig + kvm_guest.config on the same source, wall clock and CPU seconds (ratio; goal ≤ 0.25)"
         }
     }
 
