@@ -181,6 +181,8 @@ struct VersionMatrixTests {
         #expect(m.table().contains("(not predicted)"))
         #expect(!m.verdict().line.contains("PASS"))
         #expect(m.verdict().exit == 1)
+    }
+}
 
 @Suite("Bisect step memory: an identical kernel and module reuse an earlier verdict")
 struct StepMemoryTests {
