@@ -25,6 +25,11 @@ public struct BuildManifest: Sendable, Codable, Equatable {
     public var sourceDir: String
     public var log: String
     public var createdAt: String
+    /// The series' id on the list (its cover letter's Message-ID), when known.
+    public var seriesID: String? = nil
+    /// KCIDB's patchset hash: SHA-256 over the newline-terminated SHA-256 of each applied patch,
+    /// in order ("" for the baseline).
+    public var patchsetHash: String? = nil
 }
 
 /// The lean base p2plab starts every config from; part of the config hash.
@@ -70,6 +75,10 @@ public struct KernelBuilder: Sendable {
            fm.fileExists(atPath: cached.bzImage), fm.fileExists(atPath: cached.objectDir + "/.config") {
             cached.cacheHit = true
             cached.buildSeconds = 0
+            // Same commits, same patches; what the series says about them comes from the variant.
+            cached.patches = variant.patches
+            cached.seriesID = variant.seriesID
+            cached.patchsetHash = variant.patchsetHash
             progress("build: cache hit for \(variant.label) (\(outDir.path))")
             try writeLatest(cached)
             return cached
@@ -124,7 +133,7 @@ public struct KernelBuilder: Sendable {
             configHash: configHash, fragments: fragmentFiles.map(\.path), compiler: compiler ?? "unknown",
             kernelRelease: release, buildSeconds: seconds, cacheHit: false, bzImage: bzImage.path,
             config: savedConfig.path, objectDir: objDir.path, sourceDir: src, log: log.path,
-            createdAt: ISO8601DateFormatter().string(from: Date()))
+            createdAt: ISO8601DateFormatter().string(from: Date()), seriesID: variant.seriesID, patchsetHash: variant.patchsetHash)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         try encoder.encode(manifest).write(to: manifestURL)

@@ -13,6 +13,8 @@ public struct Patch: Sendable, Equatable, Codable {
     public var author: String
     /// The whole patch text, as `git am` takes it.
     public var text: String
+    /// The Message-ID the patch was mailed with (without angle brackets), when the text says.
+    public var messageID: String? = nil
 
     /// Files the patch touches, from its `diff --git` lines.
     public var files: [String] {
@@ -26,6 +28,17 @@ public struct Patch: Sendable, Equatable, Codable {
 
     /// A stable content hash of the patch text (FNV-1a, 64 bit, hex).
     public var contentHash: String { fnv1a64Hex(text) }
+
+    /// The SHA-256 of the patch text, as `sha256sum` prints it for the patch file.
+    public var sha256: String { SHA256.hex(text) }
+}
+
+/// The cover letter (`[PATCH 0/N]`) a series was mailed with: it carries no diff, and its
+/// Message-ID names the series on the list.
+public struct CoverLetter: Sendable, Equatable {
+    public var subject: String
+    public var messageID: String?
+    public var text: String
 }
 
 /// An ordered patch series.
@@ -33,14 +46,28 @@ public struct PatchSeries: Sendable, Equatable {
     public var patches: [Patch]
     /// Where it was read from.
     public var origin: String
+    /// The cover letter, when the series came with one.
+    public var coverLetter: CoverLetter?
 
-    public init(patches: [Patch], origin: String) {
+    public init(patches: [Patch], origin: String, coverLetter: CoverLetter? = nil) {
         self.patches = patches
         self.origin = origin
+        self.coverLetter = coverLetter
     }
 
     /// A hash over every patch's text, in order.
     public var contentHash: String { fnv1a64Hex(patches.map(\.text).joined(separator: "\u{0}")) }
+
+    /// The series' id on the list: its cover letter's Message-ID, else its first patch's.
+    public var id: String? { coverLetter?.messageID ?? patches.first?.messageID }
+
+    /// KCIDB's patchset hash: the SHA-256 over the newline-terminated SHA-256 hex digests of each
+    /// patch, in order (`sha256sum *.patch | cut -c-64 | sha256sum | cut -c-64`); empty when no
+    /// patch is applied.
+    public static func patchsetHash<Patches: Sequence>(_ patches: Patches) -> String where Patches.Element == Patch {
+        let digests = patches.map { $0.sha256 + "\n" }
+        return digests.isEmpty ? "" : SHA256.hex(digests.joined())
+    }
 
     /// Loads a series: a directory holding a quilt-style `series` file, or one mbox file
     /// (as `b4 am` or `git format-patch --stdout` writes).
@@ -65,13 +92,23 @@ public struct PatchSeries: Sendable, Equatable {
                 patches.append(try parsePatch(text, index: patches.count + 1, name: name))
             }
             guard !patches.isEmpty else { throw SeriesError.empty(seriesFile.path) }
-            return PatchSeries(patches: patches, origin: path.path)
+            // git format-patch --cover-letter names it 0000-cover-letter.patch; it is not in the series file.
+            let cover = (try? String(contentsOf: path.appendingPathComponent("0000-cover-letter.patch"), encoding: .utf8)).map(parseCoverLetter)
+            return PatchSeries(patches: patches, origin: path.path, coverLetter: cover)
         }
         guard let text = try? String(contentsOf: path, encoding: .utf8) else { throw SeriesError.unreadable(path.path) }
-        return try parseMbox(text, origin: path.path)
+        var series = try parseMbox(text, origin: path.path)
+        // b4 am writes the cover letter beside the patches: NAME.mbx and NAME.cover.
+        if series.coverLetter == nil,
+           let cover = try? String(contentsOf: path.deletingPathExtension().appendingPathExtension("cover"), encoding: .utf8) {
+            series.coverLetter = parseCoverLetter(cover)
+        }
+        return series
     }
 
-    /// Splits an mbox into patches, dropping the cover letter and anything without a diff.
+    /// Splits an mbox into patches. The cover letter (`[PATCH 0/N]`, no diff; `git am` stops at it
+    /// with "Patch is empty") is kept aside as the series' cover; other messages without a diff
+    /// (replies) are dropped.
     public static func parseMbox(_ text: String, origin: String) throws -> PatchSeries {
         var messages: [[Substring]] = []
         var current: [Substring] = []
@@ -87,14 +124,60 @@ public struct PatchSeries: Sendable, Equatable {
         }
         if !current.isEmpty { messages.append(current) }
         var patches: [Patch] = []
+        var cover: CoverLetter?
         for message in messages {
             let body = message.joined(separator: "\n")
-            guard body.contains("\ndiff --git ") else { continue }
+            guard body.contains("\ndiff --git ") else {
+                let letter = parseCoverLetter(body)
+                if cover == nil, isCoverSubject(letter.subject) { cover = letter }
+                continue
+            }
             let patch = try parsePatch(body, index: patches.count + 1, name: nil)
             patches.append(patch)
         }
         guard !patches.isEmpty else { throw SeriesError.empty(origin) }
-        return PatchSeries(patches: patches, origin: origin)
+        return PatchSeries(patches: patches, origin: origin, coverLetter: cover)
+    }
+
+    /// `[PATCH v5 0/4] …`, `[RFC PATCH 00/12] …`: a cover letter's subject.
+    static func isCoverSubject(_ subject: String) -> Bool {
+        guard subject.hasPrefix("["), let close = subject.firstIndex(of: "]") else { return false }
+        return subject[subject.index(after: subject.startIndex)..<close].split(separator: " ").contains { word in
+            let parts = word.split(separator: "/", omittingEmptySubsequences: false)
+            return parts.count == 2 && !parts[0].isEmpty && parts[0].allSatisfy { $0 == "0" } && Int(parts[1]) != nil
+        }
+    }
+
+    static func parseCoverLetter(_ text: String) -> CoverLetter {
+        let headers = parseHeaders(text)
+        return CoverLetter(subject: headers.subject, messageID: headers.messageID, text: text)
+    }
+
+    /// The Subject (unfolded), From and Message-ID headers of one message; names are case-insensitive.
+    static func parseHeaders(_ text: String) -> (subject: String, author: String, messageID: String?) {
+        var subject = ""
+        var author = ""
+        var messageID: String?
+        var current = ""
+        for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
+            if line.isEmpty { break }  // end of headers
+            if line.first == " " || line.first == "\t" {
+                if current == "subject" { subject += " " + line.trimmingCharacters(in: .whitespaces) }
+                continue
+            }
+            guard let colon = line.firstIndex(of: ":") else { current = ""; continue }
+            current = line[..<colon].lowercased()
+            let value = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+            switch current {
+            case "subject": subject = value
+            case "from": author = value
+            case "message-id":
+                let id = value.trimmingCharacters(in: CharacterSet(charactersIn: "<>"))
+                messageID = id.isEmpty ? nil : id
+            default: break
+            }
+        }
+        return (subject, author, messageID)
     }
 
     /// `From <40 hex or git@z> <date>` lines separate mbox messages.
@@ -105,24 +188,12 @@ public struct PatchSeries: Sendable, Equatable {
 
     /// Parses one patch's headers, checking it carries a diff.
     static func parsePatch(_ text: String, index: Int, name: String?) throws -> Patch {
-        var subject = ""
-        var author = ""
-        var inSubject = false
-        for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
-            if line.isEmpty { break }  // end of headers
-            if line.hasPrefix("Subject: ") {
-                subject = String(line.dropFirst("Subject: ".count)); inSubject = true
-            } else if inSubject, line.first == " " || line.first == "\t" {
-                subject += " " + line.trimmingCharacters(in: .whitespaces)
-            } else {
-                inSubject = false
-                if line.hasPrefix("From: ") { author = String(line.dropFirst("From: ".count)) }
-            }
-        }
+        let (subject, author, messageID) = parseHeaders(text)
         let displayName = name ?? String(format: "%04d-%@.patch", index, slug(stripPatchPrefix(subject)))
         guard text.contains("diff --git ") else { throw SeriesError.notAPatch(displayName) }
         guard !subject.isEmpty, !author.isEmpty else { throw SeriesError.noHeaders(displayName) }
-        return Patch(index: index, name: displayName, subject: stripPatchPrefix(subject), author: author, text: text.hasSuffix("\n") ? text : text + "\n")
+        return Patch(index: index, name: displayName, subject: stripPatchPrefix(subject), author: author,
+                     text: text.hasSuffix("\n") ? text : text + "\n", messageID: messageID)
     }
 
     /// `[PATCH v2 3/4] mm/gup: …` → `mm/gup: …`
@@ -134,12 +205,15 @@ public struct PatchSeries: Sendable, Equatable {
         return s
     }
 
+    /// The file-name part git format-patch makes of a subject: letters, digits, `_` and `.` kept,
+    /// runs of anything else one `-`, at most 52 characters.
     static func slug(_ subject: String) -> String {
         var out = ""
         for ch in subject {
-            if ch.isLetter || ch.isNumber { out.append(ch) } else if out.last != "-" { out.append("-") }
+            if ch.isASCII && (ch.isLetter || ch.isNumber || ch == "_" || (ch == "." && out.last != ".")) { out.append(ch) }
+            else if out.last != "-" { out.append("-") }
         }
-        return String(out.trimmingCharacters(in: CharacterSet(charactersIn: "-")).prefix(52))
+        return String(out.trimmingCharacters(in: CharacterSet(charactersIn: "-.")).prefix(52)).trimmingCharacters(in: CharacterSet(charactersIn: "-."))
     }
 
     /// The patches a selection keeps, in order.
@@ -188,7 +262,9 @@ public enum SeriesError: LabError, Equatable {
     case noHeaders(String)
     case badSelection(String)
     case unknownVersion(String, bundled: [String])
-    case doesNotApply(patch: String, file: String, hunk: String, detail: String)
+    /// `renames`: identifiers the hunk spells otherwise than the tree; `bundled`: a bundled version
+    /// with the same patches, rebased for the Debian source.
+    case doesNotApply(patch: String, file: String, hunk: String, detail: String, renames: [IdentifierRename] = [], bundled: String? = nil)
     case ambiguousHunk(patch: String, file: String, hunk: String, candidates: [Int])
     case hunkNotFound(patch: String, file: String, hunk: String)
 
@@ -211,14 +287,29 @@ public enum SeriesError: LabError, Equatable {
         case .badSelection(let s): "bad patch selection: \(s)"
         case .unknownVersion(let name, let bundled):
             "no bundled series \(name): p2plab has \(bundled.joined(separator: ", ")); pass one of them or a path with --series"
-        case .doesNotApply(let patch, let file, let hunk, let detail):
+        case .doesNotApply(let patch, let file, let hunk, let detail, let renames, let bundled):
             "patch \(patch) does not apply: \(file), hunk \(hunk)" + (detail.isEmpty ? "" : "\n\(detail)")
-                + "\nrebase the series onto this tree, or pick another --base"
+                + "\n" + Self.advice(renames: renames, bundled: bundled)
         case .ambiguousHunk(let patch, let file, let hunk, let candidates):
             "patch \(patch): \(file) hunk matches the tree in \(candidates.count) places (lines \(candidates.map(String.init).joined(separator: ", "))); fix the hunk by hand:\n\(hunk)"
         case .hunkNotFound(let patch, let file, let hunk):
             "patch \(patch): \(file) hunk does not match the tree anywhere; rebase it by hand:\n\(hunk)"
         }
+    }
+}
+
+extension SeriesError {
+    /// What to do about a patch that does not apply: "the hunk says kernfs_get_active; the tree
+    /// calls it kernfs_get_active_of: rebase the hunk, or use the bundled --series v5".
+    static func advice(renames: [IdentifierRename], bundled: String?) -> String {
+        guard !renames.isEmpty else {
+            return "rebase the series onto this tree, or pick another --base" + (bundled.map { ", or use the bundled --series \($0)" } ?? "")
+        }
+        let list = { (names: [String]) in
+            names.count == 1 ? names[0] : names.dropLast().joined(separator: ", ") + " and " + names.last!
+        }
+        return "the hunk says \(list(renames.map(\.hunk))); the tree calls \(renames.count == 1 ? "it" : "them") \(list(renames.map(\.tree))): "
+            + "rebase the hunk" + (bundled.map { ", or use the bundled --series \($0)" } ?? "")
     }
 }
 

@@ -46,6 +46,10 @@ public struct AppliedPatch: Sendable, Codable, Equatable {
     public var state: State
     /// The commit `git am` made, for applied patches.
     public var commit: String?
+    /// The Message-ID the patch was mailed with, where the series says.
+    public var messageID: String? = nil
+    /// The SHA-256 of the patch text (the term of KCIDB's patchset hash).
+    public var sha256: String? = nil
 }
 
 /// A checked-out variant: the base plus a selection of the series.
@@ -55,6 +59,10 @@ public struct PreparedVariant: Sendable, Codable, Equatable {
     public var branch: String
     public var head: String
     public var patches: [AppliedPatch]
+    /// The series' id on the list (its cover letter's Message-ID), when known.
+    public var seriesID: String? = nil
+    /// KCIDB's patchset hash over the patches applied ("" for the baseline).
+    public var patchsetHash: String? = nil
 }
 
 /// Fetches, unpacks and records kernel sources; applies series variants as branches.
@@ -188,6 +196,14 @@ public struct SourceManager: Sendable {
            var variant = try? JSONDecoder().decode(PreparedVariant.self, from: data), variant.head == head {
             try await switchTo(git: git, ref: branch)
             variant.source = source
+            // What the series says about itself comes from the series, not from an older record.
+            let byIndex = Dictionary(chosen.map { ($0.index, $0) }, uniquingKeysWith: { a, _ in a })
+            for i in variant.patches.indices {
+                variant.patches[i].messageID = byIndex[variant.patches[i].index]?.messageID
+                variant.patches[i].sha256 = byIndex[variant.patches[i].index]?.sha256
+            }
+            variant.seriesID = series.id
+            variant.patchsetHash = Self.patchsetHash(variant.patches, chosen: chosen)
             progress("series: \(selection.label) (\(variant.patches.filter { $0.state == .applied }.count) patches) — reused branch \(branch)")
             return variant
         }
@@ -201,7 +217,8 @@ public struct SourceManager: Sendable {
             try patch.text.write(to: file, atomically: true, encoding: .utf8)
             let am = try await git.tryRun(["am", "-q", "--committer-date-is-author-date", "--no-3way", file.path])
             var entry = AppliedPatch(index: patch.index, name: patch.name, subject: patch.subject, author: patch.author,
-                                     contentHash: patch.contentHash, state: .applied, commit: nil)
+                                     contentHash: patch.contentHash, state: .applied, commit: nil,
+                                     messageID: patch.messageID, sha256: patch.sha256)
             if am.succeeded {
                 entry.commit = try await git.run(["rev-parse", "HEAD"])
                 progress("series: applied \(patch.name)")
@@ -213,7 +230,7 @@ public struct SourceManager: Sendable {
                     progress("series: \(patch.name) is already in this tree (it applies in reverse): skipped")
                 } else {
                     let check = try await git.tryRun(["apply", "--check", "-v", file.path])
-                    throw PatchFailure.describe(patch: patch, applyOutput: check.standardError + check.standardOutput)
+                    throw PatchFailure.describe(patch: patch, applyOutput: check.standardError + check.standardOutput, tree: source.workdir)
                 }
             }
             applied.append(entry)
@@ -221,12 +238,19 @@ public struct SourceManager: Sendable {
         try await git.run(["branch", "-f", branch, "HEAD"])
         try await switchTo(git: git, ref: branch)
         let head = try await git.run(["rev-parse", "HEAD"])
-        let variant = PreparedVariant(source: source, label: selection.label, branch: branch, head: head, patches: applied)
+        let variant = PreparedVariant(source: source, label: selection.label, branch: branch, head: head, patches: applied,
+                                      seriesID: series.id, patchsetHash: Self.patchsetHash(applied, chosen: chosen))
         try FileManager.default.ensureDirectory(record.deletingLastPathComponent())
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         try encoder.encode(variant).write(to: record)
         return variant
+    }
+
+    /// The patchset hash over the patches `git am` applied (one already in the tree was not).
+    static func patchsetHash(_ applied: [AppliedPatch], chosen: [Patch]) -> String {
+        let appliedIndices = Set(applied.filter { $0.state == .applied }.map(\.index))
+        return PatchSeries.patchsetHash(chosen.filter { appliedIndices.contains($0.index) })
     }
 
     /// Checks out `ref`; git rewrites only the files that differ, so make rebuilds only what changed.
@@ -237,7 +261,8 @@ public struct SourceManager: Sendable {
 
 /// Turns `git apply --check -v` output into a message naming the patch, file and hunk.
 enum PatchFailure {
-    static func describe(patch: Patch, applyOutput: String) -> SeriesError {
+    /// `tree`: the checkout the patch failed on, read to tell a renamed identifier from a real conflict.
+    static func describe(patch: Patch, applyOutput: String, tree: URL? = nil) -> SeriesError {
         // "error: patch failed: mm/gup.c:2614"
         var file = patch.files.first ?? "?"
         var line: Int?
@@ -258,7 +283,13 @@ enum PatchFailure {
         where l.hasPrefix("error:") && !l.hasSuffix("while searching for:") && !detail.contains(l) {
             detail.append(l)
         }
-        return .doesNotApply(patch: patch.name, file: file, hunk: hunk, detail: detail.joined(separator: "\n"))
+        var renames: [IdentifierRename] = []
+        if let line, let tree, let text = try? String(contentsOf: tree.appendingPathComponent(file), encoding: .utf8) {
+            var lines = text.components(separatedBy: "\n")
+            if lines.last == "" { lines.removeLast() }
+            renames = HunkRenames.explain(oldSide: HunkRenames.oldSide(in: patch.text, file: file, oldStart: line), tree: lines)
+        }
+        return .doesNotApply(patch: patch.name, file: file, hunk: hunk, detail: detail.joined(separator: "\n"), renames: renames)
     }
 
     /// The `@@ -start,… @@` header of `file`'s hunk starting at old line `oldStart`.

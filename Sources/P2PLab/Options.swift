@@ -82,6 +82,22 @@ func reportingErrors<T>(_ body: () async throws -> T) async throws -> T {
 
 /// Source → series → build, shared by every command that needs a kernel.
 struct KernelPipeline {
+    /// The bundled version (rebased for the Debian source) that holds the same patches as
+    /// `series` (by Message-ID, else by subject when only one version has those subjects), unless
+    /// `series` is that version.
+    static func bundledVersion(matching series: PatchSeries, root: URL) -> String? {
+        let others = BundledSeries.versions(root: root).compactMap { name -> (String, PatchSeries)? in
+            let dir = BundledSeries.directory(root: root).appendingPathComponent(name)
+            guard dir.standardizedFileURL.path != URL(fileURLWithPath: series.origin).standardizedFileURL.path,
+                  let bundled = try? PatchSeries.load(from: dir) else { return nil }
+            return (name, bundled)
+        }
+        let ids = series.patches.map(\.messageID)
+        if !ids.contains(nil), let match = others.first(where: { $0.1.patches.map(\.messageID) == ids }) { return match.0 }
+        let bySubject = others.filter { $0.1.patches.map(\.subject) == series.patches.map(\.subject) }
+        return bySubject.count == 1 ? bySubject[0].0 : nil
+    }
+
     let options: BuildOptions
     let runner: Runner
 
@@ -97,7 +113,13 @@ struct KernelPipeline {
         let series = try PatchSeries.load(from: options.seriesURL(root: root))
         let sources = SourceManager(cache: cache, runner: runner, progress: progressLine)
         let source = try await sources.prepare(options.sourceSpec)
-        let variant = try await sources.checkout(source, series: series, selection: selection ?? options.selection)
+        let variant: PreparedVariant
+        do {
+            variant = try await sources.checkout(source, series: series, selection: selection ?? options.selection)
+        } catch let SeriesError.doesNotApply(patch, file, hunk, detail, renames, nil) where !renames.isEmpty && options.sourceSpec == .defaultDebian {
+            throw SeriesError.doesNotApply(patch: patch, file: file, hunk: hunk, detail: detail, renames: renames,
+                                           bundled: Self.bundledVersion(matching: series, root: root))
+        }
         let builder = KernelBuilder(cache: cache, runner: runner, jobs: options.jobs ?? ProcessInfo.processInfo.activeProcessorCount, progress: progressLine)
         return try await builder.build(variant, fragmentFiles: options.fragmentURLs(root: root))
     }

@@ -4,12 +4,12 @@ import KernelTree
 import LabSupport
 
 extension P2PLabCommand {
-    /// Work with patch series: import whitespace-mangled mail text.
+    /// Work with patch series: fetch one by Message-ID, import whitespace-mangled mail text.
     struct Series: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "series",
-            abstract: "Work with patch series: import whitespace-mangled mail text.",
-            subcommands: [Import.self])
+            abstract: "Work with patch series: fetch one from the list by Message-ID, import whitespace-mangled mail text.",
+            subcommands: [Fetch.self, Import.self])
     }
 }
 
@@ -90,6 +90,42 @@ extension P2PLabCommand.Series {
                 if !result.missing.isEmpty {
                     print("missing: patch \(result.missing.map { "\($0)/\(result.total)" }.joined(separator: ", ")) is not in the text (add it by hand; the series file lists what was imported)")
                 }
+            }
+        }
+    }
+}
+
+extension P2PLabCommand.Series {
+    /// Fetches a series from the list archive with `b4 am`.
+    struct Fetch: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "fetch",
+            abstract: "Fetch a series by Message-ID with b4 am, ready for --series.",
+            discussion: """
+                Runs `b4 am -o OUTPUT MSGID` (b4 is on PyPI: pip install b4) and prints the .mbx to pass \
+                to --series; b4 also writes the cover letter beside it, whose Message-ID becomes the \
+                series' id in the build manifest. Offline, with the thread saved as an mbox, --mbox FILE \
+                makes b4 read it instead of the archive. Without network it says what to run instead \
+                and exits 10; without b4 it exits 3.
+                """)
+
+        @Argument(help: "The Message-ID of the cover letter (or of any patch), with or without <>, or a lore link.")
+        var messageID: String
+
+        @Option(help: "Where b4 writes the .mbx and the .cover.")
+        var output: String = "series"
+
+        @Option(help: "A saved mbox of the thread: b4 reads it instead of the archive (no network needed).")
+        var mbox: String?
+
+        func run() async throws {
+            try await reportingErrors {
+                let fetched = try await SeriesFetcher(runner: Runner()).fetch(
+                    messageID, output: URL(fileURLWithPath: output), mbox: mbox.map { URL(fileURLWithPath: $0) })
+                let series = fetched.series
+                print("wrote \(fetched.mbox.path): \(series.patches.count) patches" + (series.id.map { ", series \($0)" } ?? ""))
+                for patch in series.patches { print("  \(patch.index) \(patch.subject)") }
+                print("build it: p2plab build --series \(shellQuote(fetched.mbox.path))")
             }
         }
     }
