@@ -33,6 +33,8 @@ extension P2PLabCommand {
                 let present = manifest.patches.filter { $0.state == .alreadyInTree }.count
                 print("kernel    \(manifest.kernelRelease) (\(manifest.variant): \(applied) patches applied\(present > 0 ? ", \(present) already in tree" : ""))")
                 print("source    \(manifest.source), branch \(manifest.branch)")
+                if let id = manifest.seriesID { print("series    \(id)") }
+                if let hash = manifest.patchsetHash, !hash.isEmpty { print("patchset  \(hash) (KCIDB patchset hash)") }
                 print("bzImage   \(manifest.bzImage)")
                 print("config    \(manifest.config)")
                 print("manifest  \(URL(fileURLWithPath: manifest.bzImage).deletingLastPathComponent().appendingPathComponent("manifest.json").path)")

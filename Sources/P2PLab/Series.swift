@@ -112,8 +112,8 @@ extension P2PLabCommand.Series {
         @Argument(help: "The Message-ID of the cover letter (or of any patch), with or without <>, or a lore link.")
         var messageID: String
 
-        @Option(help: "Where b4 writes the .mbx and the .cover.")
-        var output: String = "series"
+        @Option(help: "Where b4 writes the .mbx and the .cover (default: here, as b4 does).")
+        var output: String = "."
 
         @Option(help: "A saved mbox of the thread: b4 reads it instead of the archive (no network needed).")
         var mbox: String?
