@@ -1,3 +1,6 @@
+import Catalog
+import Foundation
+
 /// Something a check needs before it can run; a missing one makes the check SKIP with its reason.
 public enum Requirement: String, Sendable, Hashable, CaseIterable, Codable {
     case provider
@@ -185,4 +188,9 @@ public enum SuiteCatalog {
     }
 
     public static var names: [String] { checks.map(\.name) }
+}
+
+/// Glob matching for `--filter` (fnmatch(3) without flags: `*` crosses dots).
+public func globMatches(_ pattern: String, _ name: String) -> Bool {
+    fnmatch(pattern, name, 0) == 0
 }

@@ -189,8 +189,3 @@ public struct CheckDefinition: Sendable {
         self.body = body
     }
 }
-
-/// Glob matching for `--filter` (fnmatch(3) without flags: `*` crosses dots).
-public func globMatches(_ pattern: String, _ name: String) -> Bool {
-    fnmatch(pattern, name, 0) == 0
-}

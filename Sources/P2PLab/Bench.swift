@@ -1,3 +1,4 @@
+import Catalog
 import ArgumentParser
 import Checks
 import Foundation

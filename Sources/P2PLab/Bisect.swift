@@ -1,5 +1,5 @@
+import Catalog
 import ArgumentParser
-import Checks
 import Foundation
 import KTAP
 import KernelTree

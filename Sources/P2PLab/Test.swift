@@ -1,6 +1,5 @@
 import ArgumentParser
 import Catalog
-import Checks
 import Foundation
 import KTAP
 import KernelTree
