@@ -68,6 +68,9 @@ extension P2PLabCommand {
                     print(rendered, terminator: rendered.hasSuffix("\n") ? "" : "\n")
                 }
                 printFooter(result)
+                if let root = ProjectPaths.root(), let series = try? PatchSeries.load(from: build.seriesURL(root: root)) {
+                    for line in Self.unknownNotes(IdentifiedSeries(series), selection: build.selection) { print(line) }
+                }
                 throw ExitCode(result.exitCode)
             }
             let directory = try session.sessionDirectory(kind: ablate ? "ablate" : "compare")
@@ -133,6 +136,15 @@ extension P2PLabCommand {
             print(verdict.line)
             print("runs: \(directory.path)")
             throw ExitCode(verdict.exit)
+        }
+
+        /// A note per applied patch with no known effect, naming the checks whose verdict it could change.
+        static func unknownNotes(_ identity: IdentifiedSeries, selection: PatchSelection) -> [String] {
+            identity.kernel(selection).unknown.map { change in
+                let checks = SuiteCatalog.checks.filter { !$0.affected(by: [change]).isEmpty }.map(\.name)
+                return "note: \(change.patch) has no known effect (it changes \(change.files.joined(separator: ", "))); "
+                    + (checks.isEmpty ? "no check depends on that code" : "not predicted: \(checks.joined(separator: ", "))")
+            }
         }
 
         func selectionArguments(_ selection: PatchSelection) -> [String] {

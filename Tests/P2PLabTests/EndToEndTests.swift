@@ -91,6 +91,36 @@ struct EndToEndTests {
         }
     }
 
+    @Test("--versions all: every bundled version, every cell as its patches' effects predict; the cells where the versions differ",
+          .timeLimit(.minutes(45)))
+    func versions() throws {
+        let out = try tempDirectory("versions")
+        let result = try p2plab(["test", "--versions", "all", "--accel", "tcg", "--output", out.path])
+        #expect(result.status == 0, "p2plab test --versions all exited \(result.status)")
+        #expect(result.output.contains("verdict: PASS"))
+        struct Doc: Decodable {
+            struct Version: Decodable { var name: String; var cells: [String: String] }
+            var versions: [Version]
+            var mismatches: [String]
+        }
+        let doc = try JSONDecoder().decode(Doc.self, from: try Data(contentsOf: out.appendingPathComponent("versions.json")))
+        #expect(doc.versions.map(\.name) == ["v2", "v3", "v4", "v5"])
+        #expect(doc.mismatches.isEmpty)
+        let cells = Dictionary(uniqueKeysWithValues: doc.versions.map { ($0.name, $0.cells) })
+        // What kernfs does with an implementation's ->page_mkwrite: refuse, WARN and map, WARN and refuse.
+        #expect(cells["v2"]?["kernfs.page_mkwrite_attribute"] == "pass EINVAL")
+        #expect(cells["v3"]?["kernfs.page_mkwrite_attribute"] == "pass mapped+WARN")
+        #expect(cells["v4"]?["kernfs.page_mkwrite_attribute"] == "pass EINVAL+WARN")
+        #expect(cells["v5"]?["kernfs.page_mkwrite_attribute"] == "pass EINVAL+WARN")
+        // ->close: refused everywhere, WARNed only by v5.
+        #expect(cells["v4"]?["kernfs.close_attribute"] == "pass EINVAL")
+        #expect(cells["v5"]?["kernfs.close_attribute"] == "pass EINVAL+WARN")
+        // The LONGTERM|P2PDMA|WRITE fast pin: gup-fast serves it on v2 only.
+        #expect(cells["v2"]?["pin.fast_path"] == "pass gup-fast")
+        #expect(cells["v3"]?["pin.fast_path"] == "pass slow path")
+        #expect(cells["v5"]?["pin.fast_path"] == "pass slow path")
+    }
+
     @Test("bisect --in-series names the deliberately broken patch", .timeLimit(.minutes(45)))
     func bisectBrokenSeries() throws {
         let out = try tempDirectory("bisect")

@@ -209,3 +209,24 @@ struct StepMemoryTests {
         #expect(names == ["KBUILD_BUILD_TIMESTAMP", "KBUILD_BUILD_VERSION", "KBUILD_BUILD_USER", "KBUILD_BUILD_HOST"])
     }
 }
+
+@Suite("Notes on patches with no known effect")
+struct UnknownNoteTests {
+    @Test("a plain test names the patch and the checks it leaves unpredicted; a patch left out is not mentioned")
+    func notes() {
+        var identity = v2Identity
+        identity.patches.append(IdentifiedPatch(
+            subject: "Documentation: p2pdma", effects: [],
+            unknown: UnknownChange(patch: "Documentation: p2pdma", files: ["Documentation/driver-api/pci/p2pdma.rst"])))
+        identity.patches.append(IdentifiedPatch(
+            subject: "umem: tidy", effects: [],
+            unknown: UnknownChange(patch: "umem: tidy", files: ["drivers/infiniband/core/umem.c"])))
+        let notes = P2PLabCommand.Test.unknownNotes(identity, selection: .full)
+        #expect(notes.count == 2)
+        #expect(notes[0].hasSuffix("no check depends on that code"))
+        #expect(notes[1].contains("not predicted: "))
+        #expect(notes[1].contains("umem.p2p_capable_device"))
+        #expect(!notes[1].contains("kernfs.close_attribute"))
+        #expect(P2PLabCommand.Test.unknownNotes(identity, selection: PatchSelection(without: [6])).count == 1)
+    }
+}
