@@ -17,6 +17,8 @@ struct MergedMatrix {
     enum Kind { case comparison, ablation }
 
     var groups: [Group]
+    /// Whole-series runs of several versions: the checks × versions table `test --versions` prints.
+    var versions: VersionMatrix?
 
     /// Reads each run directory's variant.json and results, checks that they belong together, and
     /// orders them as `p2plab test` does (baseline, upto-N, leave-one-outs, series).
@@ -27,7 +29,23 @@ struct MergedMatrix {
             let result = try VariantResult(runDirectory: directory)
             entries.append((result, try RunRecord.load(from: directory), RunRecord.loadSeries(from: directory)))
         }
-        if !allowMixed { try checkSameOrigin(entries.map { ($0.result.runDirectory, $0.record) }) }
+        // Whole-series runs of different series are versions side by side: that is what they are for.
+        let seriesHashes = Set(entries.map { $0.record?.seriesHash ?? "unknown" })
+        let isVersionTable = seriesHashes.count > 1 && entries.allSatisfy { $0.result.selection == .full && $0.series != nil }
+        if !allowMixed {
+            try checkSameOrigin(entries.map { ($0.result.runDirectory, $0.record) }, sameSeries: !isVersionTable)
+        }
+        if isVersionTable {
+            let runs = entries.map { entry in
+                let origin = entry.record?.seriesOrigin ?? entry.result.runDirectory.path
+                return VersionRun(name: URL(fileURLWithPath: origin).lastPathComponent, identity: IdentifiedSeries(entry.series!), result: entry.result)
+            }
+            var names = Set<String>()
+            for run in runs where !names.insert(run.name).inserted {
+                throw ReportError.mixedRuns("two runs of version \(run.name) (\(run.result.runDirectory.path))")
+            }
+            return MergedMatrix(groups: [], versions: VersionMatrix(runs: runs.sorted { $0.name.compare($1.name, options: .numeric) == .orderedAscending }))
+        }
         var labels = Set<String>()
         for entry in entries where !labels.insert("\(entry.record?.seriesHash ?? "")|\(entry.result.label)").inserted {
             throw ReportError.mixedRuns("two runs of \(entry.result.label) (\(entry.result.runDirectory.path))")
@@ -50,18 +68,18 @@ struct MergedMatrix {
             let name = origin.map { "series " + URL(fileURLWithPath: $0).lastPathComponent } ?? "unknown series"
             return Group(series: series, seriesName: name, matrix: matrix, kind: isComparison ? .comparison : .ablation)
         }
-        return MergedMatrix(groups: groups)
+        return MergedMatrix(groups: groups, versions: nil)
     }
 
     /// Source, base commit and config must be the same for every run; so must the series unless the
     /// runs are versions of it (also --allow-mixed).
-    static func checkSameOrigin(_ runs: [(URL, RunRecord?)]) throws {
+    static func checkSameOrigin(_ runs: [(URL, RunRecord?)], sameSeries: Bool = true) throws {
         var seen: [String: (value: String, path: String)] = [:]
         for (directory, record) in runs {
             guard let record else {
                 throw ReportError.mixedRuns("\(directory.path) has no \(RunRecord.fileName) (written by p2plab test): its source and config are unknown")
             }
-            var facts: [(String, String?)] = [("series", record.seriesHash)]
+            var facts: [(String, String?)] = sameSeries ? [("series", record.seriesHash)] : []
             if let manifest = record.manifest {
                 facts += [("source", "\(manifest.sourceId) at \(manifest.baseCommit.prefix(12))"), ("config", manifest.configHash)]
             }
@@ -85,6 +103,7 @@ struct MergedMatrix {
 
     /// The worst verdict of the groups (a version that fails fails the merge).
     var verdict: (line: String, exit: Int32) {
+        if let versions { return versions.verdict() }
         let verdicts = groups.map(Self.verdict)
         let worst = verdicts.first { $0.exit == LabExit.couldNotTest.rawValue } ?? verdicts.first { $0.exit != 0 } ?? verdicts[0]
         return groups.count == 1 ? worst : (verdicts.map(\.line).joined(separator: "\n"), worst.exit)
@@ -101,6 +120,18 @@ struct MergedMatrix {
     /// The tables and verdicts, as a terminal table or as Markdown (for a CI job summary).
     func render(markdown: Bool) -> String {
         var out: [String] = []
+        if let versions {
+            let verdict = versions.verdict()
+            let runs = versions.runs.map { "\($0.name): \($0.result.runDirectory.path)" }
+            if markdown {
+                out += ["### p2plab: checks × versions", "", Self.markdownTable(versions.table()), ""]
+                out += verdict.line.split(separator: "\n").enumerated().map { $0.offset == 0 ? "**\($0.element)**" : "- \($0.element.trimmingCharacters(in: .whitespaces))" }
+                out += ["", "<details><summary>run directories</summary>\n"] + runs.map { "- `\($0)`" } + ["\n</details>\n"]
+            } else {
+                out += [versions.table(), verdict.line, "runs: " + runs.joined(separator: ", "), ""]
+            }
+            return out.joined(separator: "\n")
+        }
         for group in groups {
             let table = Self.table(group)
             let verdict = Self.verdict(group)

@@ -19,8 +19,9 @@ extension P2PLabCommand {
                 --merge takes the run directories of variants that ran apart (one CI job each: the \
                 baseline, the series, each leave-one-out) and prints the comparison or ablation table \
                 a single `p2plab test --compare/--ablate` prints, checked against the predictions, with \
-                its verdict and exit code. Runs of different sources, base commits, series or configs \
-                are refused unless --allow-mixed.
+                its verdict and exit code; whole-series runs of several versions give the checks × \
+                versions table of `test --versions`. Runs of different sources, base commits or \
+                configs (or of different series otherwise) are refused unless --allow-mixed.
 
                 --format kcidb writes KCIDB I/O schema v5.3 (checkout, build, one test per check, \
                 path p2plab.CHECK). --submit URL posts it to a KCIDB submission endpoint with \

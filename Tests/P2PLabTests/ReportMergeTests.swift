@@ -126,6 +126,31 @@ struct ReportMergeTests {
         #expect(merged.verdict.exit == 1)
     }
 
+    @Test("whole-series runs of several versions merge into the checks × versions table test --versions prints")
+    func versionTable() throws {
+        let parent = try scratch("merge-versions")
+        defer { try? FileManager.default.removeItem(at: parent) }
+        var dirs: [URL] = []
+        var runs: [VersionRun] = []
+        for version in ["v5", "v2", "v3"] {
+            let dir = try makeRunDirectory(parent.appendingPathComponent(version), .full, ktap: passing, series: version)
+            dirs.append(dir)
+            let series = try PatchSeries.load(from: repoRoot.appendingPathComponent("kernel/series/\(version)"))
+            runs.append(VersionRun(name: version, identity: IdentifiedSeries(series), result: try VariantResult(runDirectory: dir)))
+        }
+        let merged = try MergedMatrix.load(dirs, allowMixed: false)
+        let single = VersionMatrix(runs: runs.sorted { $0.name < $1.name })
+        let versions = try #require(merged.versions)
+        #expect(versions.runs.map(\.name) == ["v2", "v3", "v5"])
+        #expect(versions.table() == single.table())
+        #expect(merged.verdict.line == single.verdict().line)
+        #expect(merged.verdict.exit == single.verdict().exit)
+        #expect(merged.render(markdown: true).contains("| check | v2 | v3 | v5 |"))
+        // Another config is still another lab.
+        let other = try makeRunDirectory(parent.appendingPathComponent("v4"), .full, ktap: passing, configHash: "0123456789abcdef", series: "v4")
+        #expect(throws: ReportError.self) { try MergedMatrix.load(dirs + [other], allowMixed: false) }
+    }
+
     @Test("a directory without variant.json cannot be merged: its source is unknown")
     func unknownOrigin() throws {
         let parent = try scratch("merge-bare")
