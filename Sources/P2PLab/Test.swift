@@ -281,7 +281,7 @@ struct Matrix {
         let wrong = mismatches()
         let unknown = unpredicted()
         let unapplied = results.filter(\.doesNotApply).map(\.label)
-        let note = unapplied.isEmpty ? "" : "; \(unapplied.joined(separator: ", ")) do not apply (a later patch needs the one left out)"
+        let note = unapplied.isEmpty ? "" : "; \(unapplied.joined(separator: ", ")) \(unapplied.count == 1 ? "does" : "do") not apply (a later patch needs the one left out)"
         if wrong.isEmpty && unknown.isEmpty {
             return ("verdict: PASS: every variant behaves as the expectation table predicts (\(results.count - unapplied.count) variants × \(names.count) checks\(note))", LabExit.success.rawValue)
         }
