@@ -17,6 +17,15 @@ public enum KTAPEmitter {
         return sink.text
     }
 
+    /// A subtest block for the test `name` written by `writer`: version line, `# Subtest:`, plan and
+    /// `tests`, one level deeper. The caller writes the parent's diagnostics and result line after it.
+    public static func writeSubtests(_ tests: [TestResult], of name: String, with writer: KTAPWriter) {
+        let nested = writer.nested()
+        nested.header()
+        nested.diagnostic("Subtest: \(name)")
+        write(tests, plan: tests.count, with: nested)
+    }
+
     static func write(_ tests: [TestResult], plan: Int, with writer: KTAPWriter) {
         writer.plan(plan)
         for test in tests {

@@ -234,6 +234,8 @@ public enum Verdict: String, Sendable, Codable, CaseIterable {
     case fail = "FAIL"
     /// No KTAP was found at all: nothing can be said about the kernel.
     case noResults = "NO RESULTS"
+    /// Every test skipped: nothing was tested, which is not a pass (kselftest's exit 4).
+    case skipped = "SKIPPED"
     case pass = "PASS"
 }
 
@@ -331,6 +333,7 @@ public struct TestRun: Sendable, Equatable, Codable {
         if crashed { return .crashed }
         if counts.failed > 0 { return .fail }
         if counts.total == 0 { return .noResults }
+        if counts.passed == 0 && counts.skipped > 0 { return .skipped }
         return .pass
     }
 

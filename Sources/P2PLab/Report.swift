@@ -128,6 +128,7 @@ extension P2PLabCommand {
 private func exitForVerdict(_ run: TestRun) throws {
     switch run.verdict {
     case .pass: return
+    case .skipped: throw ExitCode(LabExit.skipped.rawValue)
     case .fail, .crashed, .timeout: throw ExitCode(LabExit.failed.rawValue)
     case .noResults:
         FileHandle.standardError.write(Data("p2plab: no KTAP results in the input\n".utf8))
