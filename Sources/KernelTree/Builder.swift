@@ -102,7 +102,12 @@ public struct KernelBuilder: Sendable {
             try configHash.write(to: stamp, atomically: true, encoding: .utf8)
         }
         let config = (try? String(contentsOf: configURL, encoding: .utf8)) ?? ""
-        let dropped = fragments.flatMap { $0.dropped(in: config).map { "\($0.name)=\($0.asked) (got \($0.got))" } }
+        // A later fragment overrides an earlier one (merge_config.sh does the same): `--config` with
+        // `# CONFIG_KPROBES is not set` turns off what the lab's own fragment turns on.
+        let dropped = fragments.enumerated().flatMap { index, fragment in
+            let overridden = Set(fragments.dropFirst(index + 1).flatMap { $0.options.map(\.name) })
+            return fragment.dropped(in: config).filter { !overridden.contains($0.name) }.map { "\($0.name)=\($0.asked) (got \($0.got))" }
+        }
         if !dropped.isEmpty { throw BuildError.configDropped(options: dropped, config: configURL.path) }
 
         progress("build: make -j\(jobs) bzImage modules (\(variant.label)); log: \(log.path)")

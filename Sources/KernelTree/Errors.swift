@@ -14,6 +14,7 @@ public enum BuildError: LabError, Equatable {
     case noSpace(path: String, freeMiB: Int, needMiB: Int)
     case missingTool(tool: String, package: String)
     case moduleBuildFailed(log: String, errors: String)
+    case selftestBuildFailed(log: String, errors: String)
 
     public var exitCode: LabExit {
         switch self {
@@ -24,6 +25,7 @@ public enum BuildError: LabError, Equatable {
         case .buildFailed: .buildFailed
         case .noSpace: .noSpace
         case .moduleBuildFailed: .moduleBuildFailed
+        case .selftestBuildFailed: .couldNotTest
         }
     }
 
@@ -53,6 +55,8 @@ public enum BuildError: LabError, Equatable {
             "\(tool) not found: install it with `apt-get install \(package)` (scripts/setup installs everything p2plab needs)"
         case .moduleBuildFailed(let log, let errors):
             "test module build failed; full log: \(log)\n\(errors)"
+        case .selftestBuildFailed(let log, let errors):
+            "the kernel's mm selftests (gup_longterm, gup_test) did not build; full log: \(log)\n\(errors)"
         }
     }
 }
