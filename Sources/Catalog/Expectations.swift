@@ -65,6 +65,10 @@ public enum KernelOperation: Sendable, Hashable, CustomStringConvertible {
     case unbindWaitsForPin
     /// A process that exits holding p2pmem pins, mappings and MRs gives everything back.
     case exitReleases
+    /// A write to a page of a shared sysfs bin mmap that was read first updates its mtime.
+    case writeAfterReadUpdatesMtime
+    /// Every case of the kernel's gup_longterm selftest passes (it judges each pin itself).
+    case gupLongtermCases
 
     public var description: String {
         switch self {
@@ -79,6 +83,8 @@ public enum KernelOperation: Sendable, Hashable, CustomStringConvertible {
         case .gupTestLongtermP2PDMA: "gup_test PIN_LONGTERM_BENCHMARK FOLL_PCI_P2PDMA on p2pmem"
         case .unbindWaitsForPin: "unbind waits for a held pin"
         case .exitReleases: "exit releases p2pmem"
+        case .writeAfterReadUpdatesMtime: "write after a read of a sysfs bin mmap updates mtime"
+        case .gupLongtermCases: "every gup_longterm case passes"
         }
     }
 
@@ -104,7 +110,9 @@ public enum KernelOperation: Sendable, Hashable, CustomStringConvertible {
         case .umemGet: return p2pmem + ["drivers/infiniband/core/umem.c", "include/rdma/"]
         case .fastPathServed: return p2pmem
         case .mmapPageMkwriteAttribute, .mmapCloseAttribute: return ["fs/kernfs/", "fs/sysfs/", "mm/mmap.c", "mm/vma.c"]
-        case .writeFaultUpdatesMtime: return ["fs/kernfs/", "fs/sysfs/", "mm/memory.c", "fs/inode.c"]
+        case .writeFaultUpdatesMtime, .writeAfterReadUpdatesMtime: return ["fs/kernfs/", "fs/sysfs/", "mm/memory.c", "fs/inode.c"]
+        case .gupLongtermCases:
+            return ["mm/gup.c", "mm/gup_test.c", "mm/memory.c", "mm/shmem.c", "mm/filemap.c", "mm/hugetlb.c", "include/linux/mm.h", "fs/ext4/"]
         case .mmapResource: return ["fs/kernfs/", "fs/sysfs/", "drivers/pci/", "mm/mmap.c", "mm/memory.c"]
         case .gupTestLongtermP2PDMA: return p2pmem + ["mm/gup_test.c"]
         case .unbindWaitsForPin: return p2pmem + ["drivers/nvme/", "drivers/pci/"]
@@ -145,6 +153,8 @@ public struct Outcome: Sendable, Hashable, CustomStringConvertible {
         case refused(Errno)
         /// Pinned, but gup-fast gave up and the slow path did the work.
         case fellBackToSlowPath
+        /// A property that is no errno-returning call (mtime updated) does not hold.
+        case doesNotHappen
     }
 
     public var result: Result
@@ -158,6 +168,7 @@ public struct Outcome: Sendable, Hashable, CustomStringConvertible {
 
     public static let succeeds = Outcome(.succeeds)
     public static let fellBackToSlowPath = Outcome(.fellBackToSlowPath)
+    public static let doesNotHappen = Outcome(.doesNotHappen)
     public static func refused(_ errno: Errno) -> Outcome { Outcome(.refused(errno)) }
     /// Refused with `errno`, and the kernel prints a WARNING from `site` (is_valid_gup_args by default).
     public static func refusedWithWarning(_ errno: Errno, at site: WarningSite = .gupArguments) -> Outcome {
@@ -172,6 +183,7 @@ public struct Outcome: Sendable, Hashable, CustomStringConvertible {
             case .succeeds: "succeeds"
             case .refused(let errno): errno.name
             case .fellBackToSlowPath: "pinned by the slow path"
+            case .doesNotHappen: "does not happen"
             }
         return warning == nil ? base : base + " + WARNING"
     }
@@ -189,9 +201,12 @@ public enum Observation: Sendable, Hashable, CustomStringConvertible {
     /// Refused; nil when the interface does not say why (gup_test only reports how much it pinned).
     case refused(Errno?)
     case fellBackToSlowPath
+    /// The property checked (mtime updated) did not hold.
+    case didNotHappen
 
     public var description: String {
         switch self {
+        case .didNotHappen: "does not happen"
         case .succeeded: "succeeds"
         case .refused(let errno?): errno.name
         case .refused(nil): "refused"
@@ -202,7 +217,7 @@ public enum Observation: Sendable, Hashable, CustomStringConvertible {
     /// Whether this is what `outcome` predicts. A WARNING is judged by the kernel-log scan, not here.
     public func matches(_ outcome: Outcome) -> Bool {
         switch (self, outcome.result) {
-        case (.succeeded, .succeeds), (.fellBackToSlowPath, .fellBackToSlowPath): true
+        case (.succeeded, .succeeds), (.fellBackToSlowPath, .fellBackToSlowPath), (.didNotHappen, .doesNotHappen): true
         case (.refused(let seen), .refused(let want)): seen == nil || seen == want
         default: false
         }
@@ -271,6 +286,24 @@ public enum ExpectationTable {
             operation: .pin(.p2pmem, [.write, .p2pdma]), device: nil,
             rules: [rule([], .succeeds)],
             why: "short-term P2PDMA pins predate the series"),
+        // Fast pins without FOLL_LONGTERM (gup_test -a): gup-fast, or the slow path after it gives up.
+        Expectation(
+            operation: .pin(.p2pmem, [.write, .p2pdma, .fast]), device: nil,
+            rules: [rule([], .succeeds)],
+            why: "short-term P2PDMA pins predate the series; the slow path serves them when gup-fast gives up"),
+        Expectation(
+            operation: .pin(.p2pmem, [.write, .fast]), device: nil,
+            rules: [rule([], .refused(.EREMOTEIO))],
+            why: "gup-fast leaves a P2PDMA page without FOLL_PCI_P2PDMA to the slow path, which refuses it"),
+        // gup_test's PIN_LONGTERM_TEST_START with FLAG_USE_FAST: no FOLL_PCI_P2PDMA, like its slow twin.
+        Expectation(
+            operation: .pin(.p2pmem, [.longterm, .fast]), device: nil,
+            rules: [rule([], .refused(.EREMOTEIO))],
+            why: "gup-fast gives up on the P2PDMA page, the slow path's page test refuses"),
+        Expectation(
+            operation: .pin(.p2pmem, [.longterm, .write, .fast]), device: nil,
+            rules: [rule([.kernfsDropsPageMkwrite], .refused(.EFAULT)), rule([], .refused(.EREMOTEIO))],
+            why: "as the slow pin once gup-fast gives up: dirty tracking first while kernfs keeps page_mkwrite, then the page test"),
         Expectation(
             operation: .pin(.p2pmem, [.longterm]), device: nil,
             rules: [rule([], .refused(.EREMOTEIO))],
@@ -399,6 +432,10 @@ public enum ExpectationTable {
             rules: [rule([], .succeeds)],
             why: "dropping kernfs' page_mkwrite relies on fault_dirty_shared_page() calling file_update_time()"),
         Expectation(
+            operation: .writeAfterReadUpdatesMtime, device: nil,
+            rules: [rule([.kernfsDropsPageMkwrite], .succeeds), rule([], .doesNotHappen)],
+            why: "without a ->page_mkwrite the mapping is not write-notified: a read fault maps the page writable, so the later write does not fault and file_update_time() is not called; kernfs' own ->page_mkwrite, which the series drops, did call it"),
+        Expectation(
             operation: .mmapResource, device: nil,
             rules: [rule([], .succeeds)], why: "other kernfs mmap users must keep working"),
 
@@ -413,7 +450,15 @@ public enum ExpectationTable {
             why: "the pin the unbind has to wait for is a long-term P2PDMA pin (read-only: only the LONGTERM|P2PDMA refusal matters)"),
         Expectation(
             operation: .exitReleases, device: nil,
-            rules: [rule([], .succeeds)], why: "the child holds only what every kernel allows"),
+            rules: [
+                rule([.gupAllowsLongtermP2PDMA], .refusedWithWarning(.EINVAL)), rule([.kernfsDropsPageMkwrite], .refused(.EFAULT)),
+                rule([.umemAsksForP2PDMA], .refused(.EREMOTEIO)), rule([], .succeeds),
+            ],
+            why: "the child holds long-term P2PDMA pins (GUP must allow them; writable ones also need kernfs to drop page_mkwrite) and a umem of the stand-in device (ib_umem_get must ask for P2PDMA)"),
+        Expectation(
+            operation: .gupLongtermCases, device: nil,
+            rules: [rule([], .succeeds)],
+            why: "the series changes no pin of memfd, tmpfs or ext4: ext4 R/W MAP_SHARED pins stay refused, which gup_longterm counts as a pass"),
     ]
 
     /// The row for an operation on a device kind: a device-specific row first, then a generic one.

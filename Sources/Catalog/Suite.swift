@@ -123,7 +123,7 @@ public enum SuiteCatalog {
             requires: [.module, .provider]),
         CheckInfo(
             "pin.fast_path",
-            "which path serves a LONGTERM|WRITE|P2PDMA fast pin of p2pmem: gup-fast alone when it accepts ZONE_DEVICE folios, else the slow path (the module's slow_path_calls; else the fast/slow throughput ratio)",
+            "which path serves a LONGTERM|WRITE|P2PDMA fast pin of p2pmem: gup-fast alone when it accepts ZONE_DEVICE folios, else the slow path, counted by the module's kprobe on __get_user_pages, which must count >= 1 for a slow pin in the same check (a disarmed or missing probe is an ERROR)",
             operations: [.fastPathServed], requires: [.module, .provider]),
         CheckInfo(
             "pin.longterm_without_p2pdma_flag",
@@ -147,8 +147,8 @@ public enum SuiteCatalog {
             operations: [.mmapCloseAttribute], requires: [.module]),
         CheckInfo(
             "kernfs.mtime_on_write_fault",
-            "a write fault through a shared mmap of a sysfs bin file updates its mtime (the default fault path calls file_update_time)",
-            operations: [.writeFaultUpdatesMtime], requires: [.module]),
+            "mtime of a sysfs bin file mapped MAP_SHARED (held open across both stats): a write to an untouched page updates it on every kernel; a write to a page read first updates it only while kernfs wraps ->page_mkwrite: once kernfs drops it, the read maps the page writable, the write never faults and mtime stays (a behaviour change the series does not mention)",
+            operations: [.writeFaultUpdatesMtime, .writeAfterReadUpdatesMtime], requires: [.module]),
         CheckInfo(
             "kernfs.mmap_resource",
             "mmap of the NVMe's resource0 (read a register) and of p2pmem/allocate (write and read a pattern) work, no oops",
@@ -167,8 +167,25 @@ public enum SuiteCatalog {
             "the kernel's gup_test PIN_LONGTERM_BENCHMARK with FOLL_PCI_P2PDMA on p2pmem agrees with the module's LONGTERM|P2PDMA pin",
             operations: [.gupTestLongtermP2PDMA], requires: [.module, .provider]),
         CheckInfo(
+            "selftest.gup_longterm",
+            "the kernel's gup_longterm selftest (its cases nested): long-term R/W and R/O pins, GUP and GUP-fast, of memfd, tmpfs and ext4 mappings (hugetlb where the kernel has it); every case passes (ext4 R/W MAP_SHARED pins must be refused)",
+            operations: [.gupLongtermCases], code: ["tools/testing/selftests/mm/"]),
+        CheckInfo(
+            "selftest.gup_test",
+            "the kernel's gup_test on p2pmem (-L PIN_LONGTERM_BENCHMARK and -a PIN_FAST_BENCHMARK, with and without FOLL_PCI_P2PDMA) and PIN_LONGTERM_TEST_START/READ (each run nested) agree with the module's pins of the same flags",
+            operations: selftestGupTestOperations, requires: [.module, .provider],
+            code: ["mm/gup_test.c", "tools/testing/selftests/mm/"]),
+        CheckInfo(
+            "perftest.p2pmem",
+            "the series' own test: ib_write_bw and ib_read_bw loopback with --mmap=p2pmem/allocate; on a virtual-DMA device (rxe) the MR is refused (perftest's message and the errno shown: EREMOTEIO with the series, EFAULT without); on a P2P-capable HCA data moves and the bandwidth is reported",
+            operations: [.registerMR(.p2pmem, writable: true)], requires: [.rdmaDevice, .provider]),
+        CheckInfo(
+            "perftest.tmpfs",
+            "ib_write_bw and ib_read_bw loopback with --mmap of a tmpfs file register their MRs and move data; the bandwidth is reported",
+            operations: [.registerMR(.tmpfsShared, writable: true)], requires: [.rdmaDevice]),
+        CheckInfo(
             "lifecycle.exit_releases",
-            "a process that exits holding p2pmem mappings, pins and MRs gives everything back (p2pmem available returns to its start)",
+            "a process that exits holding p2pmem mappings, short- and long-term P2PDMA pins, a held umem and an MR gives everything back (p2pmem available returns to its start); anything the child could not take fails the check",
             operations: [.exitReleases], requires: [.provider]),
         CheckInfo(
             "lifecycle.unbind_while_pinned",
@@ -176,15 +193,19 @@ public enum SuiteCatalog {
             operations: [.unbindWaitsForPin], requires: [.module, .provider]),
     ]
 
-    /// Only with `p2plab check --perftest` (needs a P2P-capable HCA).
-    public static let perftest = CheckInfo(
-        "perftest.write_bw_p2pmem",
-        "ib_write_bw loopback with both buffers in p2pmem (--mmap of p2pmem/allocate) moves data; its bandwidth is reported",
-        requires: [.rdmaDevice, .provider], code: ["drivers/infiniband/", "drivers/pci/p2pdma.c", "mm/gup.c", "fs/kernfs/"])
+    /// selftest.gup_test's operations: gup_test -L/-a with and without FOLL_PCI_P2PDMA (FOLL_WRITE
+    /// unless -W), and PIN_LONGTERM_TEST_START (FOLL_LONGTERM[|FOLL_WRITE], GUP or GUP-fast), each
+    /// as the module's pin of the same flags.
+    public static let selftestGupTestOperations: [KernelOperation] = [
+        .pin(.p2pmem, [.longterm, .p2pdma, .write]), .pin(.p2pmem, [.longterm, .p2pdma]), .pin(.p2pmem, [.longterm, .write]),
+        .pin(.p2pmem, [.write, .p2pdma, .fast]), .pin(.p2pmem, [.write, .fast]),
+        .pin(.p2pmem, [.longterm]), .pin(.p2pmem, [.longterm, .write]), .pin(.p2pmem, [.longterm, .fast]),
+        .pin(.p2pmem, [.longterm, .write, .fast]),
+    ]
 
-    /// The check called `name`, the perftest one included.
+    /// The check called `name`.
     public static func check(named name: String) -> CheckInfo? {
-        checks.first { $0.name == name } ?? (perftest.name == name ? perftest : nil)
+        checks.first { $0.name == name }
     }
 
     public static var names: [String] { checks.map(\.name) }

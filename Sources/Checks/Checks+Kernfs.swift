@@ -2,6 +2,12 @@ import Foundation
 import Catalog
 import CP2PLabUAPI
 
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
 extension Suite {
     /// Path of one of the module's test attributes below the sysfs root.
     static func attributePath(_ ctx: CheckContext, _ name: String) -> String {
@@ -37,21 +43,38 @@ extension Suite {
         },
         CheckDefinition("kernfs.mtime_on_write_fault") { ctx, rec in
             let path = attributePath(ctx, P2PLAB_ATTR_PLAIN)
-            let before = try modificationTime(path).mapError { CheckFailure("stat \(path): \($0)") }.get()
-            // Coarse timestamps tick with the jiffy; wait well past one.
-            pause(seconds: 0.1)
-            let region: MappedRegion
-            do {
-                region = try MappedRegion.shared(path: path, length: Int(P2PLAB_ATTR_SIZE), writable: true)
-            } catch {
-                throw CheckFailure("mmap of \(path) failed: \(error)")
+            let fd = open(path, O_RDWR | O_CLOEXEC)
+            guard fd >= 0 else { throw CheckFailure("open \(path): \(Errno.current)") }
+            defer { close(fd) }
+            func mtime() throws -> Int64 {
+                var info = stat()
+                guard fstat(fd, &info) == 0 else { throw CheckFailure("fstat \(path): \(Errno.current)") }
+                return Int64(info.st_mtim.tv_sec) * 1_000_000_000 + Int64(info.st_mtim.tv_nsec)
             }
-            region.base.storeBytes(of: 0x5A, as: UInt8.self)
-            region.unmap()
-            let after = try modificationTime(path).mapError { CheckFailure("stat \(path): \($0)") }.get()
-            rec.expect(
-                .writeFaultUpdatesMtime, observed: after > before ? .succeeded : .refused(nil),
-                detail: "mtime before \(before) ns, after \(after) ns")
+            func map() throws -> UnsafeMutableRawPointer {
+                let base = mmap(nil, Int(P2PLAB_ATTR_SIZE), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
+                guard let base, base != MAP_FAILED else { throw CheckFailure("mmap of \(path) failed: \(Errno.current)") }
+                return base
+            }
+            // Coarse timestamps tick with the jiffy (10 ms here); 100 ms is well past one.
+            let before = try mtime()
+            pause(seconds: 0.1)
+            let first = try map()
+            first.storeBytes(of: 0x5A, as: UInt8.self)
+            let after = try mtime()
+            munmap(first, Int(P2PLAB_ATTR_SIZE))
+            rec.expect(.writeFaultUpdatesMtime, observed: after > before ? .succeeded : .didNotHappen,
+                       detail: "write to an untouched page: mtime before \(before) ns, after \(after) ns")
+
+            let second = try map()
+            let seen = second.load(as: UInt8.self)
+            let afterRead = try mtime()
+            pause(seconds: 0.1)
+            second.storeBytes(of: seen &+ 1, as: UInt8.self)
+            let afterWrite = try mtime()
+            munmap(second, Int(P2PLAB_ATTR_SIZE))
+            rec.expect(.writeAfterReadUpdatesMtime, observed: afterWrite > afterRead ? .succeeded : .didNotHappen,
+                       detail: "read, then write the same page: mtime after the read \(afterRead) ns, after the write \(afterWrite) ns")
         },
         CheckDefinition("kernfs.mmap_resource") { ctx, rec in
             let provider = try ctx.requireProvider()

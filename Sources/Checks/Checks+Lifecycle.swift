@@ -60,13 +60,14 @@ extension Suite {
             let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
             process.waitUntilExit()
             for line in text.split(separator: "\n") { rec.note("child: \(line)") }
-            if process.terminationStatus != 0 { rec.fail("holder child exited with \(process.terminationStatus)") }
+            let childFailed = process.terminationStatus != 0
+            if childFailed { rec.fail("holder child exited with \(process.terminationStatus): it could not take everything it holds (FAILED lines above)") }
             var now = start
             let back = waitUntil(seconds: 10) {
                 now = ctx.sysfs.provider(provider.address)?.available ?? 0
                 return now == start
             }
-            rec.expect(.exitReleases, observed: back ? .succeeded : .refused(nil),
+            rec.expect(.exitReleases, observed: back && !childFailed ? .succeeded : .refused(nil),
                        detail: "available before \(start), after the child exited \(now)")
         },
         CheckDefinition("lifecycle.unbind_while_pinned") { ctx, rec in
@@ -135,37 +136,55 @@ extension Suite {
 /// The child of lifecycle.exit_releases: takes p2pmem, pins and MRs, reports them, and exits
 /// without giving anything back, so the kernel's exit path has to.
 public enum ExitHolder {
-    /// Runs the holder and terminates the process with `_exit`, skipping every cleanup.
+    /// Runs the holder and terminates the process with `_exit`, skipping every cleanup: status 0 when
+    /// it holds everything it set out to hold, 1 when anything was refused (each refusal is printed).
     public static func run(provider: PCIAddress, sysfs: Sysfs = Sysfs(), debugfs: String = "/sys/kernel/debug") -> Never {
         func say(_ text: String) {
             FileHandle.standardOutput.write(Data((text + "\n").utf8))
         }
+        var failed = false
+        func refused(_ text: String) {
+            say("FAILED: " + text)
+            failed = true
+        }
         let pages = 16
         guard let region = try? MappedRegion.shared(path: sysfs.allocatePath(provider), length: pages * pageSize) else {
-            say("mmap of \(sysfs.allocatePath(provider)) failed: \(Errno.current)")
+            say("FAILED: mmap of \(sysfs.allocatePath(provider)) failed: \(Errno.current)")
             _exit(1)
         }
         region.fill(seed: 4)
         say("mapped \(pages) pages of p2pmem; available now \(sysfs.provider(provider)?.available ?? 0)")
         var keep: [AnyObject] = [region]
         if let module = try? TestModule(debugfs: debugfs) {
-            // Flags every kernel allows, so this check judges the exit path and nothing else.
-            switch module.pinResult(address: region.address, pages: pages, flags: [.write, .p2pdma, .hold]) {
-            case .success(let report): say("holding a P2PDMA pin of \(report.pinned) pages (handle \(report.handle))")
-            case .failure(let errno): say("P2PDMA hold pin failed: \(errno)")
+            // Short-term and long-term P2PDMA pins, read-only and writable, each held until exit.
+            let holds: [PinFlags] = [[.write, .p2pdma, .hold], [.longterm, .p2pdma, .hold], [.longterm, .p2pdma, .write, .hold]]
+            for flags in holds {
+                switch module.pinResult(address: region.address, pages: pages, flags: flags) {
+                case .success(let report): say("holding a \(flags) pin of \(report.pinned) pages (handle \(report.handle))")
+                case .failure(let errno): refused("\(flags) pin of p2pmem: \(errno.name)")
+                }
+            }
+            // An MR's pin: ib_umem_get() through the stand-in P2P-capable device, kept as an MR keeps it.
+            switch module.umem(address: region.address, length: region.length, writable: true, dmaDevice: provider, hold: true) {
+            case .success(let report): say("holding a umem of \(report.pages) p2pmem pages (ib_umem_get, handle \(report.handle))")
+            case .failure(let errno): refused("ib_umem_get of p2pmem (held): \(errno.name)")
             }
             keep.append(module)
+        } else {
+            refused("test module not loaded: no pins held")
         }
         if let name = Verbs.deviceNames().first, let verbs = try? Verbs.open(name),
             let anon = try? MappedRegion.anonymous(length: 1 << 20)
         {
-            if let mr = try? verbs.registerMR(address: anon.base, length: anon.length, writable: true) {
+            switch verbs.registerMRResult(address: anon.base, length: anon.length, writable: true) {
+            case .success(let mr):
                 say("holding a 1 MiB MR on \(name)")
                 keep.append(mr)
+            case .failure(let errno): refused("ibv_reg_mr of 1 MiB anonymous memory on \(name): \(errno.name)")
             }
             keep.append(verbs)
             keep.append(anon)
         }
-        withExtendedLifetime(keep) { _exit(0) }
+        withExtendedLifetime(keep) { _exit(failed ? 1 : 0) }
     }
 }

@@ -17,11 +17,17 @@ public struct SuiteOptions: Sendable {
     public var modulePath: String?
     public var sysfs: Sysfs
     public var debugfs: String
+    /// `--selftests DIR`: the kernel's mm selftests built for the running kernel.
+    public var selftests: String?
+    /// Why there are none (the host could not build them).
+    public var selftestsProblem: String?
 
     public init(
         device: String? = nil, provider: PCIAddress? = nil, modulePath: String? = nil, sysfs: Sysfs = Sysfs(),
-        debugfs: String = "/sys/kernel/debug"
+        debugfs: String = "/sys/kernel/debug", selftests: String? = nil, selftestsProblem: String? = nil
     ) {
+        self.selftests = selftests
+        self.selftestsProblem = selftestsProblem
         self.device = device
         self.provider = provider
         self.modulePath = modulePath
@@ -105,7 +111,11 @@ public enum Discovery {
         return CheckContext(
             sysfs: options.sysfs, debugfs: options.debugfs, provider: provider, providerProblem: providerProblem,
             rdma: rdma, rdmaProblem: rdmaProblem, module: module, moduleProblem: moduleProblem,
-            holderCommand: holderCommand, reference: reference, log: log)
+            holderCommand: holderCommand, reference: reference, selftests: options.selftests,
+            selftestsProblem: options.selftestsProblem ?? (options.selftests == nil
+                ? "no kernel selftests given: pass --selftests DIR with gup_longterm and gup_test built from this kernel's tree (p2plab test does)"
+                : nil),
+            log: log)
     }
 
     /// Run-level diagnostics for the top of the KTAP output: kernel, provider, device, module.

@@ -1,5 +1,6 @@
 import Catalog
 import Foundation
+import KTAP
 
 /// Thrown from a check to skip it with a reason that says what to fix.
 public struct CheckSkip: Error, CustomStringConvertible, Sendable {
@@ -13,6 +14,14 @@ public struct CheckFailure: Error, CustomStringConvertible, Sendable {
     public var message: String
     public init(_ message: String) { self.message = message }
     public var description: String { message }
+}
+
+/// Thrown from a check whose instrument is missing or not working (a disarmed probe, a counter
+/// that does not count): the check is an ERROR with `reason`, never a PASS or a silent SKIP.
+public struct CheckError: Error, CustomStringConvertible, Sendable {
+    public var reason: String
+    public init(_ reason: String) { self.reason = reason }
+    public var description: String { reason }
 }
 
 /// What one check said: its diagnostics, its expectations and whether they held.
@@ -34,6 +43,17 @@ public final class CheckRecorder: @unchecked Sendable {
     /// The WARNINGs the reference kernel prints for what the check did, one per operation that
     /// prints one: the runner demands them in the kernel log and does not count them as splats.
     public private(set) var expectedWarnings: [WarningSite] = []
+    /// Nested results: another tool's own test cases (the kernel's selftests), written as a KTAP
+    /// subtest block before this check's result line.
+    public private(set) var subtests: [TestResult] = []
+
+    /// Adds nested results (see ``subtests``), numbered after those already added.
+    public func addSubtests(_ tests: [TestResult]) {
+        for var test in tests {
+            test.number = subtests.count + 1
+            subtests.append(test)
+        }
+    }
 
     public init(device: DeviceKind? = nil, reference: KernelEffects = SeriesVersion.defaultVersion.effects) {
         self.device = device
@@ -103,6 +123,11 @@ public final class CheckContext: @unchecked Sendable {
     public let moduleProblem: String?
     /// How to start this program as the exit_releases holder child (argv), if the caller supports it.
     public let holderCommand: [String]?
+    /// The directory with the kernel's mm selftests built from the running kernel's tree
+    /// (`gup_longterm`, `gup_test`), if the caller has them.
+    public let selftests: String?
+    /// Why there are none, as a skip reason.
+    public let selftestsProblem: String?
     /// Every message on stderr-like progress goes here (not KTAP).
     public let log: @Sendable (String) -> Void
     /// The kernel the checks assert (see `CheckRecorder.reference`).
@@ -112,8 +137,10 @@ public final class CheckContext: @unchecked Sendable {
         sysfs: Sysfs, debugfs: String = "/sys/kernel/debug", provider: P2PMemProvider?, providerProblem: String?,
         rdma: RDMADeviceInfo?, rdmaProblem: String?, module: TestModule?, moduleProblem: String?,
         holderCommand: [String]? = nil, reference: KernelEffects = SeriesVersion.defaultVersion.effects,
-        log: @escaping @Sendable (String) -> Void = { _ in }
+        selftests: String? = nil, selftestsProblem: String? = nil, log: @escaping @Sendable (String) -> Void = { _ in }
     ) {
+        self.selftests = selftests
+        self.selftestsProblem = selftestsProblem
         self.reference = reference
         self.sysfs = sysfs
         self.debugfs = debugfs

@@ -103,9 +103,17 @@ public final class SuiteRunner: Sendable {
 
         var skipReason: String?
         var thrown: String?
+        var instrumentError: String?
         if case .failure(let error) = outcome {
-            if let skip = error as? CheckSkip { skipReason = skip.reason } else { thrown = "\(error)" }
+            if let skip = error as? CheckSkip {
+                skipReason = skip.reason
+            } else if let broken = error as? CheckError {
+                instrumentError = broken.reason
+            } else {
+                thrown = "\(error)"
+            }
         }
+        if !recorder.subtests.isEmpty { KTAPEmitter.writeSubtests(recorder.subtests, of: check.name, with: writer) }
         writer.diagnostic("duration_ms: \(Int(duration * 1000))")
         for line in recorder.notes { writer.diagnostic(line) }
         if let thrown { writer.diagnostic("FAIL: \(thrown)") }
@@ -115,6 +123,11 @@ public final class SuiteRunner: Sendable {
         for line in expectedSeen { writer.diagnostic(line) }
         for splat in found { writer.diagnostic("splat: \(splat)") }
 
+        if let instrumentError {
+            writer.diagnostic("ERROR: \(instrumentError)")
+            writer.result(number, check.name, ok: false, directive: "ERROR", text: instrumentError)
+            return .fail
+        }
         // A splat fails the check even when it skipped: the kernel complained while it ran.
         if let skipReason, found.isEmpty, recorder.failures.isEmpty {
             writer.result(number, check.name, .skip, reason: skipReason)

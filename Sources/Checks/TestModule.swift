@@ -30,6 +30,8 @@ public struct UmemReport: Sendable, Hashable {
     public var firstDMAAddress: UInt64
     /// `ib_dma_pci_p2p_dma_supported()` of the stand-in device.
     public var p2pSupported: Bool
+    /// With `hold`: the id RELEASE takes (the umem stays pinned until then, or until close).
+    public var handle: UInt32 = 0
 }
 
 /// Errors of finding and loading the test module.
@@ -145,11 +147,12 @@ public final class TestModule: Sendable {
 
     /// Calls `ib_umem_get()` on `length` bytes at `address` with the PCI function `dmaDevice` as
     /// the stand-in HCA's dma_device. The corresponding C call is `ioctl(P2PLAB_IOCTL_UMEM)`.
-    public func umem(address: UInt64, length: Int, writable: Bool, dmaDevice: PCIAddress) -> Result<UmemReport, Errno> {
+    /// With `hold` the module keeps the umem, as an MR keeps its pages, until RELEASE or close.
+    public func umem(address: UInt64, length: Int, writable: Bool, dmaDevice: PCIAddress, hold: Bool = false) -> Result<UmemReport, Errno> {
         var request = p2plab_umem()
         request.addr = address
         request.length = UInt64(length)
-        request.access = writable ? UInt32(P2PLAB_UMEM_WRITE) : 0
+        request.access = (writable ? UInt32(P2PLAB_UMEM_WRITE) : 0) | (hold ? UInt32(P2PLAB_UMEM_HOLD) : 0)
         request.pci_domain = dmaDevice.domain
         request.pci_bus = dmaDevice.bus
         request.pci_devfn = dmaDevice.devfn
@@ -157,7 +160,7 @@ public final class TestModule: Sendable {
         if request.result < 0 { return .failure(Errno(rawValue: Int32(-request.result))) }
         return .success(UmemReport(
             mappedEntries: Int(request.result), pages: Int(request.nr_pages), busAddressEntries: Int(request.nr_bus_addr),
-            firstDMAAddress: request.first_dma_addr, p2pSupported: request.p2p_supported != 0))
+            firstDMAAddress: request.first_dma_addr, p2pSupported: request.p2p_supported != 0, handle: request.handle))
     }
 }
 
@@ -185,5 +188,33 @@ public final class GupTest: Sendable {
         request.gup_flags = gupFlags
         let rc = withUnsafeMutablePointer(to: &request) { ioctl(fd, p2plab_gup_pin_longterm_benchmark, $0) }
         return rc < 0 ? .failure(.current) : .success(request.size)
+    }
+
+    /// PIN_LONGTERM_TEST_START: pins `[address, address + length)` with FOLL_LONGTERM (and FOLL_WRITE)
+    /// through pin_user_pages() or, with `fast`, pin_user_pages_fast(), and keeps the pin until
+    /// ``stopLongtermTest()``. The kernel passes no other flag, so FOLL_PCI_P2PDMA is never set.
+    /// The corresponding C call is `ioctl(PIN_LONGTERM_TEST_START)`.
+    public func startLongtermTest(address: UInt64, length: Int, write: Bool, fast: Bool) -> Result<Void, Errno> {
+        var request = p2plab_pin_longterm_test()
+        request.addr = address
+        request.size = UInt64(length)
+        request.flags = (write ? UInt32(P2PLAB_PIN_LONGTERM_TEST_FLAG_USE_WRITE) : 0) | (fast ? UInt32(P2PLAB_PIN_LONGTERM_TEST_FLAG_USE_FAST) : 0)
+        let rc = withUnsafeMutablePointer(to: &request) { ioctl(fd, p2plab_gup_pin_longterm_test_start, $0) }
+        return rc < 0 ? .failure(.current) : .success(())
+    }
+
+    /// PIN_LONGTERM_TEST_READ: copies the pinned pages out to `buffer` through the kernel's mapping
+    /// of them (kmap_local_page). The corresponding C call is `ioctl(PIN_LONGTERM_TEST_READ)`.
+    public func readLongtermTest(into buffer: UnsafeMutableRawPointer) -> Result<Void, Errno> {
+        var address = UInt64(UInt(bitPattern: buffer))
+        let rc = withUnsafeMutablePointer(to: &address) { ioctl(fd, p2plab_gup_pin_longterm_test_read, $0) }
+        return rc < 0 ? .failure(.current) : .success(())
+    }
+
+    /// PIN_LONGTERM_TEST_STOP: unpins what START pinned. The corresponding C call is
+    /// `ioctl(PIN_LONGTERM_TEST_STOP)`.
+    @discardableResult
+    public func stopLongtermTest() -> Result<Void, Errno> {
+        ioctl(fd, p2plab_gup_pin_longterm_test_stop) < 0 ? .failure(.current) : .success(())
     }
 }

@@ -13,8 +13,8 @@ extension P2PLabCommand {
             abstract: "Run the check suite here (in the guest, or on real hardware) and print KTAP.",
             discussion: """
                 Prints KTAP version 1 on stdout (diagnostics before each result line) and exits 0 when \
-                every check passed or skipped, 1 on a failure or a timeout, 4 when everything skipped, \
-                5 when not run as root.
+                every check passed or skipped, 1 on a failure or a timeout, 4 when everything skipped or \
+                the test module is missing, 5 when not run as root, 6 when no p2pmem provider is published.
                 """)
 
         @Flag(help: "List the checks, the patches each depends on and what it asserts, then exit.")
@@ -43,10 +43,14 @@ extension P2PLabCommand {
         @Option(help: "Per-check watchdog in seconds; an overdue check fails and the run stops.")
         var timeout: Double = 120
 
-        /// The lifecycle.exit_releases child: hold p2pmem of this provider and exit.
-        @Flag(help: "Also run perftest's ib_write_bw with its buffers in p2pmem (needs a P2P-capable HCA).")
-        var perftest = false
+        @Option(help: ArgumentHelp("Directory with the kernel's mm selftests (gup_longterm, gup_test) built from the running kernel's tree.", valueName: "DIR"))
+        var selftests: String?
 
+        /// Why the host has no selftests for this kernel (its build failed): the selftest checks skip with it.
+        @Option(help: .hidden)
+        var selftestsProblem: String?
+
+        /// The lifecycle.exit_releases child: hold p2pmem of this provider and exit.
         @Option(help: .hidden)
         var exitHolder: String?
 
@@ -72,7 +76,7 @@ extension P2PLabCommand {
             if let exitHolder, let address = PCIAddress(exitHolder) {
                 ExitHolder.run(provider: address)
             }
-            let selected = SuiteRunner.select(Suite.checks + (perftest ? [Suite.perftestCheck] : []), filters: filters)
+            let selected = SuiteRunner.select(Suite.checks, filters: filters)
             if list {
                 for line in SuiteRunner.listing(selected) { print(line) }
                 return
@@ -84,7 +88,8 @@ extension P2PLabCommand {
             }
             let sink = try KTAPSink(resultsDirectory: results)
             let options = SuiteOptions(
-                device: device, provider: provider.flatMap(PCIAddress.init), modulePath: await modulePath())
+                device: device, provider: provider.flatMap(PCIAddress.init), modulePath: await modulePath(),
+                selftests: selftests, selftestsProblem: selftestsProblem)
             let context = Discovery.context(options: options, holderCommand: holderCommand(), reference: reference ?? .baseline)
             let runner = SuiteRunner(checks: selected, context: context, kernelLog: KmsgLog(), timeout: timeout) { sink.line($0) }
             let exit = runner.run(preamble: Discovery.preamble(context))
@@ -94,6 +99,11 @@ extension P2PLabCommand {
             if exit != .failed, context.provider == nil, selected.contains(where: { $0.requirements.contains(.provider) }) {
                 FileHandle.standardError.write(Data("p2plab check: \(context.providerProblem ?? "no p2pmem provider published")\n".utf8))
                 throw ExitCode(LabExit.noProvider.rawValue)
+            }
+            // Without the module most checks skipped: that is not a pass either.
+            if exit == .success, context.module == nil, selected.contains(where: { $0.requirements.contains(.module) }) {
+                FileHandle.standardError.write(Data("p2plab check: not a pass: \(context.moduleProblem ?? "test module not loaded")\n".utf8))
+                throw ExitCode(LabExit.skipped.rawValue)
             }
             if exit != .success { throw ExitCode(exit.rawValue) }
         }

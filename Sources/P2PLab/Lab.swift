@@ -28,6 +28,10 @@ struct LabOptions: ParsableArguments {
 
     @Option(help: ArgumentHelp("Run directory (default: a new one under the cache's runs/).", valueName: "DIR"))
     var output: String?
+
+    /// A shell command the guest runs before the suite (the end-to-end tests disarm kprobes with it).
+    @Option(help: .hidden)
+    var guestPrelude: String?
 }
 
 /// One kernel variant taken from source to verdict: build, module, boot, suite, results.
@@ -57,7 +61,9 @@ struct VariantResult: Sendable {
         }
         guard let run else { return LabExit.couldNotTest.rawValue }
         switch run.verdict {
+        case .pass where nothingTested != nil: return LabExit.skipped.rawValue
         case .pass: return LabExit.success.rawValue
+        case .skipped: return LabExit.skipped.rawValue
         case .noResults: return bootOutcome == "exited" ? LabExit.couldNotTest.rawValue : LabExit.failed.rawValue
         default: return LabExit.failed.rawValue
         }
@@ -66,11 +72,30 @@ struct VariantResult: Sendable {
     /// The variant's patches do not apply (one of them needs a patch the selection leaves out).
     var doesNotApply: Bool { problemExit == .patchDoesNotApply }
 
-    /// Status of a check by name (`pass`, `fail`, `crashed`, …), or nil when it did not run.
+    /// Status of a check by name (`pass`, `fail`, `crashed`, …), or nil when it did not run. A check
+    /// with nested results (the kernel's selftests) is found by its own name, not its cases'.
     func status(of name: String) -> TestResult? {
-        run?.leaves.first { $0.test.name == name }?.test
+        run?.tests.first { $0.name == name } ?? run?.leaves.first { $0.test.name == name }?.test
+    }
+
+    /// Why a run without failures still tested nothing worth a PASS: every check skipped, or the
+    /// test module or the p2pmem provider was missing (the checks that need them skipped). Nil when
+    /// the run tested what it should.
+    var nothingTested: String? {
+        guard let run else { return nil }
+        if run.verdict == .skipped {
+            return "every check was skipped" + (run.tests.first?.reason.map { " (the first: \($0))" } ?? "")
+        }
+        guard run.verdict == .pass else { return nil }
+        for (key, what) in [("module", "the test module"), ("provider", "the p2pmem provider")] {
+            if let value = run.metadata[key], value.hasPrefix("none") {
+                return "\(what) is missing: \(value.dropFirst(4).trimmingCharacters(in: CharacterSet(charactersIn: " ()")))"
+            }
+        }
+        return nil
     }
 }
+
 
 /// Runs variants end to end. Every step has a timeout; a failure becomes a result, never a hang.
 struct Lab {
@@ -124,6 +149,7 @@ struct Lab {
                 }
                 stepKey = key
             }
+            let selftests = await buildSelftests(manifest, label: selection.label)
             let definition = try MachineDefinition.load(named: lab.machine, vmDirectory: root.appendingPathComponent("vm"))
             try FileManager.default.ensureDirectory(directory)
             let binary = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().standardizedFileURL.path
@@ -133,15 +159,20 @@ struct Lab {
                 binary, "check", "--module", module.path, "--timeout", String(Int(lab.checkTimeout)),
                 "--expect", reference.tokens,
             ]
+            switch selftests {
+            case .success(let dir): command += ["--selftests", dir.path]
+            case .failure(let problem): command += ["--selftests-problem", problem.description]
+            }
             for filter in lab.filters { command += ["--filter", filter] }
-            let guestCommand = shellQuote(command) + " --results \"$P2PLAB_RESULTS\""
+            let guestCommand = (lab.guestPrelude.map { "\($0); " } ?? "") + shellQuote(command) + " --results \"$P2PLAB_RESULTS\""
             progressLine("[\(selection.label)] boot \(manifest.kernelRelease) on \(definition.name) (\(lab.accel.rawValue)), run the suite")
             let request = BootRequest(
                 kernel: URL(fileURLWithPath: manifest.bzImage), definition: definition, accel: lab.accel,
                 command: guestCommand, timeout: lab.timeout, bootTimeout: lab.bootTimeout, runDirectory: directory,
                 environment: ["P2PLAB_ROOT": root.path],
                 // The module lives in the cache (under /root by default), which the guest covers with tmpfs.
-                sharedPaths: [module.deletingLastPathComponent().path, binary, root.path],
+                sharedPaths: [module.deletingLastPathComponent().path, binary, root.path]
+                    + ((try? selftests.get()).map { [$0.path] } ?? []),
                 vmDirectory: root.appendingPathComponent("vm"), cache: cache)
             let label = selection.label
             let outcome = try await LabMachine.boot(request, runner: runner) { line in
@@ -181,6 +212,20 @@ struct Lab {
         result.seconds = Date().timeIntervalSince(start)
         writeRecord(result, into: directory)
         return result
+    }
+
+    /// The kernel's mm selftests for this build (cached beside it), or why there are none: a
+    /// failed selftest build makes their checks skip with the reason, not the whole run fail.
+    func buildSelftests(_ manifest: BuildManifest, label: String) async -> Result<URL, BuildError> {
+        progressLine("[\(label)] kernel selftests (gup_longterm, gup_test)")
+        do {
+            return .success(try await SelftestBuilder(cache: cache, runner: runner).build(sourceDir: manifest.sourceDir, head: manifest.head))
+        } catch let error as BuildError {
+            progressLine("[\(label)] \(error.description.split(separator: "\n").first ?? "")")
+            return .failure(error)
+        } catch {
+            return .failure(.selftestBuildFailed(log: manifest.sourceDir, errors: "\(error)"))
+        }
     }
 
     func metadata(manifest: BuildManifest, outcome: BootOutcome, definition: MachineDefinition) -> RunMetadata {

@@ -35,6 +35,9 @@ extension P2PLabCommand {
         @Option(help: ArgumentHelp("Results format on stdout.", valueName: "FORMAT"))
         var format: String = "table"
 
+        @Option(help: ArgumentHelp("Run the suite N times, each on a fresh boot; a check whose verdict changes between runs is FLAKY and fails the run.", valueName: "N"))
+        var `repeat`: Int = 1
+
         func validate() throws {
             if (compare || ablate) && (build.upto != nil || build.baseline || !build.without.isEmpty) {
                 throw ValidationError("--compare and --ablate choose the variants themselves; drop --upto/--baseline/--without")
@@ -50,6 +53,10 @@ extension P2PLabCommand {
                     throw ValidationError("--versions takes a list like v2,v5, or all")
                 }
             }
+            if `repeat` < 1 { throw ValidationError("--repeat must be at least 1, got \(`repeat`)") }
+            if `repeat` > 1 && (compare || ablate || versions != nil) {
+                throw ValidationError("--repeat runs one variant; drop --compare/--ablate/--versions")
+            }
             if ReportFormat(rawValue: format) == nil {
                 throw ValidationError("--format is one of \(ReportFormat.allCases.map(\.rawValue).joined(separator: ", "))")
             }
@@ -60,6 +67,24 @@ extension P2PLabCommand {
             let session = Lab(build: build, lab: lab)
             if let versions {
                 try await runVersions(versions, arguments: arguments)
+            }
+            if `repeat` > 1 {
+                let directory = try session.sessionDirectory(kind: "repeat")
+                var results: [VariantResult] = []
+                for index in 1...`repeat` {
+                    let result = await session.runVariant(
+                        build.selection, directory: directory.appendingPathComponent("run-\(index)"), reproduce: arguments)
+                    progressLine("[run \(index)/\(`repeat`)] \(result.run?.verdictLine ?? "could not test: \(result.problem ?? "?")") (\(Int(result.seconds)) s)")
+                    results.append(result)
+                }
+                let stability = Stability(results: results)
+                let text = stability.table()
+                print(text)
+                try? text.write(to: directory.appendingPathComponent("repeat.txt"), atomically: true, encoding: .utf8)
+                let verdict = stability.verdict()
+                print(verdict.line)
+                print("runs: \(directory.path)")
+                throw ExitCode(verdict.exit)
             }
             if !compare && !ablate {
                 let directory = try session.sessionDirectory(kind: "test")
@@ -156,6 +181,9 @@ extension P2PLabCommand {
         func printFooter(_ result: VariantResult) {
             if let problem = result.problem {
                 print("could not test: \(problem)")
+            }
+            if let nothing = result.nothingTested {
+                print("not a pass: \(nothing); fix that and run again (exit 4)")
             }
             print("runs: \(result.runDirectory.path)")
         }
@@ -302,5 +330,41 @@ struct Matrix {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         return try encoder.encode(doc)
+    }
+}
+
+/// The same variant run several times: which checks kept their verdict.
+struct Stability {
+    let results: [VariantResult]
+
+    var matrix: Matrix { Matrix(results: results, identity: nil) }
+
+    /// Checks whose cell (pass, FAIL EFAULT, skip, …) differs between runs that produced results.
+    func flaky() -> [String] {
+        matrix.names.filter { name in
+            Set(results.filter { $0.run != nil }.map { matrix.cell($0, name) }).count > 1
+        }
+    }
+
+    func table() -> String {
+        let flaky = Set(flaky())
+        let rows = matrix.names.map { name -> [String] in
+            let cells = results.map { matrix.cell($0, name) }
+            return [name] + cells + [flaky.contains(name) ? "FLAKY" : (cells.first ?? "-")]
+        }
+        return matrix.table(["check"] + results.indices.map { "run \($0 + 1)" } + ["verdict"], rows)
+    }
+
+    func verdict() -> (line: String, exit: Int32) {
+        if let broken = results.first(where: { $0.exitCode == LabExit.couldNotTest.rawValue }) {
+            return ("verdict: COULD NOT TEST (\(broken.problem ?? "no results"))", LabExit.couldNotTest.rawValue)
+        }
+        let flaky = flaky()
+        if !flaky.isEmpty {
+            return ("verdict: FLAKY: \(flaky.count) check(s) changed their verdict between \(results.count) runs: \(flaky.joined(separator: ", "))", LabExit.failed.rawValue)
+        }
+        let worst = results.map(\.exitCode).max() ?? LabExit.success.rawValue
+        let last = results.last?.run?.verdictLine ?? "no results"
+        return ("\(last); the same in all \(results.count) runs", worst)
     }
 }

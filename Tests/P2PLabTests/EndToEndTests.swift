@@ -57,8 +57,9 @@ struct EndToEndTests {
         for file in ["results.ktap", "results.json", "junit.xml", "console.log", "reproduce.sh"] {
             #expect(FileManager.default.fileExists(atPath: out.appendingPathComponent("series/\(file)").path), "\(file) missing")
         }
-        let seriesByName = Dictionary(series.leaves.map { ($0.test.name, $0.test) }, uniquingKeysWith: { a, _ in a })
-        let baselineByName = Dictionary(baseline.leaves.map { ($0.test.name, $0.test) }, uniquingKeysWith: { a, _ in a })
+        // Checks by their own name: the selftest checks carry their cases as nested results.
+        let seriesByName = Dictionary(series.tests.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        let baselineByName = Dictionary(baseline.tests.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         for check in Suite.checks {
             let s = try #require(seriesByName[check.name], "\(check.name) did not run on the series")
             #expect(s.status == .pass || s.status == .skip, "\(check.name) on the series: \(s.status) \(s.diagnostics)")
@@ -77,6 +78,70 @@ struct EndToEndTests {
         #expect(baselineByName["kernfs.page_mkwrite_attribute"]?.status == .fail)
         // The real-HCA branch is not reachable in a VM: it says so instead of passing silently.
         #expect(seriesByName["env.p2pmem_provider"]?.status == .pass)
+
+        // The kernel's own selftests: gup_longterm's cases nested and passing on both kernels (its ext4
+        // R/W MAP_SHARED cases pass by being refused), gup_test agreeing with the module.
+        for run in [seriesByName, baselineByName] {
+            let longterm = try #require(run["selftest.gup_longterm"])
+            #expect(longterm.status == .pass, "\(longterm.diagnostics)")
+            #expect(longterm.subtests.count >= 24)
+            #expect(longterm.subtests.contains { $0.name.contains("MAP_SHARED") && $0.name.hasSuffix("with local tmpfile") })
+            #expect(longterm.subtests.allSatisfy { $0.status == .pass })
+        }
+        let gupTest = try #require(seriesByName["selftest.gup_test"])
+        #expect(gupTest.subtests.count == 10, "\(gupTest.subtests.map(\.name))")
+        #expect(gupTest.subtests.allSatisfy { $0.status == .pass })
+        let baselineGupTest = try #require(baselineByName["selftest.gup_test"])
+        let longtermP2PDMA = baselineGupTest.subtests.first { $0.name.contains("-L -F 0x400") }
+        #expect(longtermP2PDMA?.status == .fail, "gup_test -L FOLL_PCI_P2PDMA pins nothing on the baseline")
+        #expect(longtermP2PDMA?.diagnostics.contains { $0.contains("truncated (size: 0)") } == true)
+        #expect(!baselineGupTest.diagnostics.contains { $0.contains("disagree") }, "gup_test and the module agree on the baseline too")
+
+        // The series' own test: perftest with --mmap of p2pmem is refused on rxe, with the errno of each kernel.
+        let perftest = try #require(seriesByName["perftest.p2pmem"])
+        #expect(perftest.status == .pass, "\(perftest.diagnostics)")
+        #expect(perftest.diagnostics.contains { $0.contains("Couldn't allocate MR") || $0.contains("failed to create mr") })
+        #expect(perftest.diagnostics.filter { $0.contains("returned EREMOTEIO") }.count == 2)
+        let basePerftest = try #require(baselineByName["perftest.p2pmem"])
+        #expect(basePerftest.status == .fail)
+        #expect(basePerftest.diagnostics.filter { $0.contains("returned EFAULT") }.count == 2)
+        #expect(seriesByName["perftest.tmpfs"]?.status == .pass)
+        #expect(seriesByName["perftest.tmpfs"]?.diagnostics.contains { $0.contains("tmpfs:") && $0.contains("Gb/s") } == true)
+
+        // The slow-path counter proves it counts.
+        #expect(seriesByName["pin.fast_path"]?.diagnostics.contains { $0.hasPrefix("positive control:") } == true)
+        // kernfs: a write after a read updates mtime only without patch 1.
+        #expect(seriesByName["kernfs.mtime_on_write_fault"]?.status == .pass)
+        #expect(baselineByName["kernfs.mtime_on_write_fault"]?.status == .fail)
+    }
+
+    @Test("kprobes disarmed at run time: pin.fast_path is an ERROR that says so, never a PASS", .timeLimit(.minutes(20)))
+    func disarmedProbe() throws {
+        let out = try tempDirectory("kprobes-off")
+        let result = try p2plab(["test", "--check", "pin.fast_path", "--accel", "tcg", "--output", out.path,
+                                 "--guest-prelude", "echo 0 > /sys/kernel/debug/kprobes/enabled"])
+        #expect(result.status == 1)
+        let run = try loadRun(out)
+        let check = try #require(run.tests.first { $0.name == "pin.fast_path" })
+        #expect(check.status == .fail)
+        #expect(check.directive == "ERROR")
+        #expect(check.reason?.contains("kprobes are disarmed") == true, "\(check.reason ?? "")")
+    }
+
+    @Test("a kernel without CONFIG_KPROBES: pin.fast_path is an ERROR (opt-in: P2PLAB_E2E_NO_KPROBES=1, a cold build)",
+          .enabled(if: ProcessInfo.processInfo.environment["P2PLAB_E2E_NO_KPROBES"] == "1", "set P2PLAB_E2E_NO_KPROBES=1 to build a kernel without kprobes"),
+          .timeLimit(.minutes(40)))
+    func noKprobesKernel() throws {
+        let out = try tempDirectory("no-kprobes")
+        let fragment = out.appendingPathComponent("no-kprobes.config")
+        try "# CONFIG_KPROBES is not set\n".write(to: fragment, atomically: true, encoding: .utf8)
+        let result = try p2plab(["test", "--config", fragment.path, "--check", "pin.fast_path", "--check", "env.module",
+                                 "--accel", "tcg", "--output", out.appendingPathComponent("run").path])
+        #expect(result.status == 1)
+        let run = try loadRun(out.appendingPathComponent("run"))
+        let check = try #require(run.tests.first { $0.name == "pin.fast_path" })
+        #expect(check.directive == "ERROR")
+        #expect(check.reason?.contains("no kprobe on __get_user_pages") == true, "\(check.reason ?? "")")
     }
 
     @Test("--ablate: each leave-one-out variant fails exactly the checks that depend on the missing patch",

@@ -230,3 +230,39 @@ struct UnknownNoteTests {
         #expect(P2PLabCommand.Test.unknownNotes(identity, selection: PatchSelection(without: [6])).count == 1)
     }
 }
+
+@Suite("test --repeat and runs that tested nothing")
+struct StabilityTests {
+    @Test("a check whose verdict changes between runs is FLAKY and fails the run")
+    func flaky() {
+        let once = variant(.full, passing)
+        let other = variant(.full, passing.replacingOccurrences(of: "ok 3 kernfs.page_mkwrite_attribute", with: "not ok 3 kernfs.page_mkwrite_attribute"))
+        let stability = Stability(results: [once, other, once])
+        #expect(stability.flaky() == ["kernfs.page_mkwrite_attribute"])
+        #expect(stability.table().contains("FLAKY"))
+        let verdict = stability.verdict()
+        #expect(verdict.exit == LabExit.failed.rawValue)
+        #expect(verdict.line.hasPrefix("verdict: FLAKY: 1 check(s)"))
+    }
+
+    @Test("the same verdicts in every run: the run's own verdict, said to hold")
+    func stable() {
+        let stability = Stability(results: [variant(.full, passing), variant(.full, passing)])
+        #expect(stability.flaky().isEmpty)
+        #expect(stability.verdict().exit == 0)
+        #expect(stability.verdict().line.contains("the same in all 2 runs"))
+    }
+
+    @Test("every check skipped, or the module or provider missing, is exit 4, not a pass")
+    func nothingTested() {
+        let skipped = variant(.full, "KTAP version 1\n1..2\nok 1 env.module # SKIP test module not loaded\nok 2 pin.fast_path # SKIP test module not loaded\n")
+        #expect(skipped.run?.verdict == .skipped)
+        #expect(skipped.exitCode == LabExit.skipped.rawValue)
+        #expect(skipped.nothingTested?.hasPrefix("every check was skipped") == true)
+        let noModule = variant(.full, "KTAP version 1\n# module: none (loading /x.ko failed: ENOEXEC)\n1..2\nok 1 env.rdma_device\nok 2 env.module # SKIP loading /x.ko failed\n")
+        #expect(noModule.run?.verdict == .pass)
+        #expect(noModule.exitCode == LabExit.skipped.rawValue)
+        #expect(noModule.nothingTested == "the test module is missing: loading /x.ko failed: ENOEXEC")
+        #expect(variant(.full, passing).exitCode == 0)
+    }
+}

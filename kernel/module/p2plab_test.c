@@ -17,7 +17,9 @@
  *  RELEASE  unpin one held pin, or all of them.
  *  UMEM     ib_umem_get() on behalf of an ib_device that is never
  *           registered and whose dma_device is a PCI function chosen by the
- *           caller: it stands in for a P2P-capable PCI HCA driver.
+ *           caller: it stands in for a P2P-capable PCI HCA driver. With
+ *           P2PLAB_UMEM_HOLD the umem stays with the open file, as an MR
+ *           keeps it, until RELEASE or close.
  *
  * The ioctl return value reports the module's own verdict on the request
  * (-EFAULT, -EINVAL for bad arguments, -ENOSPC when too much is held,
@@ -78,10 +80,20 @@ struct p2plab_hold {
 	struct page **pages;
 };
 
-/* State of one open debugfs file: only the pins it holds. */
+/* A umem kept by P2PLAB_UMEM_HOLD, with the stand-in device it was got for. */
+struct p2plab_umem_hold {
+	struct list_head node;
+	u32 handle;
+	struct ib_umem *umem;
+	struct ib_device *ibdev;
+	struct pci_dev *pdev;
+};
+
+/* State of one open debugfs file: only the pins and umems it holds. */
 struct p2plab_file {
 	struct mutex lock;	/* protects the fields below */
 	struct list_head holds;
+	struct list_head umem_holds;
 	unsigned int nr_holds;
 	unsigned long nr_held_pages;
 	u32 next_handle;
@@ -249,10 +261,14 @@ static void p2plab_unpin_hold(struct p2plab_file *pf, struct p2plab_hold *h)
 	kfree(h);
 }
 
+static u64 p2plab_umem_holds_release(struct p2plab_file *pf, u32 handle,
+				     bool *found);
+
 static int p2plab_ioctl_release(struct p2plab_file *pf,
 				struct p2plab_release *rel)
 {
 	struct p2plab_hold *h, *tmp;
+	bool found = false;
 	int ret = -ENOENT;
 
 	if (rel->reserved)
@@ -267,6 +283,9 @@ static int p2plab_ioctl_release(struct p2plab_file *pf,
 		p2plab_unpin_hold(pf, h);
 		ret = 0;
 	}
+	rel->released += p2plab_umem_holds_release(pf, rel->handle, &found);
+	if (found)
+		ret = 0;
 	mutex_unlock(&pf->lock);
 
 	/* Releasing everything when nothing is held is not an error. */
@@ -275,7 +294,56 @@ static int p2plab_ioctl_release(struct p2plab_file *pf,
 	return ret;
 }
 
-static int p2plab_ioctl_umem(struct p2plab_umem *um)
+static void p2plab_umem_hold_free(struct p2plab_umem_hold *uh)
+{
+	list_del(&uh->node);
+	ib_umem_release(uh->umem);
+	ib_dealloc_device(uh->ibdev);
+	pci_dev_put(uh->pdev);
+	kfree(uh);
+}
+
+/*
+ * Releases the held umem @handle (0: all of them); called with pf->lock held.
+ * Returns the pages released and sets *found when one matched.
+ */
+static u64 p2plab_umem_holds_release(struct p2plab_file *pf, u32 handle,
+				     bool *found)
+{
+	struct p2plab_umem_hold *uh, *tmp;
+	u64 pages = 0;
+
+	list_for_each_entry_safe(uh, tmp, &pf->umem_holds, node) {
+		if (handle && uh->handle != handle)
+			continue;
+		pages += ib_umem_num_pages(uh->umem);
+		p2plab_umem_hold_free(uh);
+		*found = true;
+	}
+	return pages;
+}
+
+/* Keeps @umem with @pf; takes over the references on @ibdev and @pdev. */
+static int p2plab_umem_hold_add(struct p2plab_file *pf, struct ib_umem *umem,
+				struct ib_device *ibdev, struct pci_dev *pdev,
+				u32 *handle)
+{
+	struct p2plab_umem_hold *uh = kzalloc(sizeof(*uh), GFP_KERNEL);
+
+	if (!uh)
+		return -ENOMEM;
+	uh->umem = umem;
+	uh->ibdev = ibdev;
+	uh->pdev = pdev;
+	mutex_lock(&pf->lock);
+	uh->handle = pf->next_handle++;
+	list_add_tail(&uh->node, &pf->umem_holds);
+	mutex_unlock(&pf->lock);
+	*handle = uh->handle;
+	return 0;
+}
+
+static int p2plab_ioctl_umem(struct p2plab_file *pf, struct p2plab_umem *um)
 {
 	struct ib_device *ibdev;
 	struct pci_dev *pdev;
@@ -285,7 +353,8 @@ static int p2plab_ioctl_umem(struct p2plab_umem *um)
 	int access;
 	unsigned int i;
 
-	if ((um->access & ~P2PLAB_UMEM_WRITE) || um->reserved)
+	if ((um->access & ~(P2PLAB_UMEM_WRITE | P2PLAB_UMEM_HOLD)) ||
+	    um->handle)
 		return -EINVAL;
 	if (!um->length || um->length > (u64)P2PLAB_PIN_MAX_PAGES * PAGE_SIZE)
 		return -EINVAL;
@@ -331,6 +400,11 @@ static int p2plab_ioctl_umem(struct p2plab_umem *um)
 		if (sg_dma_is_bus_address(sg))
 			um->nr_bus_addr++;
 
+	if (um->access & P2PLAB_UMEM_HOLD) {
+		ret = p2plab_umem_hold_add(pf, umem, ibdev, pdev, &um->handle);
+		if (!ret)
+			return 0;
+	}
 	ib_umem_release(umem);
 dealloc:
 	ib_dealloc_device(ibdev);
@@ -377,7 +451,7 @@ static long p2plab_ioctl(struct file *filp, unsigned int cmd,
 		ret = p2plab_ioctl_release(pf, &u.rel);
 		break;
 	case P2PLAB_IOCTL_UMEM:
-		ret = p2plab_ioctl_umem(&u.umem);
+		ret = p2plab_ioctl_umem(pf, &u.umem);
 		break;
 	default:
 		return -EINVAL;
@@ -400,6 +474,7 @@ static int p2plab_open(struct inode *inode, struct file *filp)
 
 	mutex_init(&pf->lock);
 	INIT_LIST_HEAD(&pf->holds);
+	INIT_LIST_HEAD(&pf->umem_holds);
 	pf->next_handle = 1;
 	filp->private_data = pf;
 	return nonseekable_open(inode, filp);
@@ -409,9 +484,11 @@ static int p2plab_release(struct inode *inode, struct file *filp)
 {
 	struct p2plab_file *pf = filp->private_data;
 	struct p2plab_hold *h, *tmp;
+	bool found = false;
 
 	list_for_each_entry_safe(h, tmp, &pf->holds, node)
 		p2plab_unpin_hold(pf, h);
+	p2plab_umem_holds_release(pf, 0, &found);
 	mutex_destroy(&pf->lock);
 	kfree(pf);
 	return 0;

@@ -52,7 +52,7 @@ struct p2plab_pin {
 #define P2PLAB_PIN_MAX_PAGES (1 << 20)
 
 struct p2plab_release {
-	__u32 handle;   /* (in) from struct p2plab_pin; 0 releases every held pin */
+	__u32 handle;   /* (in) from struct p2plab_pin or p2plab_umem; 0 releases everything held */
 	__u32 reserved; /* (in) must be 0 */
 	__u64 released; /* (out) pages unpinned */
 };
@@ -60,6 +60,7 @@ struct p2plab_release {
 /* Flags of struct p2plab_umem.access. */
 enum {
 	P2PLAB_UMEM_WRITE = 1 << 0, /* IB_ACCESS_LOCAL_WRITE */
+	P2PLAB_UMEM_HOLD = 1 << 1,  /* keep the umem (as an MR would) until RELEASE or close */
 };
 
 struct p2plab_umem {
@@ -74,7 +75,7 @@ struct p2plab_umem {
 	__u64 nr_bus_addr;   /* (out) DMA entries that are PCI bus addresses (P2P) */
 	__u64 first_dma_addr;/* (out) DMA address of the first entry */
 	__u32 p2p_supported; /* (out) ib_dma_pci_p2p_dma_supported() of the stand-in device */
-	__u32 reserved;
+	__u32 handle;        /* (in) must be 0; (out) with P2PLAB_UMEM_HOLD: id for RELEASE */
 };
 
 #define P2PLAB_IOCTL_PIN _IOWR('P', 1, struct p2plab_pin)

@@ -38,4 +38,22 @@ struct p2plab_gup_test {
  * the _IOWR macro. */
 extern const unsigned long p2plab_gup_pin_longterm_benchmark;
 
+/* PIN_LONGTERM_TEST_FLAG_* of mm/gup_test.h */
+#define P2PLAB_PIN_LONGTERM_TEST_FLAG_USE_WRITE 1
+#define P2PLAB_PIN_LONGTERM_TEST_FLAG_USE_FAST 2
+
+/* struct pin_longterm_test of mm/gup_test.h */
+struct p2plab_pin_longterm_test {
+	__u64 addr;
+	__u64 size;
+	__u32 flags;
+};
+
+/* PIN_LONGTERM_TEST_START _IOW('g', 7, struct pin_longterm_test), _STOP _IO('g', 8),
+ * _READ _IOW('g', 9, __u64): pin_user_pages{,_fast}(FOLL_LONGTERM[|FOLL_WRITE]), held until STOP,
+ * READ copies the pinned pages' contents out through the kernel's own mapping. */
+extern const unsigned long p2plab_gup_pin_longterm_test_start;
+extern const unsigned long p2plab_gup_pin_longterm_test_stop;
+extern const unsigned long p2plab_gup_pin_longterm_test_read;
+
 #endif /* P2PLAB_GUP_TEST_H */

@@ -1,0 +1,115 @@
+import Catalog
+import Foundation
+import KTAP
+import Testing
+@testable import Checks
+
+func selftestFixture(_ name: String) throws -> String {
+    let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures/selftests/\(name)")
+    return try String(contentsOf: url, encoding: .utf8)
+}
+
+/// A check that runs nothing but hands the runner a selftest's recorded output as nested results.
+func replayCheck(_ name: String, output: String, end: ProgramEnd) -> CheckDefinition {
+    CheckDefinition(CheckInfo(name, "replays a recorded selftest")) { _, rec in
+        let cases = SelftestOutput.cases(program: "gup_longterm", output: output, end: end)
+        rec.addSubtests(cases)
+        let failed = cases.filter { $0.status != .pass }
+        if !failed.isEmpty { rec.fail("\(failed.count) of \(cases.count) cases did not pass") }
+    }
+}
+
+/// Runs `checks` through the real runner and parses its KTAP back the way the host does.
+func roundTrip(_ checks: [CheckDefinition]) -> (text: String, run: TestRun) {
+    let lines = Lines()
+    let runner = SuiteRunner(checks: checks, context: fakeContext(), kernelLog: FakeKernelLog()) { lines.append($0) }
+    _ = runner.run()
+    let text = lines.all.joined(separator: "\n") + "\n"
+    return (text, KTAPParser.parse(text))
+}
+
+@Suite("The kernel's selftests as nested KTAP")
+struct SelftestOutputTests {
+    @Test("gup_longterm's cases get their [RUN] line as name and their verdict text as reason")
+    func names() throws {
+        let output = try selftestFixture("gup_longterm-ok.log")
+        let cases = SelftestOutput.cases(program: "gup_longterm", output: output, end: ProgramEnd(status: 0, signaled: false))
+        #expect(cases.count == 24)
+        #expect(cases.allSatisfy { $0.status == .pass })
+        #expect(cases[0].name == "R/W longterm GUP pin in MAP_SHARED file mapping ... with memfd")
+        #expect(cases[0].reason == "Should have worked")
+        // The ext4 case: gup_longterm counts the refusal of a long-term R/W pin as its pass.
+        #expect(cases[2].name.hasSuffix("with local tmpfile"))
+        #expect(cases[2].reason == "Should have failed")
+        #expect(SelftestOutput.totals(output) == "Totals: pass:24 fail:0 xfail:0 xpass:0 skip:0 error:0")
+        #expect(Set(cases.map(\.name)).count == 24, "every case has its own name")
+    }
+
+    @Test("a selftest killed mid-run: the case in progress fails saying so, the rest are not run")
+    func crash() throws {
+        let output = try selftestFixture("gup_longterm-segv.log")
+        let cases = SelftestOutput.cases(program: "gup_longterm", output: output, end: ProgramEnd(status: 11, signaled: true))
+        #expect(cases.count == 24)
+        #expect(cases[0..<7].allSatisfy { $0.status == .pass })
+        #expect(cases[7].status == .fail)
+        #expect(cases[7].name == "R/O longterm GUP pin in MAP_SHARED file mapping ... with tmpfile")
+        #expect(cases[7].reason == "gup_longterm killed by signal 11 (SIGSEGV) before this case's result line")
+        #expect(cases[8...].allSatisfy { $0.status == .notRun })
+        #expect(cases[8].reason?.contains("killed by signal 11") == true)
+    }
+
+    @Test("nested under a check, the cases survive the host's parser; a crash fails the check, not the run's parse")
+    func nesting() throws {
+        let ok = try selftestFixture("gup_longterm-ok.log")
+        let segv = try selftestFixture("gup_longterm-segv.log")
+        let (text, run) = roundTrip([
+            replayCheck("selftest.ok", output: ok, end: ProgramEnd(status: 0, signaled: false)),
+            replayCheck("selftest.segv", output: segv, end: ProgramEnd(status: 11, signaled: true)),
+        ])
+        try #require(run.tests.count == 2, "\(text)")
+        #expect(run.parseErrors.isEmpty, "\(run.parseErrors)")
+        #expect(run.ending == .complete)
+        let passed = run.tests[0]
+        #expect(passed.name == "selftest.ok")
+        #expect(passed.status == .pass)
+        #expect(passed.subtests.count == 24)
+        #expect(passed.subtests[2].name.hasSuffix("with local tmpfile"))
+        let crashed = run.tests[1]
+        #expect(crashed.status == .fail)
+        #expect(crashed.subtests.count == 24)
+        #expect(crashed.subtests[7].status == .fail)
+        #expect(crashed.subtests[7].reason?.contains("SIGSEGV") == true)
+        #expect(crashed.subtests[23].status == .notRun)
+        // Leaves: 24 + 7 passing, the crashed case failing, 16 not run: the verdict fails, it is no crash.
+        #expect(run.counts.passed == 31)
+        #expect(run.counts.failed == 1)
+        #expect(run.counts.notRun == 16)
+        #expect(run.verdict == .fail)
+        // The nesting is KTAP's: two spaces, a version line and the check's name before the cases.
+        #expect(text.contains("  KTAP version 1\n  # Subtest: selftest.ok\n  1..24\n"))
+    }
+
+    @Test("gup_test: its TAP says ok whatever it pinned; the truncated size is the judge")
+    func gupTestObservation() {
+        let full = "TAP version 13\n1..1\n# PIN_LONGTERM_BENCHMARK: Time: get:120 put:40 us\nok 1 ioctl status 0\n# Totals: pass:1 fail:0 xfail:0 xpass:0 skip:0 error:0\n"
+        let none = "TAP version 13\n1..1\n# PIN_LONGTERM_BENCHMARK: Time: get:3 put:0 us# , truncated (size: 0)\n# \nok 1 ioctl status 0\n"
+        let failed = "TAP version 13\n1..1\nnot ok 1 ioctl status -1\n"
+        let end = ProgramEnd(status: 0, signaled: false)
+        #expect(GupTestRun.observation(output: full, bytes: 1 << 20, end: end) == .succeeded)
+        #expect(GupTestRun.observation(output: none, bytes: 1 << 20, end: end) == .refused(nil))
+        #expect(GupTestRun.observation(output: failed, bytes: 1 << 20, end: end) == .refused(nil))
+        #expect(GupTestRun.observation(output: "mmap: Invalid argument\n", bytes: 1 << 20, end: ProgramEnd(status: 1, signaled: false)) == nil)
+    }
+
+    @Test("strace: the errno of the failing uverbs call, not the terminal probes")
+    func straceErrno() {
+        let log = """
+            412 ioctl(1, TCGETS, 0x7ffd6c1c1e30) = -1 ENOTTY (Inappropriate ioctl for device)
+            412 ioctl(3, RDMA_VERBS_IOCTL, 0x7ffd6c1c1c70) = -1 EREMOTEIO (Remote I/O error)
+            412 +++ exited with 1 +++
+            """
+        #expect(Suite.uverbsErrno(strace: log) == .EREMOTEIO)
+        #expect(Suite.uverbsErrno(strace: "412 write(3, \"...\", 24) = -1 EFAULT (Bad address)\n") == .EFAULT)
+        #expect(Suite.uverbsErrno(strace: "") == nil)
+    }
+}
