@@ -252,7 +252,7 @@ struct BenchSession {
         let cold = chosen.contains(.coldBuild) ? ", cold builds \(command.coldRepeat)" : ""
         progressLine("bench: \(chosen.map(\.rawValue).joined(separator: ", ")); \(command.repetitions) repetition(s)\(cold); work in \(session.path)")
         let guests = chosen.filter(\.isGuest)
-        let needsKernels = !guests.isEmpty || chosen.contains(.warmCycleTrue) || chosen.contains(.warmCycleSuite)
+        let needsKernels = !guests.isEmpty || chosen.contains(.warmCycleTrue) || chosen.contains(.warmCycleSuite) || chosen.contains(.vngAnchor)
         if needsKernels {
             seriesBuild = try await kernel(.full)
             if !guests.isEmpty { baselineBuild = try await kernel(.baseline) }
@@ -270,6 +270,7 @@ struct BenchSession {
             let result = await warmCycles(m)
             if m == .warmCycleSuite { warmSuite = result }
         }
+        if chosen.contains(.vngAnchor) { await vngAnchor() }
         if chosen.contains(.seriesSwitch) || chosen.contains(.bisectStep) {
             do {
                 try await prepareBenchSource()
@@ -488,6 +489,64 @@ struct BenchSession {
                                                 reason: "KVM does not work here: \(accelNote)"))
         }
         return tcg
+    }
+
+    // MARK: - virtme-ng, the anchor
+
+    /// The tool users would pick instead: `vng --run BZIMAGE --disable-kvm --exec true` on the
+    /// same bzImage, alternating boot by boot with p2plab's own boot → true → poweroff (one untimed
+    /// boot of each first), so the machine's load falls on both alike.
+    mutating func vngAnchor() async {
+        let m = BenchMeasurement.vngAnchor
+        let vng = ProcessInfo.processInfo.environment["P2PLAB_VNG"] ?? which("vng")
+        guard let build = seriesBuild else {
+            notReported.append(BenchNotReported(measurement: m.rawValue, title: m.summary, reason: "no series kernel"))
+            return
+        }
+        guard let vng else {
+            notReported.append(BenchNotReported(
+                measurement: m.rawValue, title: m.summary,
+                reason: "vng is not on PATH: pip install virtme-ng in a venv and put its bin/ on PATH (or set P2PLAB_VNG)"))
+            return
+        }
+        var own: [Double] = [], anchor: [Double] = []
+        var problem: String?
+        // vng finds virtme-run beside itself only through PATH.
+        let path = URL(fileURLWithPath: vng).deletingLastPathComponent().path + ":" + (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin")
+        do {
+            let ko = try await module(for: build)
+            for index in 0...command.repetitions {
+                let directory = session.appendingPathComponent("vng-anchor-\(index)")
+                let outcome = try await boot(build, module: ko, guestCommand: "true", accel: .tcg, directory: directory, timeout: 300)
+                guard case .exited(0) = outcome.kind else {
+                    problem = "p2plab boot \(index) ended \(outcome.kind.name); see \(directory.path)"
+                    break
+                }
+                let start = ContinuousClock.now
+                let result = try await runner.capture(
+                    Command([vng, "--run", build.bzImage, "--disable-kvm", "--exec", "true"], in: session.path, environment: ["PATH": path]),
+                    timeout: 300)
+                let seconds = elapsed(since: start)
+                guard result.succeeded else {
+                    problem = "vng --run exited \(result.status): \(result.standardError.split(separator: "\n").suffix(2).joined(separator: " "))"
+                    break
+                }
+                if index == 0 { continue }
+                own.append(outcome.seconds)
+                anchor.append(seconds)
+                progressLine(String(format: "bench: lab.vng_anchor %d: p2plab %.2f s, vng %.2f s; load %@", index, outcome.seconds, seconds, Self.loadAverage()))
+            }
+        } catch {
+            problem = "\(error)"
+        }
+        if problem != nil { own = []; anchor = [] }
+        let version = (try? await runner.capture(Command([vng, "--version"], environment: ["PATH": path]), timeout: 60))?.standardOutput
+            .trimmingCharacters(in: .whitespacesAndNewlines) ?? "virtme-ng"
+        record(m, "p2plab", GuestMeasurement(key: "vng_anchor.p2plab", what: "p2plab boot --exec true", unit: .seconds, samples: own, problem: problem))
+        record(m, "vng", GuestMeasurement(key: "vng_anchor.vng", what: "vng --run --exec true", unit: .seconds, samples: anchor, problem: problem))
+        add([BenchFigure.make(m, "boot → true → poweroff, p2plab's lab machine, series kernel, TCG", unit: .seconds, samples: own, problem: problem,
+                              comparedWith: "\(version): vng --run BZIMAGE --disable-kvm --exec true, same bzImage", baselineSamples: anchor,
+                              note: "alternating boot by boot; vng boots its own default machine (no NVMe, no switch, no rxe)")])
     }
 
     // MARK: - the bench's own checkout
