@@ -3,3 +3,4 @@
 const unsigned long p2plab_ioctl_pin = P2PLAB_IOCTL_PIN;
 const unsigned long p2plab_ioctl_release = P2PLAB_IOCTL_RELEASE;
 const unsigned long p2plab_ioctl_umem = P2PLAB_IOCTL_UMEM;
+const unsigned long p2plab_ioctl_stats = P2PLAB_IOCTL_STATS;

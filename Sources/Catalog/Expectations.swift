@@ -69,6 +69,27 @@ public enum KernelOperation: Sendable, Hashable, CustomStringConvertible {
     case writeAfterReadUpdatesMtime
     /// Every case of the kernel's gup_longterm selftest passes (it judges each pin itself).
     case gupLongtermCases
+    /// Unbinding the provider's driver waits for a held umem (an MR's long-term pin), completes
+    /// after its release, and a rebind publishes p2pmem again.
+    case unbindWaitsForUmem
+    /// SIGKILL of the process holding the umem lets a waiting unbind complete.
+    case unbindCompletesWhenHolderKilled
+    /// With the umem held past hung_task_timeout_secs, the hung-task detector names the unbinding task.
+    case hungTaskReportsUnbind
+    /// `remove` through sysfs waits for a held umem, then the device goes away; a rescan brings it back.
+    case removeWaitsForUmem
+    /// A held long-term pin's pages are not handed out again after munmap until it is released.
+    case poolNotReusedWhilePinned
+    /// fork() of a long-term pinned shared p2pmem mapping: the child maps the same pages (no COW);
+    /// with MADV_DONTFORK it maps nothing.
+    case forkSharesPinnedPages
+    /// mremap moves a long-term pinned p2pmem mapping with its pages; munmap leaves the pin holding them.
+    case remapWhilePinned
+    /// A CPU write through a p2pmem mapping made PROT_READ, then mprotect()ed writable.
+    case cpuWriteAfterMprotect
+    /// The module's writable UMEM of that mapping: its PTEs are still read-only, so gup-fast
+    /// cannot serve it, and the slow path meets kernfs' dirty tracking.
+    case umemGetAfterMprotect
 
     public var description: String {
         switch self {
@@ -85,6 +106,15 @@ public enum KernelOperation: Sendable, Hashable, CustomStringConvertible {
         case .exitReleases: "exit releases p2pmem"
         case .writeAfterReadUpdatesMtime: "write after a read of a sysfs bin mmap updates mtime"
         case .gupLongtermCases: "every gup_longterm case passes"
+        case .unbindWaitsForUmem: "unbind waits for a held umem"
+        case .unbindCompletesWhenHolderKilled: "unbind completes when the holder is killed"
+        case .hungTaskReportsUnbind: "hung-task detector reports the unbind"
+        case .removeWaitsForUmem: "sysfs remove waits for a held umem"
+        case .poolNotReusedWhilePinned: "pinned p2pmem not reused after munmap"
+        case .forkSharesPinnedPages: "fork shares pinned p2pmem pages"
+        case .remapWhilePinned: "mremap/munmap of pinned p2pmem"
+        case .cpuWriteAfterMprotect: "CPU write after mprotect(RO→RW) of p2pmem"
+        case .umemGetAfterMprotect: "ib_umem_get writable after mprotect(RO→RW) of p2pmem"
         }
     }
 
@@ -117,6 +147,15 @@ public enum KernelOperation: Sendable, Hashable, CustomStringConvertible {
         case .gupTestLongtermP2PDMA: return p2pmem + ["mm/gup_test.c"]
         case .unbindWaitsForPin: return p2pmem + ["drivers/nvme/", "drivers/pci/"]
         case .exitReleases: return p2pmem + ["drivers/infiniband/", "kernel/exit.c"]
+        case .unbindWaitsForUmem, .unbindCompletesWhenHolderKilled, .removeWaitsForUmem:
+            return p2pmem + ["drivers/infiniband/core/umem.c", "include/rdma/", "drivers/nvme/", "drivers/pci/", "drivers/base/"]
+        case .hungTaskReportsUnbind:
+            return p2pmem + ["drivers/infiniband/core/umem.c", "include/rdma/", "drivers/nvme/", "drivers/pci/", "kernel/hung_task.c"]
+        case .poolNotReusedWhilePinned: return p2pmem + ["lib/genalloc.c"]
+        case .forkSharesPinnedPages: return p2pmem + ["kernel/fork.c", "mm/madvise.c"]
+        case .remapWhilePinned: return p2pmem + ["mm/mremap.c"]
+        case .cpuWriteAfterMprotect: return p2pmem + ["mm/mprotect.c"]
+        case .umemGetAfterMprotect: return p2pmem + ["mm/mprotect.c", "drivers/infiniband/core/umem.c", "include/rdma/"]
         }
     }
 }
@@ -155,6 +194,8 @@ public struct Outcome: Sendable, Hashable, CustomStringConvertible {
         case fellBackToSlowPath
         /// A property that is no errno-returning call (mtime updated) does not hold.
         case doesNotHappen
+        /// Never completes: a fault the kernel retries forever (the thread spins until it is killed).
+        case neverCompletes
     }
 
     public var result: Result
@@ -169,6 +210,7 @@ public struct Outcome: Sendable, Hashable, CustomStringConvertible {
     public static let succeeds = Outcome(.succeeds)
     public static let fellBackToSlowPath = Outcome(.fellBackToSlowPath)
     public static let doesNotHappen = Outcome(.doesNotHappen)
+    public static let neverCompletes = Outcome(.neverCompletes)
     public static func refused(_ errno: Errno) -> Outcome { Outcome(.refused(errno)) }
     /// Refused with `errno`, and the kernel prints a WARNING from `site` (is_valid_gup_args by default).
     public static func refusedWithWarning(_ errno: Errno, at site: WarningSite = .gupArguments) -> Outcome {
@@ -184,6 +226,7 @@ public struct Outcome: Sendable, Hashable, CustomStringConvertible {
             case .refused(let errno): errno.name
             case .fellBackToSlowPath: "pinned by the slow path"
             case .doesNotHappen: "does not happen"
+            case .neverCompletes: "never completes"
             }
         return warning == nil ? base : base + " + WARNING"
     }
@@ -203,6 +246,8 @@ public enum Observation: Sendable, Hashable, CustomStringConvertible {
     case fellBackToSlowPath
     /// The property checked (mtime updated) did not hold.
     case didNotHappen
+    /// Still running at the check's deadline, and killed.
+    case neverCompleted
 
     public var description: String {
         switch self {
@@ -211,13 +256,14 @@ public enum Observation: Sendable, Hashable, CustomStringConvertible {
         case .refused(let errno?): errno.name
         case .refused(nil): "refused"
         case .fellBackToSlowPath: "pinned by the slow path"
+        case .neverCompleted: "never completes"
         }
     }
 
     /// Whether this is what `outcome` predicts. A WARNING is judged by the kernel-log scan, not here.
     public func matches(_ outcome: Outcome) -> Bool {
         switch (self, outcome.result) {
-        case (.succeeded, .succeeds), (.fellBackToSlowPath, .fellBackToSlowPath), (.didNotHappen, .doesNotHappen): true
+        case (.succeeded, .succeeds), (.fellBackToSlowPath, .fellBackToSlowPath), (.didNotHappen, .doesNotHappen), (.neverCompleted, .neverCompletes): true
         case (.refused(let seen), .refused(let want)): seen == nil || seen == want
         default: false
         }
@@ -459,7 +505,61 @@ public enum ExpectationTable {
             operation: .gupLongtermCases, device: nil,
             rules: [rule([], .succeeds)],
             why: "the series changes no pin of memfd, tmpfs or ext4: ext4 R/W MAP_SHARED pins stay refused, which gup_longterm counts as a pass"),
+
+        // Teardown while pinned: the reviewers' objection, measured. Each starts from a pin, so it has
+        // the rules of that pin; where the pin is refused there is nothing to wait for.
+        Expectation(
+            operation: .pin(.p2pmem, [.p2pdma]), device: nil,
+            rules: [rule([], .succeeds)],
+            why: "a read-only short-term P2PDMA pin predates the series"),
+        Expectation(
+            operation: .unbindWaitsForUmem, device: nil, rules: umemRules,
+            why: "memunmap_pages() waits uninterruptibly until every page of the pgmap is freed; a held umem keeps its pages"),
+        Expectation(
+            operation: .unbindCompletesWhenHolderKilled, device: nil, rules: umemRules,
+            why: "the killed holder's files close, ib_umem_release() unpins, the pgmap's last reference goes"),
+        Expectation(
+            operation: .hungTaskReportsUnbind, device: nil, rules: umemRules,
+            why: "the unbind sleeps in wait_for_completion() (D state) as long as the pin is held: what the reviewers objected to"),
+        Expectation(
+            operation: .removeWaitsForUmem, device: nil, rules: umemRules,
+            why: "remove releases the driver the same way unbind does"),
+        Expectation(
+            operation: .poolNotReusedWhilePinned, device: nil, rules: longtermReadOnlyRules,
+            why: "a pinned page's refcount keeps it out of p2pdma_page_free(), so gen_pool never gets it back"),
+        Expectation(
+            operation: .forkSharesPinnedPages, device: nil, rules: longtermReadOnlyRules,
+            why: "vm_insert_page() makes the VMA VM_MIXEDMAP, whose PTEs fork copies (vma_needs_copy); shared, so no COW"),
+        Expectation(
+            operation: .remapWhilePinned, device: nil, rules: longtermReadOnlyRules,
+            why: "mremap moves the PTEs of the same pages; a pin is on the page, not the mapping"),
+        Expectation(
+            operation: .cpuWriteAfterMprotect, device: nil,
+            rules: [rule([.kernfsDropsPageMkwrite], .neverCompletes), rule([], .succeeds)],
+            why: "while kernfs has page_mkwrite, write-notify keeps the PTEs read-only and do_page_mkwrite() retries the fault forever on a folio without ->mapping"),
+        Expectation(
+            operation: .umemGetAfterMprotect, device: nil,
+            rules: [
+                rule([.umemAsksForP2PDMA, .kernfsDropsPageMkwrite], .refused(.EFAULT)), rule([.umemAsksForP2PDMA], .refused(.EREMOTEIO)),
+                rule([.gupAllowsLongtermP2PDMA], .refusedWithWarning(.EINVAL)), rule([.kernfsDropsPageMkwrite], .refused(.EFAULT)),
+                rule([], .succeeds),
+            ],
+            why: "mprotect() leaves the PTEs read-only (write-notify, or not yet dirty), so gup-fast gives up on FOLL_WRITE and check_vma_flags() decides"),
     ]
+
+    /// The outcome of the module's writable UMEM on p2pmem (`umemGet(writable: true)`).
+    static var umemRules: [ExpectationRule] {
+        [
+            rule([.umemAsksForP2PDMA, .kernfsDropsPageMkwrite], .refused(.EFAULT)), rule([.umemAsksForP2PDMA], .refused(.EREMOTEIO)),
+            rule([.gupAllowsLongtermP2PDMA], .refusedWithWarning(.EINVAL)), rule([.kernfsDropsPageMkwrite, .gupFastAcceptsZoneDevice], .refused(.EFAULT)),
+            rule([], .succeeds),
+        ]
+    }
+
+    /// The outcome of a read-only LONGTERM|P2PDMA pin of p2pmem.
+    static var longtermReadOnlyRules: [ExpectationRule] {
+        [rule([.gupAllowsLongtermP2PDMA], .refusedWithWarning(.EINVAL)), rule([], .succeeds)]
+    }
 
     /// The row for an operation on a device kind: a device-specific row first, then a generic one.
     public static func expectation(for operation: KernelOperation, device: DeviceKind? = nil) -> Expectation? {

@@ -191,6 +191,43 @@ public enum SuiteCatalog {
             "lifecycle.unbind_while_pinned",
             "with a long-term P2PDMA pin held, unbinding the NVMe blocks until RELEASE, then completes; rebinding publishes p2pmem again",
             operations: [.unbindWaitsForPin], requires: [.module, .provider]),
+    ] + teardown
+
+    /// Teardown while pinned: what the reviewers' objection (a long-term pin blocks unbind, and the
+    /// holder cannot be made to let go) looks like on a running kernel.
+    static let teardown: [CheckInfo] = [
+        CheckInfo(
+            "teardown.unbind_umem_held",
+            "with an MR's umem (the module's held ib_umem_get) on p2pmem, unbinding the NVMe blocks; releasing the umem completes it; rebinding publishes p2pmem again; the blocking time is reported",
+            operations: [.umemGet(writable: true), .unbindWaitsForUmem], requires: [.module, .provider]),
+        CheckInfo(
+            "teardown.unbind_holder_killed",
+            "a child process holds an MR's umem on p2pmem; unbind blocks until the child is SIGKILLed, then completes within 30 s",
+            operations: [.umemGet(writable: true), .unbindCompletesWhenHolderKilled], requires: [.module, .provider]),
+        CheckInfo(
+            "teardown.hung_task_reported",
+            "with the umem held past hung_task_timeout_secs (3 s for the check, hung-task panic off), the hung-task detector reports the unbinding task: the wait the reviewers objected to",
+            operations: [.umemGet(writable: true), .hungTaskReportsUnbind], requires: [.module, .provider]),
+        CheckInfo(
+            "teardown.remove_while_pinned",
+            "with an MR's umem on p2pmem, `remove` of the NVMe through sysfs blocks without an oops; after the release the device goes away, and a rescan brings it and its p2pmem back",
+            operations: [.umemGet(writable: true), .removeWaitsForUmem], requires: [.module, .provider]),
+        CheckInfo(
+            "teardown.no_reuse_while_pinned",
+            "pin p2pmem long-term and munmap it: the pool does not hand those pages out again (mapping the whole free pool fails with ENOMEM, the rest has other PFNs) until the pin is released",
+            operations: [.pin(.p2pmem, [.longterm, .p2pdma]), .poolNotReusedWhilePinned], requires: [.module, .provider]),
+        CheckInfo(
+            "teardown.fork_while_pinned",
+            "fork() with a long-term pinned shared p2pmem mapping: the child maps the same PFNs and its writes reach the parent (no COW); with MADV_DONTFORK, as rdma-core sets it, the child has no mapping",
+            operations: [.pin(.p2pmem, [.longterm, .p2pdma]), .forkSharesPinnedPages], requires: [.module, .provider]),
+        CheckInfo(
+            "teardown.remap_while_pinned",
+            "mremap moves a long-term pinned p2pmem mapping with its PFNs and data; after munmap the pages stay out of the pool until the pin is released",
+            operations: [.pin(.p2pmem, [.longterm, .p2pdma]), .remapWhilePinned], requires: [.module, .provider]),
+        CheckInfo(
+            "teardown.mprotect_while_pinned",
+            "p2pmem mapped PROT_READ with a P2PDMA pin held, then mprotect()ed writable: a CPU write completes and ib_umem_get() pins it writable long-term (while kernfs has page_mkwrite the write faults forever and GUP says EFAULT)",
+            operations: [.pin(.p2pmem, [.p2pdma]), .cpuWriteAfterMprotect, .umemGetAfterMprotect], requires: [.module, .provider]),
     ]
 
     /// selftest.gup_test's operations: gup_test -L/-a with and without FOLL_PCI_P2PDMA (FOLL_WRITE

@@ -60,8 +60,22 @@ public final class CheckRecorder: @unchecked Sendable {
         self.reference = reference
     }
 
+    /// Kernel-log lines this check provokes on purpose (the hung-task report of its own unbinding
+    /// thread): each is reported as provoked instead of failing the check.
+    public private(set) var expectedSplats: [(fragment: String, why: String)] = []
+
     /// Adds a diagnostic line.
     public func note(_ text: String) { notes.append(text) }
+
+    /// Declares that a kernel-log splat containing `fragment` is what this check asked the kernel to print.
+    public func expectSplat(containing fragment: String, because why: String) {
+        expectedSplats.append((fragment, why))
+    }
+
+    /// Why `line` was provoked on purpose, or nil when it is an ordinary splat.
+    public func provokedReason(for line: String) -> String? {
+        expectedSplats.first { line.contains($0.fragment) }?.why
+    }
 
     /// Records a failure that is not an expectation of the table.
     public func fail(_ text: String) {

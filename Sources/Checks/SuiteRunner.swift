@@ -81,6 +81,13 @@ public final class SuiteRunner: Sendable {
         let duration = monotonicSeconds() - start
         let kernelLines = kernelLog.linesSinceMark()
         var found = splats(in: kernelLines)
+        // A splat the check provoked on purpose (and said so) is reported, not counted.
+        var provoked: [String] = []
+        found.removeAll { splat in
+            guard let why = recorder.provokedReason(for: splat) else { return false }
+            provoked.append("\(splat) (expected: \(why))")
+            return true
+        }
         // A WARNING the kernel under test is meant to print is the expected result, not a splat; one
         // it is meant to print and did not is a failure.
         var expectedSeen: [String] = []
@@ -121,6 +128,7 @@ public final class SuiteRunner: Sendable {
         if let expected = recorder.expected { writer.diagnostic("expected: \(expected)") }
         if let observed = recorder.observed { writer.diagnostic("observed: \(observed)") }
         for line in expectedSeen { writer.diagnostic(line) }
+        for line in provoked { writer.diagnostic("provoked: \(line)") }
         for splat in found { writer.diagnostic("splat: \(splat)") }
 
         if let instrumentError {

@@ -34,6 +34,19 @@ public struct UmemReport: Sendable, Hashable {
     public var handle: UInt32 = 0
 }
 
+/// The module's STATS: what every open file holds, and what was taken since it was loaded.
+public struct ModuleStats: Sendable, Hashable, CustomStringConvertible {
+    public var heldPins: UInt64
+    public var heldPages: UInt64
+    public var heldUmems: UInt64
+    public var pins: UInt64
+    public var umems: UInt64
+
+    public var description: String {
+        "held: \(heldPins) pins (\(heldPages) pages), \(heldUmems) umems; taken since load: \(pins) pins, \(umems) umems"
+    }
+}
+
 /// Errors of finding and loading the test module.
 public enum ModuleError: Error, CustomStringConvertible, Sendable {
     case notFound(String)
@@ -161,6 +174,15 @@ public final class TestModule: Sendable {
         return .success(UmemReport(
             mappedEntries: Int(request.result), pages: Int(request.nr_pages), busAddressEntries: Int(request.nr_bus_addr),
             firstDMAAddress: request.first_dma_addr, p2pSupported: request.p2p_supported != 0, handle: request.handle))
+    }
+
+    /// What the module holds over every open file. The corresponding C call is `ioctl(P2PLAB_IOCTL_STATS)`.
+    public func stats() -> Result<ModuleStats, Errno> {
+        var request = p2plab_stats()
+        if case .failure(let errno) = ioctlResult(p2plab_ioctl_stats, &request) { return .failure(errno) }
+        return .success(ModuleStats(
+            heldPins: request.held_pins, heldPages: request.held_pages, heldUmems: request.held_umems,
+            pins: request.pins, umems: request.umems))
     }
 }
 

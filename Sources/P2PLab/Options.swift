@@ -26,6 +26,13 @@ struct BuildOptions: ParsableArguments {
     @Option(name: .customLong("config"), help: "An extra config fragment (repeatable), merged after the lab's.")
     var configFragments: [String] = []
 
+    @Option(
+        help: ArgumentHelp(
+            "Sanitizer kernel: any of \(Sanitizer.allCases.map(\.rawValue).joined(separator: ",")) (comma-separated); each combination builds in its own object directory.",
+            valueName: "LIST"),
+        transform: Sanitizer.parseList)
+    var sanitize: [Sanitizer] = []
+
     @Option(help: "Parallel make jobs (default: the number of CPUs).")
     var jobs: Int?
 
@@ -61,7 +68,43 @@ struct BuildOptions: ParsableArguments {
     }
 
     func fragmentURLs(root: URL) -> [URL] {
-        [root.appendingPathComponent("kernel/config/p2plab.config")] + configFragments.map { URL(fileURLWithPath: $0) }
+        [root.appendingPathComponent("kernel/config/p2plab.config")] + Sanitizer.fragments(sanitize, root: root)
+            + configFragments.map { URL(fileURLWithPath: $0) }
+    }
+}
+
+/// A sanitizer `--sanitize` can build in: one fragment `kernel/config/sanitize-NAME.config` each,
+/// after `sanitize-common.config` (debug info for decode_stacktrace.sh, stack traces, PCIe hotplug).
+enum Sanitizer: String, CaseIterable, Sendable, Comparable, ExpressibleByArgument {
+    case kasan
+    case lockdep
+    case debugVM = "debug-vm"
+    case kfence
+    case ubsan
+
+    static func < (lhs: Sanitizer, rhs: Sanitizer) -> Bool {
+        allCases.firstIndex(of: lhs)! < allCases.firstIndex(of: rhs)!
+    }
+
+    static func parseList(_ text: String) throws -> [Sanitizer] {
+        let names = text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces).lowercased() }
+        var chosen: Set<Sanitizer> = []
+        for name in names {
+            guard let sanitizer = Sanitizer(rawValue: name) else {
+                throw ValidationError("--sanitize: unknown sanitizer '\(name)'; choose from \(allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            chosen.insert(sanitizer)
+        }
+        guard !chosen.isEmpty else { throw ValidationError("--sanitize needs at least one of \(allCases.map(\.rawValue).joined(separator: ", "))") }
+        return chosen.sorted()
+    }
+
+    /// The fragments of `sanitizers`, in a fixed order (so the same set always hashes the same).
+    static func fragments(_ sanitizers: [Sanitizer], root: URL) -> [URL] {
+        guard !sanitizers.isEmpty else { return [] }
+        let dir = root.appendingPathComponent("kernel/config")
+        return [dir.appendingPathComponent("sanitize-common.config")]
+            + Set(sanitizers).sorted().map { dir.appendingPathComponent("sanitize-\($0.rawValue).config") }
     }
 }
 

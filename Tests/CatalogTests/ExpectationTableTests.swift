@@ -98,10 +98,19 @@ struct ExpectationTableTests {
     @Test("the leave-one-out predictions of every version")
     func predictionMatrix() {
         // gup_test -L with FOLL_PCI_P2PDMA and the exit holder's long-term pins need GUP to allow them.
+        // The teardown checks that hold a umem need what ib_umem_get() needs; those that pin read-only
+        // need only GUP's LONGTERM|P2PDMA; the mprotect cycle's read-only PTEs keep gup-fast out, so
+        // kernfs' patch decides there even where gup-fast accepts ZONE_DEVICE.
+        let umemHolders = [
+            "teardown.unbind_umem_held", "teardown.unbind_holder_killed", "teardown.hung_task_reported",
+            "teardown.remove_while_pinned",
+        ]
+        let longtermPinners = ["teardown.no_reuse_while_pinned", "teardown.fork_while_pinned", "teardown.remap_while_pinned"]
+        let mprotect = "teardown.mprotect_while_pinned"
         let longterm = [
             "pin.longterm_p2pdma.fast", "pin.longterm_p2pdma.slow", "pin.fast_path", "umem.p2p_capable_device",
             "oracle.gup_test", "selftest.gup_test", "lifecycle.exit_releases", "lifecycle.unbind_while_pinned",
-        ]
+        ] + umemHolders + longtermPinners + [mprotect]
         // Without kernfs dropping page_mkwrite: a write after a read still updates mtime, slow long-term
         // writable pins (gup_test -L, the exit holder) and rxe's MR (perftest) meet dirty tracking.
         let kernfs = ["kernfs.mtime_on_write_fault", "selftest.gup_test", "perftest.p2pmem", "lifecycle.exit_releases"]
@@ -109,21 +118,21 @@ struct ExpectationTableTests {
         // p2pmem long-term, so the fast pin, the fast-path check and ib_umem_get pass; slow pins fail.
         #expect(Self.failing(.v2, without: .kernfsDropsPageMkwrite) == [
             "regmr.p2pmem", "pin.longterm_p2pdma.slow", "pin.longterm_without_p2pdma_flag", "kernfs.page_mkwrite_attribute",
-        ] + kernfs)
+        ] + kernfs + [mprotect])
         #expect(Self.failing(.v2, without: .gupFastAcceptsZoneDevice) == ["pin.fast_path"])
         #expect(Self.failing(.v2, without: .gupAllowsLongtermP2PDMA) == longterm)
-        #expect(Self.failing(.v2, without: .umemAsksForP2PDMA) == ["umem.p2p_capable_device", "lifecycle.exit_releases"])
+        #expect(Self.failing(.v2, without: .umemAsksForP2PDMA) == ["umem.p2p_capable_device", "lifecycle.exit_releases"] + umemHolders + [mprotect])
         #expect(Self.failing(.v2, without: .umemAsksForP2PDMA, device: .p2pCapablePCI) == [
             "regmr.p2pmem", "umem.p2p_capable_device", "perftest.p2pmem", "lifecycle.exit_releases",
-        ])
+        ] + umemHolders + [mprotect])
         // v3…v5 have no gup-fast patch: without kernfs' patch the fast pins meet dirty tracking too.
         for version in [SeriesVersion.v3, .v4, .v5] {
             #expect(Self.failing(version, without: .kernfsDropsPageMkwrite) == [
                 "regmr.p2pmem", "pin.longterm_p2pdma.fast", "pin.longterm_p2pdma.slow", "pin.fast_path",
                 "pin.longterm_without_p2pdma_flag", "umem.p2p_capable_device", "kernfs.page_mkwrite_attribute",
-            ] + kernfs, "\(version.name)")
+            ] + kernfs + umemHolders + [mprotect], "\(version.name)")
             #expect(Self.failing(version, without: .gupAllowsLongtermP2PDMA) == longterm, "\(version.name)")
-            #expect(Self.failing(version, without: .umemAsksForP2PDMA) == ["umem.p2p_capable_device", "lifecycle.exit_releases"], "\(version.name)")
+            #expect(Self.failing(version, without: .umemAsksForP2PDMA) == ["umem.p2p_capable_device", "lifecycle.exit_releases"] + umemHolders + [mprotect], "\(version.name)")
         }
         #expect(Self.failing(.v5, without: .kernfsWarnsOnClose) == ["kernfs.close_attribute"])
         for version in SeriesVersion.all {

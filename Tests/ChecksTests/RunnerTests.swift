@@ -170,6 +170,23 @@ struct RunnerTests {
         #expect(names.contains("oracle.gup_test") && names.contains("fs.longterm_real_fs_refused"))
     }
 
+    @Test("a splat the check provoked on purpose is reported as provoked and does not fail it; any other still does")
+    func provokedSplats() {
+        let lines = Lines()
+        let hung = CheckDefinition(CheckInfo("sample.hung", "asks for a hung-task report")) { _, rec in
+            rec.expectSplat(containing: ":4242 blocked for more than", because: "the check holds the pin on purpose")
+        }
+        let log = FakeKernelLog(["sample.hung": ["INFO: task p2plab:4242 blocked for more than 3 seconds."]])
+        let runner = SuiteRunner(checks: [hung], context: fakeContext(), kernelLog: log) { lines.append($0) }
+        #expect(runner.run() == .success)
+        #expect(lines.all.contains("# provoked: INFO: task p2plab:4242 blocked for more than 3 seconds. (expected: the check holds the pin on purpose)"))
+        #expect(!lines.all.contains { $0.hasPrefix("# splat:") })
+
+        let other = FakeKernelLog(["sample.hung": ["INFO: task kworker/0:1:17 blocked for more than 3 seconds."]])
+        let failing = SuiteRunner(checks: [hung], context: fakeContext(), kernelLog: other) { _ in }
+        #expect(failing.run() == .failed)
+    }
+
     @Test("a /dev/kmsg record becomes its message; dictionary lines are dropped")
     func kmsgRecords() {
         let record = Array("4,812,3456789,-;WARNING: CPU: 1 PID: 7 at mm/gup.c:2633 is_valid_gup_args\n SUBSYSTEM=pci\n DEVICE=+pci:0000:03:00.0\n".utf8)

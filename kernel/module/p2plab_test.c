@@ -20,6 +20,8 @@
  *           caller: it stands in for a P2P-capable PCI HCA driver. With
  *           P2PLAB_UMEM_HOLD the umem stays with the open file, as an MR
  *           keeps it, until RELEASE or close.
+ *  STATS    what every open file holds, and how many pins and umems were
+ *           taken since the module was loaded (leak checks).
  *
  * The ioctl return value reports the module's own verdict on the request
  * (-EFAULT, -EINVAL for bad arguments, -ENOSPC when too much is held,
@@ -107,6 +109,13 @@ struct p2plab_file {
 static DEFINE_MUTEX(p2plab_count_lock);
 static struct task_struct *p2plab_count_task;
 static atomic_long_t p2plab_count;
+
+/* Module-wide counters for STATS. */
+static atomic_long_t p2plab_held_pins;
+static atomic_long_t p2plab_held_pages;
+static atomic_long_t p2plab_held_umems;
+static atomic_long_t p2plab_pins_total;
+static atomic_long_t p2plab_umems_total;
 static bool p2plab_kprobe_registered;
 
 static int p2plab_kprobe_pre(struct kprobe *kp, struct pt_regs *regs)
@@ -225,6 +234,7 @@ static int p2plab_ioctl_pin(struct p2plab_file *pf, struct p2plab_pin *pin)
 	for (i = 0; i < nr; i++)
 		if (is_pci_p2pdma_page(pages[i]))
 			pin->nr_p2pdma++;
+	atomic_long_inc(&p2plab_pins_total);
 
 	if (!hold) {
 		unpin_user_pages(pages, nr);
@@ -238,6 +248,8 @@ static int p2plab_ioctl_pin(struct p2plab_file *pf, struct p2plab_pin *pin)
 	list_add_tail(&h->node, &pf->holds);
 	pf->nr_holds++;
 	pf->nr_held_pages += nr;
+	atomic_long_inc(&p2plab_held_pins);
+	atomic_long_add(nr, &p2plab_held_pages);
 	pin->handle = h->handle;
 	mutex_unlock(&pf->lock);
 	return 0;
@@ -256,6 +268,8 @@ static void p2plab_unpin_hold(struct p2plab_file *pf, struct p2plab_hold *h)
 	list_del(&h->node);
 	pf->nr_holds--;
 	pf->nr_held_pages -= h->nr_pages;
+	atomic_long_dec(&p2plab_held_pins);
+	atomic_long_sub(h->nr_pages, &p2plab_held_pages);
 	unpin_user_pages(h->pages, h->nr_pages);
 	kvfree(h->pages);
 	kfree(h);
@@ -301,6 +315,7 @@ static void p2plab_umem_hold_free(struct p2plab_umem_hold *uh)
 	ib_dealloc_device(uh->ibdev);
 	pci_dev_put(uh->pdev);
 	kfree(uh);
+	atomic_long_dec(&p2plab_held_umems);
 }
 
 /*
@@ -339,6 +354,7 @@ static int p2plab_umem_hold_add(struct p2plab_file *pf, struct ib_umem *umem,
 	uh->handle = pf->next_handle++;
 	list_add_tail(&uh->node, &pf->umem_holds);
 	mutex_unlock(&pf->lock);
+	atomic_long_inc(&p2plab_held_umems);
 	*handle = uh->handle;
 	return 0;
 }
@@ -399,6 +415,7 @@ static int p2plab_ioctl_umem(struct p2plab_file *pf, struct p2plab_umem *um)
 	for_each_sgtable_dma_sg(&umem->sgt_append.sgt, sg, i)
 		if (sg_dma_is_bus_address(sg))
 			um->nr_bus_addr++;
+	atomic_long_inc(&p2plab_umems_total);
 
 	if (um->access & P2PLAB_UMEM_HOLD) {
 		ret = p2plab_umem_hold_add(pf, umem, ibdev, pdev, &um->handle);
@@ -413,6 +430,15 @@ put_pdev:
 	return ret;
 }
 
+static void p2plab_ioctl_stats(struct p2plab_stats *st)
+{
+	st->held_pins = atomic_long_read(&p2plab_held_pins);
+	st->held_pages = atomic_long_read(&p2plab_held_pages);
+	st->held_umems = atomic_long_read(&p2plab_held_umems);
+	st->pins = atomic_long_read(&p2plab_pins_total);
+	st->umems = atomic_long_read(&p2plab_umems_total);
+}
+
 static long p2plab_ioctl(struct file *filp, unsigned int cmd,
 			 unsigned long arg)
 {
@@ -422,6 +448,7 @@ static long p2plab_ioctl(struct file *filp, unsigned int cmd,
 		struct p2plab_pin pin;
 		struct p2plab_release rel;
 		struct p2plab_umem umem;
+		struct p2plab_stats stats;
 	} u;
 	size_t size;
 	int ret;
@@ -436,6 +463,9 @@ static long p2plab_ioctl(struct file *filp, unsigned int cmd,
 	case P2PLAB_IOCTL_UMEM:
 		size = sizeof(u.umem);
 		break;
+	case P2PLAB_IOCTL_STATS:
+		p2plab_ioctl_stats(&u.stats);
+		return copy_to_user(uarg, &u.stats, sizeof(u.stats)) ? -EFAULT : 0;
 	default:
 		return -EINVAL;
 	}

@@ -78,8 +78,18 @@ struct p2plab_umem {
 	__u32 handle;        /* (in) must be 0; (out) with P2PLAB_UMEM_HOLD: id for RELEASE */
 };
 
+/* What the module holds right now, over every open file, and what it did since loading. */
+struct p2plab_stats {
+	__u64 held_pins;     /* pins kept by P2PLAB_PIN_HOLD */
+	__u64 held_pages;    /* pages in those pins */
+	__u64 held_umems;    /* umems kept by P2PLAB_UMEM_HOLD */
+	__u64 pins;          /* successful PIN calls since load */
+	__u64 umems;         /* successful UMEM calls since load */
+};
+
 #define P2PLAB_IOCTL_PIN _IOWR('P', 1, struct p2plab_pin)
 #define P2PLAB_IOCTL_RELEASE _IOWR('P', 2, struct p2plab_release)
 #define P2PLAB_IOCTL_UMEM _IOWR('P', 3, struct p2plab_umem)
+#define P2PLAB_IOCTL_STATS _IOR('P', 4, struct p2plab_stats)
 
 #endif /* _P2PLAB_UAPI_H */
