@@ -113,6 +113,14 @@ struct EndToEndTests {
         // kernfs: a write after a read updates mtime only without patch 1.
         #expect(seriesByName["kernfs.mtime_on_write_fault"]?.status == .pass)
         #expect(baselineByName["kernfs.mtime_on_write_fault"]?.status == .fail)
+        // Teardown while pinned: the wait is seen and measured, the hung-task report names the unbind.
+        let unbind = seriesByName["teardown.unbind_umem_held"]?.diagnostics.joined(separator: "\n") ?? ""
+        #expect(unbind.contains("unbind still blocked after 1 s") && unbind.contains("in memunmap_pages"), "\(unbind)")
+        let hung = seriesByName["teardown.hung_task_reported"]?.diagnostics.joined(separator: "\n") ?? ""
+        #expect(hung.contains("the hung-task detector reported the unbinding task") && hung.contains("provoked: INFO: task"), "\(hung)")
+        #expect(baselineByName["teardown.unbind_umem_held"]?.errno == "EFAULT")
+        let mprotect = baselineByName["teardown.mprotect_while_pinned"]?.diagnostics.joined(separator: "\n") ?? ""
+        #expect(mprotect.contains("observed never completes") && mprotect.contains("observed EFAULT"), "\(mprotect)")
     }
 
     @Test("kprobes disarmed at run time: pin.fast_path is an ERROR that says so, never a PASS", .timeLimit(.minutes(20)))
