@@ -43,36 +43,64 @@ public struct KernelBuilder: Sendable {
     public let progress: @Sendable (String) -> Void
     /// Minimum free space before a build starts (a lean build needs about 2.5 GiB).
     public var requiredFreeMiB = 4096
+    /// The config targets every build starts from, before the fragments are merged.
+    public var baseRecipe: [String]
+    public let limits: LabLimits
 
     public init(cache: CacheLayout, runner: Runner, jobs: Int = ProcessInfo.processInfo.activeProcessorCount,
+                baseRecipe: [String] = baseConfigRecipe, limits: LabLimits = .standard,
                 progress: @escaping @Sendable (String) -> Void) {
         self.cache = cache
         self.runner = runner
         self.jobs = max(1, jobs)
+        self.baseRecipe = baseRecipe
+        self.limits = limits
         self.progress = progress
     }
 
     /// The config hash: the base recipe plus every fragment's text, in order.
-    public static func configHash(fragments: [ConfigFragment], texts: [String]) -> String {
-        fnv1a64Hex((baseConfigRecipe + texts).joined(separator: "\u{0}"))
+    public static func configHash(texts: [String], base: [String] = baseConfigRecipe) -> String {
+        fnv1a64Hex((base + texts).joined(separator: "\u{0}"))
     }
 
-    /// Builds `bzImage` and modules for the checked-out variant, or returns the cached build.
-    public func build(_ variant: PreparedVariant, fragmentFiles: [URL], timeout: Double = 3600) async throws -> BuildManifest {
-        let fm = FileManager.default
+    /// Where a variant's build lives: its config hash, object directory and outputs.
+    struct Place {
+        var fragments: [ConfigFragment]
+        var configHash: String
+        var objDir: URL
+        var outDir: URL
+        var manifest: URL { outDir.appendingPathComponent("manifest.json") }
+    }
+
+    func place(_ variant: PreparedVariant, fragmentFiles: [URL]) throws -> Place {
         let texts = try fragmentFiles.map { url -> String in
             guard let t = try? String(contentsOf: url, encoding: .utf8) else { throw BuildError.missingFragment(url.path) }
             return t
         }
-        let fragments = zip(fragmentFiles, texts).map { ConfigFragment(origin: $0.path, text: $1) }
-        let configHash = Self.configHash(fragments: fragments, texts: texts)
-        let objDir = cache.objects.appendingPathComponent("\(variant.source.objectKey)-\(configHash.prefix(12))")
+        let configHash = Self.configHash(texts: texts, base: baseRecipe)
         let outKey = "\(variant.source.id)-\(configHash.prefix(12))-\(variant.label)-\(variant.head.prefix(12))"
-        let outDir = cache.builds.appendingPathComponent(outKey)
-        let manifestURL = outDir.appendingPathComponent("manifest.json")
-        if let data = try? Data(contentsOf: manifestURL),
-           var cached = try? JSONDecoder().decode(BuildManifest.self, from: data),
-           fm.fileExists(atPath: cached.bzImage), fm.fileExists(atPath: cached.objectDir + "/.config") {
+        return Place(
+            fragments: zip(fragmentFiles, texts).map { ConfigFragment(origin: $0.path, text: $1) }, configHash: configHash,
+            objDir: cache.objects.appendingPathComponent("\(variant.source.objectKey)-\(configHash.prefix(12))"),
+            outDir: cache.builds.appendingPathComponent(outKey))
+    }
+
+    /// The finished build of `variant` with these fragments, if the cache holds one; builds nothing.
+    public func cachedBuild(_ variant: PreparedVariant, fragmentFiles: [URL]) throws -> BuildManifest? {
+        let fm = FileManager.default
+        guard let data = try? Data(contentsOf: try place(variant, fragmentFiles: fragmentFiles).manifest),
+              let cached = try? JSONDecoder().decode(BuildManifest.self, from: data),
+              fm.fileExists(atPath: cached.bzImage), fm.fileExists(atPath: cached.objectDir + "/.config") else { return nil }
+        return cached
+    }
+
+    /// Builds `bzImage` and modules for the checked-out variant, or returns the cached build.
+    public func build(_ variant: PreparedVariant, fragmentFiles: [URL]) async throws -> BuildManifest {
+        let fm = FileManager.default
+        let place = try place(variant, fragmentFiles: fragmentFiles)
+        let (fragments, configHash, objDir, outDir) = (place.fragments, place.configHash, place.objDir, place.outDir)
+        let manifestURL = place.manifest
+        if var cached = try cachedBuild(variant, fragmentFiles: fragmentFiles) {
             cached.cacheHit = true
             cached.buildSeconds = 0
             // Same commits, same patches; what the series says about them comes from the variant.
@@ -93,12 +121,14 @@ public struct KernelBuilder: Sendable {
         let stamp = objDir.appendingPathComponent(".p2plab-config-hash")
         let configURL = objDir.appendingPathComponent(".config")
         if (try? String(contentsOf: stamp, encoding: .utf8)) != configHash || !fm.fileExists(atPath: configURL.path) {
-            progress("config: \(baseConfigRecipe.joined(separator: " + ")) + \(fragmentFiles.map(\.lastPathComponent).joined(separator: " + "))")
-            for target in baseConfigRecipe {
-                try await make([target], src: src, obj: objDir, log: log, timeout: 300)
+            progress("config: \((baseRecipe + fragmentFiles.map(\.lastPathComponent)).joined(separator: " + "))")
+            for target in baseRecipe {
+                try await make([target], src: src, obj: objDir, log: log, timeout: limits.configure)
             }
-            try await runner.checked(Command(["\(src)/scripts/kconfig/merge_config.sh", "-m", "-O", objDir.path, configURL.path] + fragmentFiles.map(\.path), in: src), timeout: 300)
-            try await make(["olddefconfig"], src: src, obj: objDir, log: log, timeout: 300)
+            if !fragmentFiles.isEmpty {
+                try await runner.checked(Command(["\(src)/scripts/kconfig/merge_config.sh", "-m", "-O", objDir.path, configURL.path] + fragmentFiles.map(\.path), in: src), timeout: limits.configure)
+            }
+            try await make(["olddefconfig"], src: src, obj: objDir, log: log, timeout: limits.configure)
             try configHash.write(to: stamp, atomically: true, encoding: .utf8)
         }
         let config = (try? String(contentsOf: configURL, encoding: .utf8)) ?? ""
@@ -114,7 +144,7 @@ public struct KernelBuilder: Sendable {
         let start = Date()
         let counter = ProgressCounter(start: start, report: progress)
         let result = try await runner.stream(
-            makeCommand(["bzImage", "modules"], src: src, obj: objDir), logFile: log, timeout: timeout
+            makeCommand(["bzImage", "modules"], src: src, obj: objDir), logFile: log, timeout: limits.build
         ) { line in counter.saw(line) }
         let seconds = Date().timeIntervalSince(start)
         guard result.succeeded else {
@@ -131,7 +161,7 @@ public struct KernelBuilder: Sendable {
         try fm.copyItem(at: configURL, to: savedConfig)
         let release = ((try? String(contentsOf: objDir.appendingPathComponent("include/config/kernel.release"), encoding: .utf8)) ?? "")
             .trimmingCharacters(in: .whitespacesAndNewlines)
-        let compiler = (try? await runner.capture(Command(["gcc", "--version"]), timeout: 30).standardOutput.split(separator: "\n").first.map(String.init)) ?? nil
+        let compiler = (try? await runner.capture(Command(["gcc", "--version"]), timeout: limits.query).standardOutput.split(separator: "\n").first.map(String.init)) ?? nil
         let manifest = BuildManifest(
             source: variant.source.description, sourceId: variant.source.id, baseCommit: variant.source.baseCommit,
             variant: variant.label, branch: variant.branch, head: variant.head, patches: variant.patches,

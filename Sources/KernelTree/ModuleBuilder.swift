@@ -6,14 +6,16 @@ import LabSupport
 public struct ModuleBuilder: Sendable {
     public let cache: CacheLayout
     public let runner: Runner
+    public let limits: LabLimits
 
-    public init(cache: CacheLayout, runner: Runner) {
+    public init(cache: CacheLayout, runner: Runner, limits: LabLimits = .standard) {
         self.cache = cache
         self.runner = runner
+        self.limits = limits
     }
 
     /// Returns the path of `p2plab_test.ko`, building it unless an identical build is cached.
-    public func build(moduleSource: URL, kernelBuildDir: String, timeout: Double = 600) async throws -> URL {
+    public func build(moduleSource: URL, kernelBuildDir: String) async throws -> URL {
         let fm = FileManager.default
         guard fm.fileExists(atPath: kernelBuildDir + "/Makefile") else {
             throw BuildError.moduleBuildFailed(log: kernelBuildDir, errors: "no kernel build directory at \(kernelBuildDir): install the kernel headers (linux-headers-$(uname -r)) or build with p2plab build")
@@ -35,7 +37,7 @@ public struct ModuleBuilder: Sendable {
         try fm.ensureDirectory(dir)
         for f in files { try fm.copyItem(at: moduleSource.appendingPathComponent(f), to: dir.appendingPathComponent(f)) }
         let log = dir.appendingPathComponent("build.log")
-        let r = try await runner.stream(Command(["make", "-C", kernelBuildDir, "M=\(dir.path)", "modules"]), logFile: log, timeout: timeout)
+        let r = try await runner.stream(Command(["make", "-C", kernelBuildDir, "M=\(dir.path)", "modules"]), logFile: log, timeout: limits.module)
         guard r.succeeded, fm.fileExists(atPath: ko.path) else {
             let text = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
             throw BuildError.moduleBuildFailed(log: log.path, errors: KernelBuilder.errorLines(text))

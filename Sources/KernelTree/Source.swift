@@ -70,11 +70,57 @@ public struct SourceManager: Sendable {
     public let cache: CacheLayout
     public let runner: Runner
     public let progress: @Sendable (String) -> Void
+    public let limits: LabLimits
 
-    public init(cache: CacheLayout, runner: Runner, progress: @escaping @Sendable (String) -> Void) {
+    public init(cache: CacheLayout, runner: Runner, limits: LabLimits = .standard, progress: @escaping @Sendable (String) -> Void) {
         self.cache = cache
         self.runner = runner
+        self.limits = limits
         self.progress = progress
+    }
+
+    /// The branch a variant of `series` on `baseCommit` lives on: one name per base, series content
+    /// and selection, so a changed series never reuses a stale branch.
+    public static func branch(baseCommit: String, series: PatchSeries, selection: PatchSelection) -> String {
+        let key = fnv1a64Hex([baseCommit, series.contentHash, selection.label].joined(separator: "|")).prefix(10)
+        return "p2plab/\(selection.label)-\(key)"
+    }
+
+    /// The record of a variant checked out earlier (its branch, head and patches), if its branch
+    /// still points where it did. Reads only: nothing is checked out.
+    public func recordedVariant(_ source: PreparedSource, series: PatchSeries, selection: PatchSelection) async throws -> PreparedVariant? {
+        let branch = Self.branch(baseCommit: source.baseCommit, series: series, selection: selection)
+        let git = Git(directory: source.workdir, runner: runner)
+        guard let data = try? Data(contentsOf: variantRecord(source, branch: branch)),
+              var variant = try? JSONDecoder().decode(PreparedVariant.self, from: data),
+              let head = try await git.revParse("refs/heads/\(branch)"), variant.head == head else { return nil }
+        variant.source = source
+        return variant
+    }
+
+    func variantRecord(_ source: PreparedSource, branch: String) -> URL {
+        cache.builds.appendingPathComponent("variants/\(source.id)-\(branch.replacingOccurrences(of: "/", with: "_")).json")
+    }
+
+    /// The Debian source as recorded in the cache earlier, or nil; downloads and unpacks nothing.
+    public func preparedDebian(package: String = "linux-source-6.12") async throws -> PreparedSource? {
+        guard let deb = debPackage(package) else { return nil }
+        let (id, description) = Self.debianIdentity(deb: deb, package: package)
+        let dir = cache.sources.appendingPathComponent(id)
+        guard FileManager.default.fileExists(atPath: dir.appendingPathComponent(".git").path),
+              let base = try await Git(directory: dir, runner: runner).revParse("refs/heads/p2plab/pristine") else { return nil }
+        return PreparedSource(workdir: dir, baseCommit: base, description: description, id: id)
+    }
+
+    func debPackage(_ package: String) -> String? {
+        ((try? FileManager.default.contentsOfDirectory(atPath: cache.downloads.path)) ?? [])
+            .filter { $0.hasPrefix(package + "_") && $0.hasSuffix(".deb") }.sorted().last
+    }
+
+    /// linux-source-6.12_6.12.117-1~deb12u1_all.deb → (debian-6.12.117-1_deb12u1, Debian linux-source-6.12 6.12.117-1~deb12u1)
+    static func debianIdentity(deb: String, package: String) -> (id: String, description: String) {
+        let version = deb.split(separator: "_").dropFirst().first.map(String.init) ?? "unknown"
+        return ("debian-" + version.replacingOccurrences(of: "~", with: "_"), "Debian \(package) \(version)")
     }
 
     /// Prepares `spec` for building: downloads/unpacks/records the Debian source once, or makes
@@ -89,29 +135,24 @@ public struct SourceManager: Sendable {
     func prepareDebian(package: String) async throws -> PreparedSource {
         let fm = FileManager.default
         try fm.ensureDirectory(cache.downloads)
-        var deb = try fm.contentsOfDirectory(atPath: cache.downloads.path)
-            .filter { $0.hasPrefix(package + "_") && $0.hasSuffix(".deb") }.sorted().last
+        var deb = debPackage(package)
         if deb == nil {
             guard which("apt-get") != nil else { throw BuildError.aptMissing }
             progress("source: apt-get download \(package)")
-            var r = try await runner.capture(Command(["apt-get", "download", package], in: cache.downloads.path), timeout: 900)
+            var r = try await runner.capture(Command(["apt-get", "download", package], in: cache.downloads.path), timeout: limits.download)
             if !r.succeeded && geteuid() == 0 {
                 // A machine whose package lists were never fetched (or are stale) knows no such package yet.
                 progress("source: apt-get update, then download again")
-                _ = try? await runner.capture(Command(["apt-get", "update", "-qq"]), timeout: 900)
-                r = try await runner.capture(Command(["apt-get", "download", package], in: cache.downloads.path), timeout: 900)
+                _ = try? await runner.capture(Command(["apt-get", "update", "-qq"]), timeout: limits.download)
+                r = try await runner.capture(Command(["apt-get", "download", package], in: cache.downloads.path), timeout: limits.download)
             }
             guard r.succeeded else { throw BuildError.sourceDownload(detail: (r.standardError + r.standardOutput).lastLines(5)) }
-            deb = try fm.contentsOfDirectory(atPath: cache.downloads.path)
-                .filter { $0.hasPrefix(package + "_") && $0.hasSuffix(".deb") }.sorted().last
+            deb = debPackage(package)
         }
         guard let deb else { throw BuildError.sourceDownload(detail: "no \(package)_*.deb in \(cache.downloads.path)") }
-        // linux-source-6.12_6.12.117-1~deb12u1_all.deb → 6.12.117-1~deb12u1
-        let version = deb.split(separator: "_").dropFirst().first.map(String.init) ?? "unknown"
-        let id = "debian-" + version.replacingOccurrences(of: "~", with: "_")
+        let (id, description) = Self.debianIdentity(deb: deb, package: package)
         let dir = cache.sources.appendingPathComponent(id)
         let git = Git(directory: dir, runner: runner)
-        let description = "Debian \(package) \(version)"
         if fm.fileExists(atPath: dir.appendingPathComponent(".git").path), let base = try await git.revParse("refs/heads/p2plab/pristine") {
             return PreparedSource(workdir: dir, baseCommit: base, description: description, id: id)
         }
@@ -123,10 +164,10 @@ public struct SourceManager: Sendable {
         try? fm.removeItem(at: scratch)
         try fm.ensureDirectory(scratch)
         let debPath = cache.downloads.appendingPathComponent(deb).path
-        try await runner.checked(Command(["sh", "-c", "dpkg-deb --fsys-tarfile \"$1\" | tar -x -C \"$2\" ./usr/src", "sh", debPath, scratch.path]), timeout: 600)
+        try await runner.checked(Command(["sh", "-c", "dpkg-deb --fsys-tarfile \"$1\" | tar -x -C \"$2\" ./usr/src", "sh", debPath, scratch.path]), timeout: limits.unpack)
         let tarballs = try fm.contentsOfDirectory(atPath: scratch.appendingPathComponent("usr/src").path).filter { $0.hasPrefix("linux-source") && $0.contains(".tar") }
         guard let tarball = tarballs.first else { throw BuildError.sourceDownload(detail: "\(deb) holds no linux-source tarball") }
-        try await runner.checked(Command(["tar", "-xf", scratch.appendingPathComponent("usr/src/\(tarball)").path, "-C", scratch.path]), timeout: 900)
+        try await runner.checked(Command(["tar", "-xf", scratch.appendingPathComponent("usr/src/\(tarball)").path, "-C", scratch.path]), timeout: limits.unpack)
         let unpacked = try fm.contentsOfDirectory(atPath: scratch.path).filter { $0.hasPrefix("linux-source") && !$0.contains(".tar") }
         guard let top = unpacked.first else { throw BuildError.sourceDownload(detail: "\(tarball) did not unpack to a linux-source directory") }
         let tree = scratch.appendingPathComponent(top)
@@ -137,9 +178,9 @@ public struct SourceManager: Sendable {
         // competing with the kernel build that follows.
         try await scratchGit.run(["config", "gc.auto", "0"])
         // Debian's top-level .gitignore ignores everything; -f records the whole tree.
-        try await scratchGit.run(["add", "-A", "-f"], timeout: 900)
+        try await scratchGit.run(["add", "-A", "-f"], timeout: limits.git)
         let date = ["GIT_AUTHOR_DATE": "2000-01-01T00:00:00Z", "GIT_COMMITTER_DATE": "2000-01-01T00:00:00Z"]
-        try await scratchGit.run(["commit", "-q", "--no-verify", "-m", "\(description) (pristine, recorded by p2plab)"], env: date, timeout: 900)
+        try await scratchGit.run(["commit", "-q", "--no-verify", "-m", "\(description) (pristine, recorded by p2plab)"], env: date, timeout: limits.git)
         try await scratchGit.run(["branch", "-f", "p2plab/pristine", "HEAD"])
         try? fm.removeItem(at: dir)
         try fm.moveItem(at: tree, to: dir)
@@ -177,7 +218,7 @@ public struct SourceManager: Sendable {
             try fm.ensureDirectory(cache.worktrees)
             try? await user.run(["worktree", "prune"])
             progress("source: creating worktree \(worktree.path) of \(topURL.path)")
-            try await user.run(["worktree", "add", "--detach", worktree.path, commit], timeout: 900)
+            try await user.run(["worktree", "add", "--detach", worktree.path, commit], timeout: limits.git)
         }
         let short = String(commit.prefix(12))
         return PreparedSource(workdir: worktree, baseCommit: commit, description: "tree \(topURL.path) at \(short)", id: "\(id)-\(short)", objectKey: String(id))
@@ -187,15 +228,11 @@ public struct SourceManager: Sendable {
     /// (one commit per patch) the first time and reusing the branch afterwards.
     public func checkout(_ source: PreparedSource, series: PatchSeries, selection: PatchSelection) async throws -> PreparedVariant {
         let chosen = try series.selecting(selection)
-        let key = fnv1a64Hex([source.baseCommit, series.contentHash, selection.label].joined(separator: "|")).prefix(10)
-        let branch = "p2plab/\(selection.label)-\(key)"
+        let branch = Self.branch(baseCommit: source.baseCommit, series: series, selection: selection)
         let git = Git(directory: source.workdir, runner: runner)
-        let record = cache.builds.appendingPathComponent("variants/\(source.id)-\(branch.replacingOccurrences(of: "/", with: "_")).json")
-        if let head = try await git.revParse("refs/heads/\(branch)"),
-           let data = try? Data(contentsOf: record),
-           var variant = try? JSONDecoder().decode(PreparedVariant.self, from: data), variant.head == head {
+        let record = variantRecord(source, branch: branch)
+        if var variant = try await recordedVariant(source, series: series, selection: selection) {
             try await switchTo(git: git, ref: branch)
-            variant.source = source
             // What the series says about itself comes from the series, not from an older record.
             let byIndex = Dictionary(chosen.map { ($0.index, $0) }, uniquingKeysWith: { a, _ in a })
             for i in variant.patches.indices {
@@ -255,7 +292,7 @@ public struct SourceManager: Sendable {
 
     /// Checks out `ref`; git rewrites only the files that differ, so make rebuilds only what changed.
     func switchTo(git: Git, ref: String, detach: Bool = false) async throws {
-        try await git.run(["checkout", "-q", "-f"] + (detach ? ["--detach"] : []) + [ref], timeout: 900)
+        try await git.run(["checkout", "-q", "-f"] + (detach ? ["--detach"] : []) + [ref], timeout: limits.git)
     }
 }
 

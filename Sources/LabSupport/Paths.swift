@@ -23,6 +23,8 @@ public struct CacheLayout: Sendable {
     public var objects: URL { root.appendingPathComponent("obj") }
     public var builds: URL { root.appendingPathComponent("builds") }
     public var runs: URL { root.appendingPathComponent("runs") }
+    /// Lock files that keep concurrent runs out of each other's checkouts.
+    public var locks: URL { root.appendingPathComponent("locks") }
     /// The newest successful build's manifest, so `boot` and `check` can find its kernel.
     public var latestBuild: URL { root.appendingPathComponent("builds/latest.json") }
 }

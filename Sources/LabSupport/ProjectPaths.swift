@@ -26,6 +26,32 @@ public enum ProjectPaths {
         return nil
     }
 
+    /// The version p2plab reports in results: the checkout's commit when it is a git checkout.
+    public static let version: String = {
+        guard let root = root() else { return "unknown" }
+        let head = root.appendingPathComponent(".git/HEAD")
+        guard let ref = try? String(contentsOf: head, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines) else { return "unknown" }
+        if ref.hasPrefix("ref: ") {
+            let path = root.appendingPathComponent(".git/" + ref.dropFirst(5))
+            if let sha = try? String(contentsOf: path, encoding: .utf8) { return String(sha.prefix(12)) }
+            return String(ref.dropFirst(5))
+        }
+        return String(ref.prefix(12))
+    }()
+
+    /// The running executable, symlinks resolved.
+    public static var executable: URL {
+        let path = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        return URL(fileURLWithPath: path).resolvingSymlinksInPath().standardizedFileURL
+    }
+
+    /// The guest suite executable (`p2plab-guest`) beside the running one.
+    public static var guestExecutable: URL {
+        executable.deletingLastPathComponent().appendingPathComponent(guestExecutableName)
+    }
+
+    public static let guestExecutableName = "p2plab-guest"
+
     /// `root()`, or an error that says what to do.
     public static func requireRoot() throws -> URL {
         guard let root = root() else { throw ProjectPathError.notFound }

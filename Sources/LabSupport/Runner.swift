@@ -46,16 +46,20 @@ extension Command {
     }
 }
 
-/// Errors of running external commands.
-public enum RunError: LabError {
+/// Errors of running external commands. A child that fails is reported as what it is: the command
+/// line and how it ended, never as a failed check.
+public enum RunError: LabError, Equatable {
     case nonZeroExit(command: String, status: String, stderrTail: String)
     case timedOut(command: String, seconds: Double)
     case notFound(executable: String, package: String?)
+    /// The child could not be started or watched (not its own failure).
+    case couldNotRun(command: String, reason: String)
 
     public var exitCode: LabExit {
         switch self {
         case .notFound: .missingDependency
-        default: .failed
+        // A tool of the lab failing is an infrastructure failure: this kernel could not be tested.
+        case .nonZeroExit, .timedOut, .couldNotRun: .couldNotTest
         }
     }
 
@@ -67,6 +71,8 @@ public enum RunError: LabError {
             "command timed out after \(Int(seconds)) s: \(command)"
         case .notFound(let executable, let package):
             "\(executable) not found" + (package.map { ": install it with `apt-get install \($0)` (or run scripts/setup)" } ?? "")
+        case .couldNotRun(let command, let reason):
+            "could not run \(command): \(reason)"
         }
     }
 }
@@ -160,12 +166,16 @@ public struct Runner: Sendable {
         }
     }
 
+    /// Classifies swift-subprocess's error by its code: a missing executable is a missing tool,
+    /// everything else is the lab failing to run the child.
     static func translate(_ error: SubprocessError, command: Command) -> any Error {
-        let text = String(describing: error)
-        if text.localizedCaseInsensitiveContains("not found") || text.contains("executableNotFound") || text.contains("No such file") {
-            return RunError.notFound(executable: command.arguments[0], package: nil)
+        let missing = error.code == .executableNotFound
+            || (error.code == .spawnFailed && error.underlyingError == Errno.noSuchFileOrDirectory)
+        if missing { return RunError.notFound(executable: command.arguments[0], package: nil) }
+        if error.code == .failedToChangeWorkingDirectory {
+            return RunError.couldNotRun(command: command.description, reason: "cannot change into \(command.workingDirectory ?? "?")")
         }
-        return RunError.nonZeroExit(command: command.description, status: "could not start", stderrTail: text)
+        return RunError.couldNotRun(command: command.description, reason: error.description)
     }
 
     /// Runs `body`, cancelling it (which tears the child down) once `seconds` have passed.

@@ -1,0 +1,101 @@
+import Foundation
+import LabSupport
+
+/// What to build, typed: where the source comes from, the series, the config fragments, the jobs.
+public struct KernelRecipe: Sendable, Equatable {
+    public var source: SourceSpec
+    /// A directory with a `series` file, or an mbox.
+    public var series: URL
+    /// The lab's fragment first, then the user's, merged in this order.
+    public var fragments: [URL]
+    public var jobs: Int
+
+    public init(source: SourceSpec, series: URL, fragments: [URL], jobs: Int = ProcessInfo.processInfo.activeProcessorCount) {
+        self.source = source
+        self.series = series
+        self.fragments = fragments
+        self.jobs = jobs
+    }
+}
+
+/// A built variant: the kernel's manifest and, when asked for, the test module built against it.
+public struct BuiltKernel: Sendable {
+    public var manifest: BuildManifest
+    public var module: URL?
+}
+
+/// The kernels of one cache: source → series → build (→ test module), safe for concurrent runs.
+///
+/// Every variant of one source is checked out in one directory and built in one object directory,
+/// so two runs sharing the cache would switch each other's files mid-build. A lock per checkout
+/// (`<cache>/locks/`) covers the checkout, the build and the module build (which reads the object
+/// directory); booting and checking happen outside it, from the variant's own copied bzImage.
+public struct Kernels: Sendable {
+    public let cache: CacheLayout
+    public let runner: Runner
+    public let limits: LabLimits
+    public let progress: @Sendable (String) -> Void
+
+    public init(cache: CacheLayout, runner: Runner, limits: LabLimits = .standard, progress: @escaping @Sendable (String) -> Void) {
+        self.cache = cache
+        self.runner = runner
+        self.limits = limits
+        self.progress = progress
+    }
+
+    public var sources: SourceManager { SourceManager(cache: cache, runner: runner, limits: limits, progress: progress) }
+
+    func builder(_ recipe: KernelRecipe) -> KernelBuilder {
+        KernelBuilder(cache: cache, runner: runner, jobs: recipe.jobs, limits: limits, progress: progress)
+    }
+
+    /// The lock name of a source spec's preparation (unpacking, worktree creation).
+    static func prepareLock(_ spec: SourceSpec) -> String {
+        switch spec {
+        case .debian(let package): "prepare-\(package)"
+        case .tree(let path, _): "prepare-tree-" + fnv1a64Hex(path.standardizedFileURL.path).prefix(10)
+        }
+    }
+
+    /// Builds `selection` of `recipe` (or takes it from the cache) and, with `moduleSource`, the
+    /// test module against it, holding the checkout's lock throughout.
+    public func build(_ recipe: KernelRecipe, _ selection: PatchSelection, moduleSource: URL? = nil) async throws -> BuiltKernel {
+        let series = try PatchSeries.load(from: recipe.series)
+        let source = try await CacheLock.withLock(Self.prepareLock(recipe.source), in: cache, timeout: limits.cacheLock, waiting: progress) {
+            try await sources.prepare(recipe.source)
+        }
+        return try await withCheckout(source.workdir.path) {
+            let variant = try await sources.checkout(source, series: series, selection: selection)
+            let manifest = try await builder(recipe).build(variant, fragmentFiles: recipe.fragments)
+            guard let moduleSource else { return BuiltKernel(manifest: manifest, module: nil) }
+            let ko = try await ModuleBuilder(cache: cache, runner: runner, limits: limits)
+                .build(moduleSource: moduleSource, kernelBuildDir: manifest.objectDir)
+            return BuiltKernel(manifest: manifest, module: ko)
+        }
+    }
+
+    /// The test module against a kernel built earlier (a cached build), under its checkout's lock:
+    /// the module build reads the object directory another run might be rebuilding.
+    public func module(for manifest: BuildManifest, moduleSource: URL) async throws -> BuiltKernel {
+        try await withCheckout(manifest.sourceDir) {
+            let ko = try await ModuleBuilder(cache: cache, runner: runner, limits: limits)
+                .build(moduleSource: moduleSource, kernelBuildDir: manifest.objectDir)
+            return BuiltKernel(manifest: manifest, module: ko)
+        }
+    }
+
+    /// Runs `body` holding the lock of the checkout at `path` (and so of its object directories).
+    public func withCheckout<T: Sendable>(_ path: String, _ body: () async throws -> T) async throws -> T {
+        let name = "checkout-" + fnv1a64Hex(URL(fileURLWithPath: path).standardizedFileURL.path).prefix(12)
+        return try await CacheLock.withLock(name, in: cache, timeout: limits.cacheLock, waiting: progress, body)
+    }
+
+    /// The finished build of `selection` of `recipe` from the Debian source already in the cache,
+    /// or nil: downloads, checks out and builds nothing (the bench reads the lab's cache this way).
+    public func cached(_ recipe: KernelRecipe, _ selection: PatchSelection) async throws -> BuildManifest? {
+        guard case .debian(let package) = recipe.source, let source = try await sources.preparedDebian(package: package) else { return nil }
+        let series = try PatchSeries.load(from: recipe.series)
+        guard let variant = try await sources.recordedVariant(source, series: series, selection: selection) else { return nil }
+        return try builder(recipe).cachedBuild(variant, fragmentFiles: recipe.fragments)
+    }
+}

@@ -1,0 +1,85 @@
+import Foundation
+
+/// What the host asks of the guest, typed: written as JSON into the run's results share
+/// (`$P2PLAB_RESULTS/invocation.json`) before the boot and read by the suite executable in the
+/// guest, instead of an argument vector built on one side and parsed on the other.
+public struct GuestInvocation: Sendable, Codable, Equatable {
+    public static let fileName = "invocation.json"
+
+    /// What to do in the guest.
+    public enum Job: Sendable, Codable, Equatable {
+        /// Run the check suite (only the checks matching these globs; all when empty).
+        case suite(checks: [String])
+        /// Take the kernel measurements of `p2plab bench` (those matching `only`), `repetitions` times each.
+        case bench(only: [String], repetitions: Int)
+    }
+
+    /// The kernel the guest runs, as built: what the expectations are for.
+    public struct Kernel: Sendable, Codable, Equatable {
+        public var release: String
+        /// The variant's label (`series`, `baseline`, `without-2`, …).
+        public var variant: String
+        /// The patches applied, in order, by subject and content hash.
+        public var patches: [Patch]
+
+        public struct Patch: Sendable, Codable, Equatable {
+            public var index: Int
+            public var subject: String
+            public var contentHash: String
+            public init(index: Int, subject: String, contentHash: String) {
+                self.index = index
+                self.subject = subject
+                self.contentHash = contentHash
+            }
+        }
+
+        public init(release: String, variant: String, patches: [Patch]) {
+            self.release = release
+            self.variant = variant
+            self.patches = patches
+        }
+    }
+
+    public var job: Job
+    public var limits: LabLimits
+    /// The test module to load when it is not loaded.
+    public var module: String?
+    public var kernel: Kernel?
+    /// The RDMA device and p2pmem provider to use (nil: the first of each).
+    public var device: String?
+    public var provider: String?
+
+    public init(job: Job, limits: LabLimits = .standard, module: String? = nil, kernel: Kernel? = nil,
+                device: String? = nil, provider: String? = nil) {
+        self.job = job
+        self.limits = limits
+        self.module = module
+        self.kernel = kernel
+        self.device = device
+        self.provider = provider
+    }
+
+    public func write(into directory: URL) throws {
+        try FileManager.default.ensureDirectory(directory)
+        try LabJSON.encode(self).write(to: directory.appendingPathComponent(Self.fileName))
+    }
+
+    public static func read(from file: URL) throws -> GuestInvocation {
+        try LabJSON.decoder.decode(GuestInvocation.self, from: try Data(contentsOf: file))
+    }
+}
+
+/// The one JSON style of everything p2plab writes: pretty, sorted keys, slashes as they are.
+public enum LabJSON {
+    public static var encoder: JSONEncoder {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        return encoder
+    }
+
+    public static var decoder: JSONDecoder { JSONDecoder() }
+
+    public static func encode<T: Encodable>(_ value: T) throws -> Data {
+        try encoder.encode(value)
+    }
+}

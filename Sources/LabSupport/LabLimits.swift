@@ -1,0 +1,38 @@
+import Foundation
+
+/// Every time limit of the lab, in seconds, in one place: no build, boot, check or git command runs
+/// without one. The defaults are documented here and nowhere else; `test`, `bisect`, `boot` and
+/// `bench` override the ones they expose as options.
+public struct LabLimits: Sendable, Codable, Equatable {
+    /// QEMU's start until the guest's init is ready.
+    public var boot: Double = 120
+    /// The whole guest command (the suite) once init is ready.
+    public var suite: Double = 900
+    /// One check: the suite's watchdog.
+    public var check: Double = 120
+    /// `make bzImage modules` for one variant (a cold defconfig build on 2 cores takes ~18 min).
+    public var build: Double = 3600
+    /// One configuration step: a config target, `merge_config.sh`, `olddefconfig`.
+    public var configure: Double = 300
+    /// The test module against a built kernel.
+    public var module: Double = 600
+    /// A git command on a kernel tree (checkout, worktree add, recording 86k files).
+    public var git: Double = 900
+    /// `apt-get download` / `apt-get update` of the source package.
+    public var download: Double = 900
+    /// Unpacking the source package.
+    public var unpack: Double = 900
+    /// Waiting for another p2plab run to finish with a checkout this run needs.
+    public var cacheLock: Double = 7200
+    /// A quick question to a tool (`gcc --version`, `git rev-parse`).
+    public var query: Double = 30
+    /// A whole `git bisect run`.
+    public var bisect: Double = 6 * 3600
+    /// A warm-cycle or guest bench boot's command.
+    public var benchGuest: Double = 1800
+
+    public init() {}
+
+    /// The defaults.
+    public static let standard = LabLimits()
+}
