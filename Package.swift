@@ -17,7 +17,7 @@ let package = Package(
         .target(
             name: "P2PLab",
             dependencies: [
-                "KernelTree", "Machine", "Catalog", "Checks", "KTAP", "LabSupport",
+                "LabPipeline", "KernelTree", "Machine", "Catalog", "Checks", "KTAP", "LabSupport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         .target(
@@ -27,6 +27,9 @@ let package = Package(
                 .product(name: "SystemPackage", package: "swift-system"),
             ]),
         .target(name: "KernelTree", dependencies: ["LabSupport"]),
+        // One variant's way through the lab (source → series → build → module → boot → checks →
+        // results); the commands are its clients. No C libraries: it runs on the host.
+        .target(name: "LabPipeline", dependencies: ["KernelTree", "Machine", "KTAP", "LabSupport"]),
         .target(name: "Machine", dependencies: ["LabSupport", "KTAP"]),
         // The suite as data (names, descriptions, needs, expectations, patch identity): no C, so the
         // host side can use it without linking what the guest side needs.
@@ -41,7 +44,7 @@ let package = Package(
         .testTarget(name: "MachineTests", dependencies: ["Machine"], resources: [.copy("Fixtures")]),
         .testTarget(name: "CatalogTests", dependencies: ["Catalog", "KernelTree"], resources: [.copy("Fixtures")]),
         .testTarget(name: "ChecksTests", dependencies: ["Checks", "Catalog"], resources: [.copy("Fixtures")]),
-        .testTarget(name: "P2PLabTests", dependencies: ["P2PLab"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "P2PLabTests", dependencies: ["P2PLab", "LabPipeline"], resources: [.copy("Fixtures")]),
     ],
     swiftLanguageModes: [.v6]
 )

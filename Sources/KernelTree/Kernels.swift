@@ -9,19 +9,31 @@ public struct KernelRecipe: Sendable, Equatable {
     /// The lab's fragment first, then the user's, merged in this order.
     public var fragments: [URL]
     public var jobs: Int
+    /// The checkout whose `kernel/series` holds the bundled versions, to name the one with the
+    /// same patches rebased when a series does not apply to the Debian source.
+    public var bundledRoot: URL?
 
-    public init(source: SourceSpec, series: URL, fragments: [URL], jobs: Int = ProcessInfo.processInfo.activeProcessorCount) {
+    public init(source: SourceSpec, series: URL, fragments: [URL], jobs: Int = ProcessInfo.processInfo.activeProcessorCount, bundledRoot: URL? = nil) {
         self.source = source
         self.series = series
         self.fragments = fragments
         self.jobs = jobs
+        self.bundledRoot = bundledRoot
     }
 }
 
-/// A built variant: the kernel's manifest and, when asked for, the test module built against it.
+/// A built variant: the kernel's manifest and, when asked for, the test module built against it
+/// and the kernel's mm selftests built from its tree (or why they could not be).
 public struct BuiltKernel: Sendable {
     public var manifest: BuildManifest
     public var module: URL?
+    public var selftests: Result<URL, BuildError>?
+
+    public init(manifest: BuildManifest, module: URL? = nil, selftests: Result<URL, BuildError>? = nil) {
+        self.manifest = manifest
+        self.module = module
+        self.selftests = selftests
+    }
 }
 
 /// The kernels of one cache: source → series → build (→ test module), safe for concurrent runs.
@@ -58,19 +70,43 @@ public struct Kernels: Sendable {
     }
 
     /// Builds `selection` of `recipe` (or takes it from the cache) and, with `moduleSource`, the
-    /// test module against it, holding the checkout's lock throughout.
-    public func build(_ recipe: KernelRecipe, _ selection: PatchSelection, moduleSource: URL? = nil) async throws -> BuiltKernel {
+    /// test module against it (and, with `selftests`, the kernel's mm selftests from its tree),
+    /// holding the checkout's lock throughout.
+    public func build(_ recipe: KernelRecipe, _ selection: PatchSelection, moduleSource: URL? = nil,
+                      selftests: Bool = false) async throws -> BuiltKernel {
         let series = try PatchSeries.load(from: recipe.series)
         let source = try await CacheLock.withLock(Self.prepareLock(recipe.source), in: cache, timeout: limits.cacheLock, waiting: progress) {
             try await sources.prepare(recipe.source)
         }
         return try await withCheckout(source.workdir.path) {
-            let variant = try await sources.checkout(source, series: series, selection: selection)
+            let variant: PreparedVariant
+            do {
+                variant = try await sources.checkout(source, series: series, selection: selection)
+            } catch let SeriesError.doesNotApply(patch, file, hunk, detail, renames, nil)
+                where !renames.isEmpty && recipe.source == .defaultDebian && recipe.bundledRoot != nil {
+                throw SeriesError.doesNotApply(patch: patch, file: file, hunk: hunk, detail: detail, renames: renames,
+                                               bundled: Self.bundledVersion(matching: series, root: recipe.bundledRoot!))
+            }
             let manifest = try await builder(recipe).build(variant, fragmentFiles: recipe.fragments)
             guard let moduleSource else { return BuiltKernel(manifest: manifest, module: nil) }
             let ko = try await ModuleBuilder(cache: cache, runner: runner, limits: limits)
                 .build(moduleSource: moduleSource, kernelBuildDir: manifest.objectDir)
-            return BuiltKernel(manifest: manifest, module: ko)
+            return BuiltKernel(manifest: manifest, module: ko, selftests: selftests ? await self.selftests(manifest) : nil)
+        }
+    }
+
+    /// The kernel's mm selftests for this build (cached beside it), or why there are none: a
+    /// failed selftest build makes their checks skip with the reason, not the whole run fail.
+    /// Built from the checkout, so only under its lock.
+    func selftests(_ manifest: BuildManifest) async -> Result<URL, BuildError> {
+        progress("kernel selftests (gup_longterm, gup_test)")
+        do {
+            return .success(try await SelftestBuilder(cache: cache, runner: runner).build(sourceDir: manifest.sourceDir, head: manifest.head))
+        } catch let error as BuildError {
+            progress(String(error.description.split(separator: "\n").first ?? ""))
+            return .failure(error)
+        } catch {
+            return .failure(.selftestBuildFailed(log: manifest.sourceDir, errors: "\(error)"))
         }
     }
 
@@ -88,6 +124,22 @@ public struct Kernels: Sendable {
     public func withCheckout<T: Sendable>(_ path: String, _ body: () async throws -> T) async throws -> T {
         let name = "checkout-" + fnv1a64Hex(URL(fileURLWithPath: path).standardizedFileURL.path).prefix(12)
         return try await CacheLock.withLock(name, in: cache, timeout: limits.cacheLock, waiting: progress, body)
+    }
+
+    /// The bundled version (rebased for the Debian source) that holds the same patches as
+    /// `series` (by Message-ID, else by subject when only one version has those subjects), unless
+    /// `series` is that version.
+    public static func bundledVersion(matching series: PatchSeries, root: URL) -> String? {
+        let others = BundledSeries.versions(root: root).compactMap { name -> (String, PatchSeries)? in
+            let dir = BundledSeries.directory(root: root).appendingPathComponent(name)
+            guard dir.standardizedFileURL.path != URL(fileURLWithPath: series.origin).standardizedFileURL.path,
+                  let bundled = try? PatchSeries.load(from: dir) else { return nil }
+            return (name, bundled)
+        }
+        let ids = series.patches.map(\.messageID)
+        if !ids.contains(nil), let match = others.first(where: { $0.1.patches.map(\.messageID) == ids }) { return match.0 }
+        let bySubject = others.filter { $0.1.patches.map(\.subject) == series.patches.map(\.subject) }
+        return bySubject.count == 1 ? bySubject[0].0 : nil
     }
 
     /// The finished build of `selection` of `recipe` from the Debian source already in the cache,

@@ -41,17 +41,24 @@ public struct GuestInvocation: Sendable, Codable, Equatable {
     }
 
     public var job: Job
+    /// The kernel the checks assert, as `p2plab check --expect` names it: a version of the series
+    /// or its effect tokens (nil: the default version).
+    public var expect: String?
     public var limits: LabLimits
     /// The test module to load when it is not loaded.
     public var module: String?
     public var kernel: Kernel?
+    /// The kernel's mm selftests built for this kernel, or why there are none (their checks skip with it).
+    public var selftests: String?
+    public var selftestsProblem: String?
     /// The RDMA device and p2pmem provider to use (nil: the first of each).
     public var device: String?
     public var provider: String?
 
-    public init(job: Job, limits: LabLimits = .standard, module: String? = nil, kernel: Kernel? = nil,
+    public init(job: Job, expect: String? = nil, limits: LabLimits = .standard, module: String? = nil, kernel: Kernel? = nil,
                 device: String? = nil, provider: String? = nil) {
         self.job = job
+        self.expect = expect
         self.limits = limits
         self.module = module
         self.kernel = kernel

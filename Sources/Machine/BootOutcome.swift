@@ -31,6 +31,19 @@ public struct BootOutcome: Sendable {
             }
         }
 
+        /// The kind a manifest or JSON report named (`exited` with `status`, the guest's exit status).
+        public init?(name: String, status: Int32 = 0) {
+            switch name {
+            case "exited": self = .exited(status)
+            case "boot-timeout": self = .bootTimeout
+            case "command-timeout": self = .commandTimeout
+            case "kernel-panic": self = .kernelPanic
+            case "qemu-died": self = .qemuDied
+            case "qemu-failed": self = .qemuFailed
+            default: return nil
+            }
+        }
+
         /// A stable name for manifests and JSON reports.
         public var name: String {
             switch self {

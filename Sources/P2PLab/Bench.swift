@@ -1,8 +1,10 @@
 import Catalog
 import ArgumentParser
+import Catalog
 import Checks
 import Foundation
 import KernelTree
+import LabPipeline
 import LabSupport
 import Machine
 
@@ -55,7 +57,7 @@ extension P2PLabCommand {
         var jobs: Int?
 
         @Option(help: ArgumentHelp("Seconds one guest run may take.", valueName: "SECONDS"))
-        var timeout: Double = 1800
+        var timeout: Double = LabLimits.standard.benchGuest
 
         func validate() throws {
             if repetitions < 1 { throw ValidationError("--repeat takes 1 or more, got \(repetitions)") }
@@ -79,17 +81,15 @@ extension P2PLabCommand {
                 print("wrote \(path.path)")
                 return
             }
-            try await reportingErrors {
-                var session = try BenchSession(command: self, root: root)
-                let run = try await session.run(chosen)
-                let store = BenchResultsStore(root: root)
-                let file = try store.write(run)
-                let markdown = try store.renderMarkdown()
-                print(BenchRenderer.figureTable(run.figures))
-                for item in run.notReported { print("not reported: \(item.measurement) \(item.title): \(item.reason)") }
-                print("results: \(file.path)")
-                print("report: \(markdown.path)")
-            }
+            var session = try BenchSession(command: self, root: root)
+            let run = try await session.run(chosen)
+            let store = BenchResultsStore(root: root)
+            let file = try store.write(run)
+            let markdown = try store.renderMarkdown()
+            print(BenchRenderer.figureTable(run.figures))
+            for item in run.notReported { print("not reported: \(item.measurement) \(item.title): \(item.reason)") }
+            print("results: \(file.path)")
+            print("report: \(markdown.path)")
         }
     }
 
@@ -113,6 +113,11 @@ extension P2PLabCommand {
         var results: String?
 
         func run() async throws {
+            try await Self.measure(module: module, repetitions: repetitions, only: only, device: device, provider: provider, results: results)
+        }
+
+        /// Takes the guest measurements, prints a line per figure and writes bench.json into `results`.
+        static func measure(module: String?, repetitions: Int, only: [String], device: String?, provider: String?, results: String?) async throws {
             guard geteuid() == 0 else {
                 FileHandle.standardError.write(Data("p2plab bench-guest: run as root (it loads a module and pins memory)\n".utf8))
                 throw ExitCode(LabExit.notRoot.rawValue)
@@ -129,9 +134,7 @@ extension P2PLabCommand {
             }
             if let results {
                 try FileManager.default.createDirectory(atPath: results, withIntermediateDirectories: true)
-                let encoder = JSONEncoder()
-                encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-                try encoder.encode(report).write(to: URL(fileURLWithPath: results).appendingPathComponent(GuestBenchReport.fileName))
+                try LabJSON.encode(report).write(to: URL(fileURLWithPath: results).appendingPathComponent(GuestBenchReport.fileName))
             }
         }
     }
@@ -189,8 +192,10 @@ struct BenchSession {
     /// The bench's own corner of the cache: checkout, object directories, modules, runs.
     let benchCache: CacheLayout
     let definition: MachineDefinition
-    let binary: String
     let runner = Runner()
+    /// The pipeline on the lab's cache (read: cached kernels) and on the bench's own (built, timed).
+    let mainPipeline: VariantPipeline
+    let benchPipeline: VariantPipeline
     let session: URL
     let start = Date()
     let loadAtStart = BenchSession.loadAverage()
@@ -200,8 +205,10 @@ struct BenchSession {
     var raw: [BenchRaw] = []
     var accelNote = "tcg as asked"
     var kvmWorks = false
-    var seriesBuild: BuildManifest?
-    var baselineBuild: BuildManifest?
+    var seriesKernel: BuiltKernel?
+    var baselineKernel: BuiltKernel?
+    var seriesBuild: BuildManifest? { seriesKernel?.manifest }
+    var baselineBuild: BuildManifest? { baselineKernel?.manifest }
 
     init(command: P2PLabCommand.Bench, root: URL) throws {
         self.command = command
@@ -209,7 +216,13 @@ struct BenchSession {
         mainCache = CacheLayout(root: command.cache.map { URL(fileURLWithPath: $0) })
         benchCache = CacheLayout(root: mainCache.root.appendingPathComponent("bench"))
         definition = try MachineDefinition.load(named: command.machine, vmDirectory: root.appendingPathComponent("vm"))
-        binary = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().standardizedFileURL.path
+        var limits = LabLimits.standard
+        limits.suite = command.timeout
+        let mainSetup = try LabSetup.forCommands(cache: mainCache, limits: limits)
+        var benchSetup = mainSetup
+        benchSetup.cache = benchCache
+        mainPipeline = VariantPipeline(setup: mainSetup, runner: runner, progress: progressLine)
+        benchPipeline = VariantPipeline(setup: benchSetup, runner: runner, progress: progressLine)
         let stamp = ISO8601DateFormatter().string(from: Date()).replacingOccurrences(of: ":", with: "")
         session = benchCache.runs.appendingPathComponent("bench-\(stamp)")
         try FileManager.default.ensureDirectory(session)
@@ -228,9 +241,11 @@ struct BenchSession {
         firstLine("/proc/loadavg").split(separator: " ").prefix(3).joined(separator: " ")
     }
 
-    /// The build options of the bench's own cache (its checkout and object directory).
-    func benchBuildOptions() throws -> BuildOptions {
-        try BuildOptions.parse(["--cache", benchCache.root.path] + (command.jobs.map { ["--jobs", String($0)] } ?? []))
+    /// What the bench builds: the lab's Debian source, this checkout's series and config fragment.
+    var recipe: KernelRecipe {
+        let setup = benchPipeline.setup
+        return KernelRecipe(source: .defaultDebian, series: setup.defaultSeries, fragments: [setup.labFragment],
+                            jobs: command.jobs ?? ProcessInfo.processInfo.activeProcessorCount)
     }
 
     mutating func add(_ results: [Result<BenchFigure, BenchNotReported>]) {
@@ -254,8 +269,8 @@ struct BenchSession {
         let guests = chosen.filter(\.isGuest)
         let needsKernels = !guests.isEmpty || chosen.contains(.warmCycleTrue) || chosen.contains(.warmCycleSuite) || chosen.contains(.vngAnchor)
         if needsKernels {
-            seriesBuild = try await kernel(.full)
-            if !guests.isEmpty { baselineBuild = try await kernel(.baseline) }
+            seriesKernel = try await kernel(.full)
+            if !guests.isEmpty { baselineKernel = try await kernel(.baseline) }
             if let seriesBuild {
                 let decision = try await AccelProbe.decide(
                     .auto, kernel: URL(fileURLWithPath: seriesBuild.bzImage), cpu: definition.cpu, qemu: "qemu-system-x86_64",
@@ -305,7 +320,7 @@ struct BenchSession {
             memoryMiB: Int(ProcessInfo.processInfo.physicalMemory >> 20), accel: "tcg", accelNote: accelNote,
             hostKernel: firstLine("/proc/sys/kernel/osrelease"), loadAtStart: loadAtStart, loadAtEnd: Self.loadAverage())
         let versions = BenchVersions(
-            kernel: kernel, qemu: qemu, p2plab: p2plabVersion, compiler: compiler,
+            kernel: kernel, qemu: qemu, p2plab: ProjectPaths.version, compiler: compiler,
             perftest: perftestPackage.map { "perftest \($0)" } ?? "not installed")
         return BenchRun(
             date: ISO8601DateFormatter().string(from: start), command: shellQuote(["p2plab"] + CommandLine.arguments.dropFirst()),
@@ -315,67 +330,34 @@ struct BenchSession {
 
     // MARK: - kernels
 
-    /// The cached build of `selection` for this checkout's series and config fragment: the lab's
-    /// cache first (read only: its checkout is never switched), then the bench's own, else built
-    /// in the bench's own checkout.
-    func kernel(_ selection: PatchSelection) async throws -> BuildManifest {
-        for cache in [mainCache, benchCache] {
-            if let found = try cachedBuild(selection, in: cache) {
+    /// The cached build of `selection` (with its test module) for this checkout's series and config
+    /// fragment, as KernelTree finds it: the lab's cache first (read only: its checkout is never
+    /// switched), then the bench's own; else built in the bench's own checkout.
+    func kernel(_ selection: PatchSelection) async throws -> BuiltKernel {
+        for pipeline in [mainPipeline, benchPipeline] {
+            if let found = try await pipeline.kernels.cached(recipe, selection) {
                 progressLine("bench: \(selection.label) kernel: \(found.bzImage)")
-                return found
+                // The module goes into the bench's cache, built against the kernel's object directory.
+                return try await benchPipeline.kernels.module(for: found, moduleSource: benchPipeline.setup.moduleSource)
             }
         }
         progressLine("bench: no cached \(selection.label) kernel; building it in \(benchCache.root.path)")
         try await prepareBenchSource()
-        return try await KernelPipeline(options: try benchBuildOptions(), runner: runner).build(selection: selection)
+        return try await benchPipeline.kernel(recipe, selection)
     }
 
-    /// The lab's Debian source package and its cache id (`debian-6.12.117-1_deb12u1`), if downloaded.
-    func debianSource() -> (deb: String, id: String)? {
+    /// The lab's Debian source package and its cache id (`debian-6.12.117-1_deb12u1`), if prepared.
+    func debianSource() async throws -> (deb: String, id: String)? {
+        guard let source = try await mainPipeline.kernels.sources.preparedDebian() else { return nil }
         guard let deb = ((try? FileManager.default.contentsOfDirectory(atPath: mainCache.downloads.path)) ?? [])
             .filter({ $0.hasPrefix("linux-source-6.12_") && $0.hasSuffix(".deb") }).sorted().last else { return nil }
-        let version = deb.split(separator: "_").dropFirst().first.map(String.init) ?? "unknown"
-        return (deb, "debian-" + version.replacingOccurrences(of: "~", with: "_"))
+        return (deb, source.id)
     }
 
-    /// The newest build of `selection` in `cache` from the lab's Debian source (builds of users'
-    /// trees share the cache and are no baseline for it), whose branch carries this checkout's
-    /// series and whose config hash is this checkout's fragment's, or nil.
-    func cachedBuild(_ selection: PatchSelection, in cache: CacheLayout) throws -> BuildManifest? {
-        guard let sourceID = debianSource()?.id else { return nil }
-        let options = try benchBuildOptions()
-        let series = try PatchSeries.load(from: options.seriesURL(root: root))
-        let texts = try options.fragmentURLs(root: root).map { try String(contentsOf: $0, encoding: .utf8) }
-        let configHash = KernelBuilder.configHash(fragments: [], texts: texts)
-        let fm = FileManager.default
-        let dirs = (try? fm.contentsOfDirectory(atPath: cache.builds.path)) ?? []
-        let candidates = dirs.compactMap { dir -> BuildManifest? in
-            let url = cache.builds.appendingPathComponent(dir).appendingPathComponent("manifest.json")
-            guard let data = fm.contents(atPath: url.path), let m = try? JSONDecoder().decode(BuildManifest.self, from: data) else { return nil }
-            let key = fnv1a64Hex([m.baseCommit, series.contentHash, selection.label].joined(separator: "|")).prefix(10)
-            guard m.sourceId == sourceID, m.variant == selection.label, m.configHash == configHash,
-                  m.branch == "p2plab/\(selection.label)-\(key)",
-                  fm.fileExists(atPath: m.bzImage), fm.fileExists(atPath: m.objectDir + "/.config") else { return nil }
-            return m
-        }
-        return candidates.max { $0.createdAt < $1.createdAt }
-    }
-
-    /// The test module for `build`, built in the bench's cache against the kernel's object directory.
-    func module(for build: BuildManifest) async throws -> URL {
-        try await ModuleBuilder(cache: benchCache, runner: runner)
-            .build(moduleSource: root.appendingPathComponent("kernel/module"), kernelBuildDir: build.objectDir)
-    }
-
-    /// Boots `build` with `guestCommand` (a shell command line) and returns how it ended.
-    func boot(_ build: BuildManifest, module: URL, guestCommand: String, accel: AccelChoice, directory: URL, timeout: Double) async throws -> BootOutcome {
-        let request = BootRequest(
-            kernel: URL(fileURLWithPath: build.bzImage), definition: definition, accel: accel, command: guestCommand,
-            timeout: timeout, bootTimeout: 120, runDirectory: directory, environment: ["P2PLAB_ROOT": root.path],
-            // The module is in the cache under /root, which the guest covers with tmpfs.
-            sharedPaths: [module.deletingLastPathComponent().path, binary, root.path],
-            vmDirectory: root.appendingPathComponent("vm"), cache: mainCache)
-        return try await LabMachine.boot(request, runner: runner)
+    /// The invocation of the suite in the guest on `kernel`.
+    func suiteInvocation(_ kernel: BuiltKernel) -> GuestInvocation {
+        GuestInvocation(job: .suite(checks: []), limits: benchPipeline.setup.limits, module: kernel.module?.path,
+                        kernel: VariantPipeline.guestKernel(kernel.manifest))
     }
 
     // MARK: - kernel behaviour, in the guest
@@ -383,20 +365,20 @@ struct BenchSession {
     /// Boots the baseline and the series alternately, one sample per boot and `--repeat` rounds,
     /// so boot-to-boot variation and a host getting busier mid-run fall on both kernels alike.
     mutating func guestMeasurements(_ chosen: [BenchMeasurement]) async {
-        let builds = [baselineBuild, seriesBuild].compactMap { $0 }
+        let builds = [baselineKernel, seriesKernel].compactMap { $0 }
         var reports: [String: GuestBenchReport] = [:]
         var problems: [String: String] = [:]
         for round in 0..<command.repetitions {
-            for build in builds where problems[build.variant] == nil {
-                let label = build.variant
+            for kernel in builds where problems[kernel.manifest.variant] == nil {
+                let label = kernel.manifest.variant
                 do {
-                    let ko = try await module(for: build)
-                    var arguments = [binary, "bench-guest", "--module", ko.path, "--repeat", "1"]
-                    for m in chosen { arguments += ["--only", m.rawValue] }
-                    progressLine("bench: [\(label)] round \(round + 1)/\(command.repetitions): boot \(build.kernelRelease), measure \(chosen.map(\.rawValue).joined(separator: ", "))")
+                    let invocation = GuestInvocation(
+                        job: .bench(only: chosen.map(\.rawValue), repetitions: 1), limits: benchPipeline.setup.limits,
+                        module: kernel.module?.path, kernel: VariantPipeline.guestKernel(kernel.manifest))
+                    progressLine("bench: [\(label)] round \(round + 1)/\(command.repetitions): boot \(kernel.manifest.kernelRelease), measure \(chosen.map(\.rawValue).joined(separator: ", "))")
                     let directory = session.appendingPathComponent("guest-\(label)-\(round)")
-                    let outcome = try await boot(build, module: ko, guestCommand: shellQuote(arguments) + " --results \"$P2PLAB_RESULTS\"",
-                                                 accel: .tcg, directory: directory, timeout: command.timeout)
+                    let outcome = try await benchPipeline.boot(kernel, machine: definition, accel: .tcg, job: .invocation(invocation),
+                                                               directory: directory, timeout: command.timeout)
                     let file = outcome.run.guest.appendingPathComponent(GuestBenchReport.fileName)
                     guard let data = FileManager.default.contents(atPath: file.path),
                           let report = try? JSONDecoder().decode(GuestBenchReport.self, from: data) else {
@@ -436,7 +418,7 @@ struct BenchSession {
     /// Times `measurement`'s boots under TCG (after one untimed boot that warms the page cache),
     /// and under KVM when the probe says it works; returns the TCG samples.
     mutating func warmCycles(_ measurement: BenchMeasurement) async -> (samples: [Double], problem: String?) {
-        guard let build = seriesBuild else {
+        guard let kernel = seriesKernel else {
             add([LabFigures.warmCycle(measurement, accel: "TCG", samples: [], problem: "no series kernel", note: nil)])
             return ([], "no series kernel")
         }
@@ -447,13 +429,11 @@ struct BenchSession {
             var suiteFailures = 0
             var problem: String?
             do {
-                let ko = try await module(for: build)
-                let guestCommand = measurement == .warmCycleTrue
-                    ? "true"
-                    : shellQuote([binary, "check", "--module", ko.path, "--timeout", "120"]) + " --results \"$P2PLAB_RESULTS\""
+                let job: GuestJob = measurement == .warmCycleTrue ? .shell("true") : .invocation(suiteInvocation(kernel))
                 for index in 0...command.repetitions {
                     let directory = session.appendingPathComponent("\(measurement.rawValue)-\(accel.rawValue)-\(index)")
-                    let outcome = try await boot(build, module: ko, guestCommand: guestCommand, accel: accel, directory: directory, timeout: 600)
+                    let outcome = try await benchPipeline.boot(kernel, machine: definition, accel: accel, job: job, directory: directory,
+                                                               timeout: benchPipeline.setup.limits.suite)
                     // A suite that ran to its end took the time a user waits even if a check failed
                     // (exit 1); a crash, a timeout or a suite that could not start is no sample.
                     let finished = measurement == .warmCycleTrue ? [Int32(0)] : [0, 1, LabExit.skipped.rawValue]
@@ -556,7 +536,7 @@ struct BenchSession {
     /// pristine commit. Without a prepared source, the bench cache fetches and unpacks its own.
     func prepareBenchSource() async throws {
         let fm = FileManager.default
-        guard let (deb, id) = debianSource() else { return }
+        guard let (deb, id) = try await debianSource() else { return }
         let mainSource = mainCache.sources.appendingPathComponent(id)
         let benchSource = benchCache.sources.appendingPathComponent(id)
         try fm.ensureDirectory(benchCache.downloads)
@@ -570,7 +550,7 @@ struct BenchSession {
         try fm.ensureDirectory(benchCache.sources)
         let scratch = benchCache.sources.appendingPathComponent(".clone-\(id)")
         try? fm.removeItem(at: scratch)
-        try await runner.checked(Command(["git", "clone", "-q", "--shared", "--branch", "p2plab/pristine", mainSource.path, scratch.path]), timeout: 1800)
+        try await runner.checked(Command(["git", "clone", "-q", "--shared", "--branch", "p2plab/pristine", mainSource.path, scratch.path]), timeout: benchPipeline.setup.limits.git)
         try await runner.checked(Command(["git", "-C", scratch.path, "config", "gc.auto", "0"]))
         try fm.moveItem(at: scratch, to: benchSource)
     }
@@ -587,10 +567,10 @@ struct BenchSession {
     // MARK: - series switch
 
     mutating func seriesSwitch() async throws {
-        let pipeline = KernelPipeline(options: try benchBuildOptions(), runner: runner)
+        let kernels = benchPipeline.kernels
         progressLine("bench: lab.series_switch: building both variants in the bench checkout first (cold the first time; not timed)")
         var last: [String: BuildManifest] = [:]
-        for selection in [PatchSelection.baseline, .full] { last[selection.label] = try await pipeline.build(selection: selection) }
+        for selection in [PatchSelection.baseline, .full] { last[selection.label] = try await kernels.build(recipe, selection).manifest }
         var samples: [String: [Double]] = ["baseline": [], "series": []]
         var makeSeconds: [String: [Double]] = ["baseline": [], "series": []]
         var problem: String?
@@ -599,7 +579,7 @@ struct BenchSession {
                 for selection in [PatchSelection.baseline, .full] {
                     try invalidate(last[selection.label]!)
                     let start = ContinuousClock.now
-                    let built = try await pipeline.build(selection: selection)
+                    let built = try await kernels.build(recipe, selection).manifest
                     let seconds = elapsed(since: start)
                     last[selection.label] = built
                     samples[selection.label]!.append(seconds)
@@ -625,21 +605,19 @@ struct BenchSession {
     /// boot, suite. Steps alternate between the first midpoint (2 patches) and the whole series,
     /// so every step rebuilds what the two differ in (mm/gup.c, drivers/infiniband/core/umem.c).
     mutating func bisectStep(warmSuite: (samples: [Double], problem: String?)) async throws {
-        let options = try benchBuildOptions()
-        let variants = Lab(build: options, lab: try LabOptions.parse(["--accel", "tcg", "--machine", command.machine]))
-        let pipeline = KernelPipeline(options: options, runner: runner)
+        let suite = SuitePlan(machine: definition, accel: .tcg, expectedNames: SuiteCatalog.names)
         // Start from the whole series in the object directory, so the first step rebuilds.
-        _ = try await pipeline.build(selection: .full)
+        _ = try await benchPipeline.kernels.build(recipe, .full)
         var samples: [Double] = []
         var rebuilds: [Double] = []
         var problem: String?
         let steps = [PatchSelection(upto: 2), .full]
         for index in 0..<command.repetitions {
             let selection = steps[index % 2]
-            if let cached = try cachedBuild(selection, in: benchCache) { try invalidate(cached) }
-            let result = await variants.runVariant(selection, directory: session.appendingPathComponent("bisect-step-\(index)-\(selection.label)"), reproduce: [])
-            guard result.problem == nil, result.bootOutcome == "exited", result.run != nil else {
-                problem = "step \(index) (\(selection.label)) could not test: \(result.problem ?? result.bootOutcome ?? "no results") (\(result.runDirectory.path))"
+            if let cached = try await benchPipeline.kernels.cached(recipe, selection) { try invalidate(cached) }
+            let result = await benchPipeline.run(recipe, selection, suite: suite, directory: session.appendingPathComponent("bisect-step-\(index)-\(selection.label)"))
+            guard result.problem == nil, case .exited = result.ending, result.run != nil else {
+                problem = "step \(index) (\(selection.label)) could not test: \(result.problem ?? result.ending?.name ?? "no results") (\(result.runDirectory.path))"
                 break
             }
             samples.append(result.seconds)
@@ -654,8 +632,9 @@ struct BenchSession {
 
     // MARK: - cold builds
 
-    /// Two cold builds per repetition on the lab's unpacked source, read only (`make -C SRC O=…`,
-    /// never a checkout), each in an empty scratch object directory under the bench cache.
+    /// Two cold builds per repetition, by the lab's own builder (`KernelBuilder`, as `p2plab build`
+    /// runs it), in the bench's own checkout at the pristine source, each into an empty scratch cache:
+    /// the lean config (the lab's base recipe + fragment) and defconfig + kvm_guest.config.
     mutating func coldBuilds() async {
         let jobs = command.jobs ?? ProcessInfo.processInfo.activeProcessorCount
         if let load = Double(Self.loadAverage().split(separator: " ").first ?? ""), load > Double(jobs) * 0.75 {
@@ -666,49 +645,34 @@ struct BenchSession {
         var cpuSamples: [String: [Double]] = ["lean": [], "defconfig": []]
         var problem: String?
         do {
-            let source = try await SourceManager(cache: mainCache, runner: runner, progress: progressLine).prepare(.defaultDebian)
-            let src = source.workdir.path
-            let fragments = try benchBuildOptions().fragmentURLs(root: root).map(\.path)
-            let headBefore = try await runner.checked(Command(["git", "-C", src, "rev-parse", "HEAD"])).standardOutput.trimmingCharacters(in: .whitespacesAndNewlines)
+            try await prepareBenchSource()
+            let kernels = benchPipeline.kernels
+            let source = try await kernels.sources.prepare(.defaultDebian)
             let scratchRoot = benchCache.root.appendingPathComponent("cold")
             try FileManager.default.ensureDirectory(scratchRoot)
-            for index in 0..<command.coldRepeat {
-                // Interleaved, so a machine that gets busier mid-run burdens both configs alike.
-                for config in ["lean", "defconfig"] {
-                    let obj = scratchRoot.appendingPathComponent(config)
-                    try? FileManager.default.removeItem(at: obj)
-                    try FileManager.default.ensureDirectory(obj)
-                    let log = scratchRoot.appendingPathComponent("\(config)-\(index).log")
-                    try? FileManager.default.removeItem(at: log)
-                    let make = { (targets: [String]) in Command(["make", "-C", src, "O=\(obj.path)", "-j\(jobs)"] + targets) }
-                    var steps: [Command]
-                    if config == "lean" {
-                        steps = baseConfigRecipe.map { make([$0]) }
-                        steps.append(Command(["\(src)/scripts/kconfig/merge_config.sh", "-m", "-O", obj.path, obj.appendingPathComponent(".config").path] + fragments, in: src))
-                        steps.append(make(["olddefconfig"]))
-                    } else {
-                        steps = [make(["defconfig"]), make(["kvm_guest.config"])]
+            try await kernels.withCheckout(source.workdir.path) {
+                let series = try PatchSeries.load(from: recipe.series)
+                let variant = try await kernels.sources.checkout(source, series: series, selection: .baseline)
+                for index in 0..<command.coldRepeat {
+                    // Interleaved, so a machine that gets busier mid-run burdens both configs alike.
+                    for config in ["lean", "defconfig"] {
+                        let scratch = CacheLayout(root: scratchRoot.appendingPathComponent(config))
+                        try? FileManager.default.removeItem(at: scratch.root)
+                        let builder = KernelBuilder(
+                            cache: scratch, runner: runner, jobs: jobs,
+                            baseRecipe: config == "lean" ? baseConfigRecipe : ["defconfig", "kvm_guest.config"],
+                            limits: benchPipeline.setup.limits, progress: { _ in })
+                        progressLine("bench: lab.cold_build \(config) \(index + 1)/\(command.coldRepeat) in \(scratch.root.path)")
+                        let start = ContinuousClock.now
+                        let cpuBefore = Self.childrenCPUSeconds()
+                        _ = try await builder.build(variant, fragmentFiles: config == "lean" ? recipe.fragments : [])
+                        let seconds = elapsed(since: start)
+                        let cpu = Self.childrenCPUSeconds() - cpuBefore
+                        samples[config]!.append(seconds)
+                        cpuSamples[config]!.append(cpu)
+                        progressLine(String(format: "bench: lab.cold_build %@: %.0f s wall, %.0f s CPU; load %@", config, seconds, cpu, Self.loadAverage()))
+                        try? FileManager.default.removeItem(at: scratch.root)
                     }
-                    steps.append(make(["bzImage", "modules"]))
-                    progressLine("bench: lab.cold_build \(config) \(index + 1)/\(command.coldRepeat) in \(obj.path); log \(log.path)")
-                    let start = ContinuousClock.now
-                    let cpuBefore = Self.childrenCPUSeconds()
-                    for step in steps {
-                        let result = try await runner.stream(step, logFile: log, timeout: 7200)
-                        guard result.succeeded else {
-                            throw BuildError.buildFailed(log: log.path, errors: KernelBuilder.errorLines((try? String(contentsOf: log, encoding: .utf8)) ?? ""))
-                        }
-                    }
-                    let seconds = elapsed(since: start)
-                    let headAfter = try await runner.checked(Command(["git", "-C", src, "rev-parse", "HEAD"])).standardOutput.trimmingCharacters(in: .whitespacesAndNewlines)
-                    guard headAfter == headBefore else {
-                        throw BuildError.buildFailed(log: log.path, errors: "the source checkout moved from \(headBefore.prefix(12)) to \(headAfter.prefix(12)) during the build (another p2plab run switched variants): rerun when nothing else uses the cache")
-                    }
-                    let cpu = Self.childrenCPUSeconds() - cpuBefore
-                    samples[config]!.append(seconds)
-                    cpuSamples[config]!.append(cpu)
-                    progressLine(String(format: "bench: lab.cold_build %@: %.0f s wall, %.0f s CPU; load %@", config, seconds, cpu, Self.loadAverage()))
-                    try? FileManager.default.removeItem(at: obj)
                 }
             }
         } catch {
@@ -719,7 +683,7 @@ struct BenchSession {
             record(.coldBuild, config, GuestMeasurement(key: "cold_build.\(config)", what: "cold build, \(config)", unit: .seconds, samples: samples[config]!, problem: problem))
             record(.coldBuild, config, GuestMeasurement(key: "cold_build.\(config).cpu", what: "cold build, \(config), CPU seconds", unit: .seconds, samples: cpuSamples[config]!, problem: problem))
         }
-        let note = "make -j\(jobs) bzImage modules after the config targets, empty object directory"
+        let note = "p2plab's KernelBuilder, make -j\(jobs): config targets, then bzImage modules, empty object directory"
         add([LabFigures.coldBuild(lean: samples["lean"]!, defconfig: samples["defconfig"]!, problem: problem, defconfigProblem: problem, note: note),
              LabFigures.coldBuild(lean: cpuSamples["lean"]!, defconfig: cpuSamples["defconfig"]!, problem: problem, defconfigProblem: problem,
                                   note: note + "; CPU time of every process the build ran, which other load on the machine does not inflate", cpu: true)])

@@ -3,6 +3,7 @@ import ArgumentParser
 import Foundation
 import KTAP
 import KernelTree
+import LabPipeline
 import LabSupport
 
 /// What one bisect step says about a kernel.
@@ -24,6 +25,27 @@ enum StepVerdict: String, Sendable {
         }
         if chosen.isEmpty || chosen.allSatisfy({ $0.status == .skip }) { return (.skip, "the chosen checks did not run") }
         return (.good, "\(chosen.count) check(s) passed")
+    }
+
+    /// The exit code when an endpoint is not what it should be: the cause's own code when it
+    /// could not be tested (a bad series: 12, a failed build: 15, …), else 2 (the endpoints given
+    /// are wrong).
+    static func endpointExit(_ verdict: StepVerdict, _ result: VariantResult) -> Int32 {
+        verdict == .skip ? result.exitCode : LabExit.usage.rawValue
+    }
+
+    /// What `git bisect run` reads from a step: 0 good, 1 bad, 125 skip, and 128 (abort the
+    /// bisection) when the cause is the same for every commit (a missing tool, a bad --series,
+    /// a full disk): marking commits skipped or bad for it would only mislead.
+    static func gitBisectRunExit(_ verdict: StepVerdict, _ result: VariantResult) -> Int32 {
+        switch verdict {
+        case .good: return 0
+        case .bad: return 1
+        case .skip:
+            let everyCommit: Set<LabExit> = [.usage, .missingDependency, .notRoot, .badSeries, .noSpace, .dirtyTree]
+            if let cause = result.problemExit, everyCommit.contains(cause) { return 128 }
+            return LabExit.couldNotTest.rawValue
+        }
     }
 }
 
@@ -104,8 +126,8 @@ extension P2PLabCommand {
         }
 
         /// Runs one step, retrying what could not be tested.
-        func step(_ session: Lab, _ build: BuildOptions, selection: PatchSelection, directory: URL, logFile: URL) async -> (StepVerdict, String, VariantResult) {
-            let (verdict, why, result) = await Lab(build: build, lab: session.lab)
+        func step(_ session: Lab, _ build: BuildOptions, selection: PatchSelection, directory: URL, logFile: URL) async throws -> (StepVerdict, String, VariantResult) {
+            let (verdict, why, result) = await (try Lab(build: build, lab: session.lab))
                 .bisectStep(selection, directory: directory, retries: retries, checks: lab.filters,
                             memory: StepMemory(directory: directory.deletingLastPathComponent()))
             log(String(format: "%@: %@ — %@ (%.0f s)", directory.lastPathComponent, verdict.rawValue, why, result.seconds), to: logFile)
@@ -120,19 +142,19 @@ extension P2PLabCommand {
             guard goodN >= 0, badN <= total, goodN < badN else {
                 throw ValidationError("need 0 ≤ --good-upto < --bad-upto ≤ \(total)")
             }
-            let session = Lab(build: build, lab: lab)
+            let session = try Lab(build: build, lab: lab)
             let dir = try session.sessionDirectory(kind: "bisect")
             let logFile = dir.appendingPathComponent("bisect.log")
             log("series \(series.origin): \(total) patches; checks \(lab.filters.joined(separator: " ")); good ≤ \(goodN), bad ≤ \(badN)", to: logFile)
-            let (gv, gwhy, _) = await step(session, build, selection: PatchSelection(upto: goodN), directory: dir.appendingPathComponent("upto-\(goodN)"), logFile: logFile)
+            let (gv, gwhy, goodResult) = try await step(session, build, selection: PatchSelection(upto: goodN), directory: dir.appendingPathComponent("upto-\(goodN)"), logFile: logFile)
             guard gv == .good else {
                 log("the good end (first \(goodN) patches) does not pass: \(gwhy); pass --good-upto with a prefix where the checks pass", to: logFile)
-                throw ExitCode(gv == .skip ? LabExit.couldNotTest.rawValue : LabExit.usage.rawValue)
+                throw ExitCode(StepVerdict.endpointExit(gv, goodResult))
             }
-            var (bv, bwhy, badResult) = await step(session, build, selection: PatchSelection(upto: badN), directory: dir.appendingPathComponent("upto-\(badN)"), logFile: logFile)
+            var (bv, bwhy, badResult) = try await step(session, build, selection: PatchSelection(upto: badN), directory: dir.appendingPathComponent("upto-\(badN)"), logFile: logFile)
             guard bv == .bad else {
                 log("the bad end (first \(badN) patches) does not fail: \(bwhy); nothing to bisect", to: logFile)
-                throw ExitCode(bv == .skip ? LabExit.couldNotTest.rawValue : LabExit.usage.rawValue)
+                throw ExitCode(StepVerdict.endpointExit(bv, badResult))
             }
             var skipped: Set<Int> = []
             var steps = 2
@@ -140,7 +162,7 @@ extension P2PLabCommand {
                 let candidates = (goodN + 1..<badN).filter { !skipped.contains($0) }
                 guard !candidates.isEmpty else { break }
                 let mid = candidates.min { abs($0 - (goodN + badN) / 2) < abs($1 - (goodN + badN) / 2) }!
-                let (v, why, result) = await step(session, build, selection: PatchSelection(upto: mid), directory: dir.appendingPathComponent("upto-\(mid)"), logFile: logFile)
+                let (v, why, result) = try await step(session, build, selection: PatchSelection(upto: mid), directory: dir.appendingPathComponent("upto-\(mid)"), logFile: logFile)
                 steps += 1
                 switch v {
                 case .good: goodN = mid
@@ -165,7 +187,7 @@ extension P2PLabCommand {
         func bisectTree() async throws {
             guard let tree = build.tree, let good, let bad else { throw ValidationError("--tree bisection needs --tree, --good and --bad") }
             let runner = Runner()
-            let session = Lab(build: build, lab: lab)
+            let session = try Lab(build: build, lab: lab)
             let dir = try session.sessionDirectory(kind: "bisect")
             let logFile = dir.appendingPathComponent("bisect.log")
             // A worktree of the user's tree that p2plab owns: git bisect moves its HEAD, never the user's.
@@ -190,21 +212,22 @@ extension P2PLabCommand {
                 var endpoint = build
                 endpoint.tree = worktree.path
                 endpoint.base = rev
-                let (v, why, _) = await step(session, endpoint, selection: selection, directory: dir.appendingPathComponent("endpoint-\(want.rawValue)"), logFile: logFile)
+                let (v, why, result) = try await step(session, endpoint, selection: selection, directory: dir.appendingPathComponent("endpoint-\(want.rawValue)"), logFile: logFile)
                 guard v == want else {
                     log("\(rev) should be \(want.rawValue) but is \(v.rawValue): \(why)", to: logFile)
-                    throw ExitCode(v == .skip ? LabExit.couldNotTest.rawValue : LabExit.usage.rawValue)
+                    throw ExitCode(StepVerdict.endpointExit(v, result))
                 }
             }
             try await runner.checked(git(["bisect", "start", bad, good]))
-            let binary = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().path
+            let binary = ProjectPaths.executable.path
             var stepArgs = [binary, "bisect-step", "--tree", worktree.path, "--base", "HEAD", "--output", dir.appendingPathComponent("steps").path,
-                            "--retries", String(retries), "--accel", lab.accel.rawValue, "--machine", lab.machine]
+                            "--retries", String(retries), "--accel", lab.accel.rawValue, "--machine", lab.machine,
+                            "--timeout", String(lab.timeout), "--boot-timeout", String(lab.bootTimeout), "--check-timeout", String(lab.checkTimeout)]
             for f in lab.filters { stepArgs += ["--check", f] }
             if let s = build.series { stepArgs += ["--series", s] }
             if selection == .baseline { stepArgs += ["--baseline"] }
             if let c = build.cache { stepArgs += ["--cache", c] }
-            let result = try await runner.stream(git(["bisect", "run"] + stepArgs), logFile: logFile, timeout: 6 * 3600) { line in
+            let result = try await runner.stream(git(["bisect", "run"] + stepArgs), logFile: logFile, timeout: session.pipeline.setup.limits.bisect) { line in
                 if line.contains("is the first bad commit") || line.hasPrefix("bisect: ") { progressLine(line) }
             }
             let bisectLog = try await runner.capture(git(["bisect", "log"]))
@@ -232,17 +255,21 @@ extension P2PLabCommand {
         func run() async throws {
             // git bisect run exports GIT_DIR; every git p2plab runs must address its own checkout.
             clearGitRepositoryEnvironment()
-            let session = Lab(build: build, lab: lab)
+            // Anything thrown here is the same for every commit (git bisect run reads 1–127 as bad).
+            let session: Lab
+            do {
+                session = try Lab(build: build, lab: lab)
+            } catch {
+                FileHandle.standardError.write(Data("p2plab bisect-step: \(error); stopping the bisection\n".utf8))
+                throw ExitCode(128)
+            }
             let head = (try? await Runner().checked(Command(["git", "-C", build.tree ?? ".", "rev-parse", "--short=12", "HEAD"])).standardOutput.trimmingCharacters(in: .whitespacesAndNewlines)) ?? "HEAD"
             let base = URL(fileURLWithPath: lab.output ?? session.cache.runs.path)
-            let (verdict, why, _) = await session.bisectStep(build.selection, directory: base.appendingPathComponent(head), retries: retries,
-                                                             checks: lab.filters, memory: StepMemory(directory: base))
-            print("bisect: \(head) \(verdict.rawValue): \(why)")
-            switch verdict {
-            case .good: return
-            case .bad: throw ExitCode(1)
-            case .skip: throw ExitCode(125)
-            }
+            let (verdict, why, result) = await session.bisectStep(build.selection, directory: base.appendingPathComponent(head), retries: retries,
+                                                                  checks: lab.filters, memory: StepMemory(directory: base))
+            let exit = StepVerdict.gitBisectRunExit(verdict, result)
+            print("bisect: \(head) \(exit == 128 ? "abort" : verdict.rawValue): \(why)")
+            if exit != 0 { throw ExitCode(exit) }
         }
     }
 }

@@ -66,15 +66,6 @@ extension P2PLabCommand {
         }
 
         func run() async throws {
-            do {
-                try await boot()
-            } catch let error as any LabError {
-                FileHandle.standardError.write(Data("p2plab boot: \(error)\n".utf8))
-                throw ExitCode(error.exitCode.rawValue)
-            }
-        }
-
-        private func boot() async throws {
             let root = try ProjectPaths.requireRoot()
             let vm = root.appendingPathComponent("vm")
             let definition = try MachineDefinition.load(named: machine, vmDirectory: vm)

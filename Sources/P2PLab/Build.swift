@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import KernelTree
+import LabPipeline
 import LabSupport
 
 extension P2PLabCommand {
@@ -21,25 +22,23 @@ extension P2PLabCommand {
         var json = false
 
         func run() async throws {
-            try await reportingErrors {
-                let manifest = try await KernelPipeline(options: options).build()
-                if json {
-                    let encoder = JSONEncoder()
-                    encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-                    print(String(decoding: try encoder.encode(manifest), as: UTF8.self))
-                    return
-                }
-                let applied = manifest.patches.filter { $0.state == .applied }.count
-                let present = manifest.patches.filter { $0.state == .alreadyInTree }.count
-                print("kernel    \(manifest.kernelRelease) (\(manifest.variant): \(applied) patches applied\(present > 0 ? ", \(present) already in tree" : ""))")
-                print("source    \(manifest.source), branch \(manifest.branch)")
-                if let id = manifest.seriesID { print("series    \(id)") }
-                if let hash = manifest.patchsetHash, !hash.isEmpty { print("patchset  \(hash) (KCIDB patchset hash)") }
-                print("bzImage   \(manifest.bzImage)")
-                print("config    \(manifest.config)")
-                print("manifest  \(URL(fileURLWithPath: manifest.bzImage).deletingLastPathComponent().appendingPathComponent("manifest.json").path)")
-                print(manifest.cacheHit ? "time      cached" : String(format: "time      %.0f s", manifest.buildSeconds))
+            let setup = try LabSetup.forCommands(cache: options.cacheLayout)
+            let pipeline = VariantPipeline(setup: setup, runner: options.runner, progress: progressLine)
+            let manifest = try await pipeline.kernel(try options.recipe(setup), options.selection, module: false).manifest
+            if json {
+                print(String(decoding: try LabJSON.encode(manifest), as: UTF8.self))
+                return
             }
+            let applied = manifest.patches.filter { $0.state == .applied }.count
+            let present = manifest.patches.filter { $0.state == .alreadyInTree }.count
+            print("kernel    \(manifest.kernelRelease) (\(manifest.variant): \(applied) patches applied\(present > 0 ? ", \(present) already in tree" : ""))")
+            print("source    \(manifest.source), branch \(manifest.branch)")
+            if let id = manifest.seriesID { print("series    \(id)") }
+            if let hash = manifest.patchsetHash, !hash.isEmpty { print("patchset  \(hash) (KCIDB patchset hash)") }
+            print("bzImage   \(manifest.bzImage)")
+            print("config    \(manifest.config)")
+            print("manifest  \(URL(fileURLWithPath: manifest.bzImage).deletingLastPathComponent().appendingPathComponent("manifest.json").path)")
+            print(manifest.cacheHit ? "time      cached" : String(format: "time      %.0f s", manifest.buildSeconds))
         }
     }
 }

@@ -54,6 +54,10 @@ extension P2PLabCommand {
         @Option(help: .hidden)
         var exitHolder: String?
 
+        /// The lab machine's typed request (`$P2PLAB_RESULTS/invocation.json`), written by the host.
+        @Option(help: .hidden)
+        var invocation: String?
+
         func validate() throws {
             if let provider, PCIAddress(provider) == nil {
                 throw ValidationError("--provider \(provider) is not a PCI address like 0000:03:00.0")
@@ -68,13 +72,37 @@ extension P2PLabCommand {
         }
 
         /// What `--expect` names.
-        var reference: KernelEffects? {
+        var reference: KernelEffects? { Self.reference(expect) }
+
+        static func reference(_ expect: String) -> KernelEffects? {
             SeriesVersion.named(expect)?.effects ?? KernelEffects(tokens: expect)
         }
 
         func run() async throws {
             if let exitHolder, let address = PCIAddress(exitHolder) {
                 ExitHolder.run(provider: address)
+            }
+            var filters = self.filters, timeout = self.timeout, results = self.results, module = self.module
+            var device = self.device, provider = self.provider, reference = self.reference
+            var selftests = self.selftests, selftestsProblem = self.selftestsProblem
+            if let invocation {
+                let file = URL(fileURLWithPath: invocation)
+                let request = try GuestInvocation.read(from: file)
+                (timeout, results, module) = (request.limits.check, file.deletingLastPathComponent().path, request.module)
+                (device, provider) = (request.device, request.provider)
+                (selftests, selftestsProblem) = (request.selftests, request.selftestsProblem)
+                if let expect = request.expect {
+                    guard let named = Self.reference(expect) else { throw ValidationError("the invocation's expect \(expect) names no version or effects") }
+                    reference = named
+                }
+                switch request.job {
+                case .suite(let checks):
+                    filters = checks
+                case .bench(let only, let repetitions):
+                    try await BenchGuestCommand.measure(
+                        module: module, repetitions: repetitions, only: only, device: device, provider: provider, results: results)
+                    return
+                }
             }
             let selected = SuiteRunner.select(Suite.checks, filters: filters)
             if list {
@@ -88,7 +116,7 @@ extension P2PLabCommand {
             }
             let sink = try KTAPSink(resultsDirectory: results)
             let options = SuiteOptions(
-                device: device, provider: provider.flatMap(PCIAddress.init), modulePath: await modulePath(),
+                device: device, provider: provider.flatMap(PCIAddress.init), modulePath: await modulePath(module),
                 selftests: selftests, selftestsProblem: selftestsProblem)
             let context = Discovery.context(options: options, holderCommand: holderCommand(), reference: reference ?? .baseline)
             let runner = SuiteRunner(checks: selected, context: context, kernelLog: KmsgLog(), timeout: timeout) { sink.line($0) }
@@ -110,7 +138,7 @@ extension P2PLabCommand {
 
         /// --module, else $P2PLAB_MODULE, else (on real hardware, module not loaded) the test module
         /// built against the running kernel's headers; nil leaves env.module to SKIP with the reason.
-        private func modulePath() async -> String? {
+        private func modulePath(_ module: String?) async -> String? {
             if let path = module ?? ProcessInfo.processInfo.environment["P2PLAB_MODULE"] { return path }
             if FileManager.default.fileExists(atPath: "/sys/module/p2plab_test") { return nil }
             guard let root = ProjectPaths.root(),

@@ -1,6 +1,7 @@
 import Foundation
 import KTAP
 import KernelTree
+import LabPipeline
 import LabSupport
 
 /// KCIDB I/O schema v5.3 (the KernelCI common results database): one checkout (base commit plus the

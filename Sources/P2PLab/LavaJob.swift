@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import KernelTree
+import LabPipeline
 import LabSupport
 import Machine
 
@@ -279,49 +280,47 @@ extension P2PLabCommand {
         }
 
         func run() async throws {
-            try await reportingErrors {
-                let root = try ProjectPaths.requireRoot()
-                let cache = CacheLayout()
-                let latest = (try? Data(contentsOf: cache.latestBuild)).flatMap { try? JSONDecoder().decode(BuildManifest.self, from: $0) }
-                guard let kernelURL = kernel ?? latest.map({ URL(fileURLWithPath: $0.bzImage).absoluteString }) else {
-                    throw LavaJobError.noKernel
+            let root = try ProjectPaths.requireRoot()
+            let cache = CacheLayout()
+            let latest = (try? Data(contentsOf: cache.latestBuild)).flatMap { try? JSONDecoder().decode(BuildManifest.self, from: $0) }
+            guard let kernelURL = kernel ?? latest.map({ URL(fileURLWithPath: $0.bzImage).absoluteString }) else {
+                throw LavaJobError.noKernel
+            }
+            var definition: MachineDefinition?
+            if deviceType == "qemu" {
+                definition = try MachineDefinition.load(named: machine, vmDirectory: root.appendingPathComponent("vm"))
+            }
+            var job = LavaJob(
+                deviceType: deviceType, kernelURL: kernelURL, modulesURL: modules, rootfsURL: rootfs, bootMethod: bootMethod,
+                p2plabRepository: p2plabRepository ?? Self.originURL(root) ?? "https://github.com/p2plab/p2plab.git",
+                p2plabRevision: p2plabRevision ?? Self.revision(root), checks: checks, moduleURL: moduleUrl, jobMinutes: timeout,
+                name: "p2plab on \(deviceType): \(latest.map { "\($0.kernelRelease) \($0.variant)" } ?? kernelURL)",
+                machine: definition)
+            for entry in namespaceURLs {
+                let parts = entry.split(separator: "=", maxSplits: 1).map(String.init)
+                job.namespaceURLs[parts[0]] = parts[1]
+            }
+            if let latest, kernel == nil {
+                job.metadata = [
+                    ("p2plab.kernel_release", latest.kernelRelease), ("p2plab.variant", latest.variant),
+                    ("p2plab.config_hash", latest.configHash), ("p2plab.head", latest.head),
+                ]
+            }
+            if let definition {
+                for device in definition.nvme where job.namespaceURLs[device.id] == nil {
+                    throw LavaJobError.missingNamespace(device.id, namespaceMiB: device.namespaceMiB)
                 }
-                var definition: MachineDefinition?
-                if deviceType == "qemu" {
-                    definition = try MachineDefinition.load(named: machine, vmDirectory: root.appendingPathComponent("vm"))
+            }
+            let text = "# LAVA job written by p2plab lava-job; submit with: lavacli jobs submit FILE\n" + job.document.render()
+            if let output {
+                do {
+                    try text.write(toFile: output, atomically: true, encoding: .utf8)
+                } catch {
+                    throw ReportError.cannotWrite(path: output, reason: error.localizedDescription)
                 }
-                var job = LavaJob(
-                    deviceType: deviceType, kernelURL: kernelURL, modulesURL: modules, rootfsURL: rootfs, bootMethod: bootMethod,
-                    p2plabRepository: p2plabRepository ?? Self.originURL(root) ?? "https://github.com/p2plab/p2plab.git",
-                    p2plabRevision: p2plabRevision ?? Self.revision(root), checks: checks, moduleURL: moduleUrl, jobMinutes: timeout,
-                    name: "p2plab on \(deviceType): \(latest.map { "\($0.kernelRelease) \($0.variant)" } ?? kernelURL)",
-                    machine: definition)
-                for entry in namespaceURLs {
-                    let parts = entry.split(separator: "=", maxSplits: 1).map(String.init)
-                    job.namespaceURLs[parts[0]] = parts[1]
-                }
-                if let latest, kernel == nil {
-                    job.metadata = [
-                        ("p2plab.kernel_release", latest.kernelRelease), ("p2plab.variant", latest.variant),
-                        ("p2plab.config_hash", latest.configHash), ("p2plab.head", latest.head),
-                    ]
-                }
-                if let definition {
-                    for device in definition.nvme where job.namespaceURLs[device.id] == nil {
-                        throw LavaJobError.missingNamespace(device.id, namespaceMiB: device.namespaceMiB)
-                    }
-                }
-                let text = "# LAVA job written by p2plab lava-job; submit with: lavacli jobs submit FILE\n" + job.document.render()
-                if let output {
-                    do {
-                        try text.write(toFile: output, atomically: true, encoding: .utf8)
-                    } catch {
-                        throw ReportError.cannotWrite(path: output, reason: error.localizedDescription)
-                    }
-                    print("wrote \(output)")
-                } else {
-                    print(text, terminator: "")
-                }
+                print("wrote \(output)")
+            } else {
+                print(text, terminator: "")
             }
         }
 
@@ -333,11 +332,11 @@ extension P2PLabCommand {
             let pipe = Pipe()
             process.standardOutput = pipe
             process.standardError = FileHandle.nullDevice
-            guard (try? process.run()) != nil else { return p2plabVersion }
+            guard (try? process.run()) != nil else { return ProjectPaths.version }
             let text = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
             process.waitUntilExit()
             let sha = text.trimmingCharacters(in: .whitespacesAndNewlines)
-            return process.terminationStatus == 0 && !sha.isEmpty ? sha : p2plabVersion
+            return process.terminationStatus == 0 && !sha.isEmpty ? sha : ProjectPaths.version
         }
 
         /// `git remote get-url origin` of the checkout, read from .git/config.

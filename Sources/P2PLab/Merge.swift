@@ -1,6 +1,7 @@
 import Foundation
 import KTAP
 import KernelTree
+import LabPipeline
 import LabSupport
 
 /// `p2plab report --merge`: variants that ran as separate jobs (one CI runner each) put back into
@@ -105,7 +106,8 @@ struct MergedMatrix {
     var verdict: (line: String, exit: Int32) {
         if let versions { return versions.verdict() }
         let verdicts = groups.map(Self.verdict)
-        let worst = verdicts.first { $0.exit == LabExit.couldNotTest.rawValue } ?? verdicts.first { $0.exit != 0 } ?? verdicts[0]
+        // Could not test (its cause's code, or 125) is worse than a failed check (1).
+        let worst = verdicts.first { $0.exit != 0 && $0.exit != LabExit.failed.rawValue } ?? verdicts.first { $0.exit != 0 } ?? verdicts[0]
         return groups.count == 1 ? worst : (verdicts.map(\.line).joined(separator: "\n"), worst.exit)
     }
 

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import KernelTree
+import LabPipeline
 import LabSupport
 
 /// The build options shared by `build`, `test` and `bisect`.
@@ -106,6 +107,16 @@ enum Sanitizer: String, CaseIterable, Sendable, Comparable, ExpressibleByArgumen
         return [dir.appendingPathComponent("sanitize-common.config")]
             + Set(sanitizers).sorted().map { dir.appendingPathComponent("sanitize-\($0.rawValue).config") }
     }
+
+    /// The runner the kernel steps use.
+    var runner: Runner { Runner() }
+
+    /// The typed recipe the pipeline builds from.
+    func recipe(_ setup: LabSetup) throws -> KernelRecipe {
+        KernelRecipe(
+            source: sourceSpec, series: try seriesURL(root: setup.root), fragments: fragmentURLs(root: setup.root),
+            jobs: jobs ?? ProcessInfo.processInfo.activeProcessorCount, bundledRoot: setup.root)
+    }
 }
 
 /// Prints progress lines on stderr, prefixed so they stand apart from results.
@@ -113,57 +124,3 @@ enum Sanitizer: String, CaseIterable, Sendable, Comparable, ExpressibleByArgumen
     FileHandle.standardError.write(Data("[p2plab] \(text)\n".utf8))
 }
 
-/// Runs a command body; a `LabError` becomes one line on stderr and its exit code.
-func reportingErrors<T>(_ body: () async throws -> T) async throws -> T {
-    do {
-        return try await body()
-    } catch let error as any LabError {
-        FileHandle.standardError.write(Data("p2plab: \(error.description)\n".utf8))
-        throw ExitCode(error.exitCode.rawValue)
-    }
-}
-
-/// Source → series → build, shared by every command that needs a kernel.
-struct KernelPipeline {
-    /// The bundled version (rebased for the Debian source) that holds the same patches as
-    /// `series` (by Message-ID, else by subject when only one version has those subjects), unless
-    /// `series` is that version.
-    static func bundledVersion(matching series: PatchSeries, root: URL) -> String? {
-        let others = BundledSeries.versions(root: root).compactMap { name -> (String, PatchSeries)? in
-            let dir = BundledSeries.directory(root: root).appendingPathComponent(name)
-            guard dir.standardizedFileURL.path != URL(fileURLWithPath: series.origin).standardizedFileURL.path,
-                  let bundled = try? PatchSeries.load(from: dir) else { return nil }
-            return (name, bundled)
-        }
-        let ids = series.patches.map(\.messageID)
-        if !ids.contains(nil), let match = others.first(where: { $0.1.patches.map(\.messageID) == ids }) { return match.0 }
-        let bySubject = others.filter { $0.1.patches.map(\.subject) == series.patches.map(\.subject) }
-        return bySubject.count == 1 ? bySubject[0].0 : nil
-    }
-
-    let options: BuildOptions
-    let runner: Runner
-
-    init(options: BuildOptions, runner: Runner = Runner(echo: false)) {
-        self.options = options
-        self.runner = runner
-    }
-
-    /// Builds the selected variant (or returns it from the cache).
-    func build(selection: PatchSelection? = nil) async throws -> BuildManifest {
-        let root = try ProjectPaths.requireRoot()
-        let cache = options.cacheLayout
-        let series = try PatchSeries.load(from: options.seriesURL(root: root))
-        let sources = SourceManager(cache: cache, runner: runner, progress: progressLine)
-        let source = try await sources.prepare(options.sourceSpec)
-        let variant: PreparedVariant
-        do {
-            variant = try await sources.checkout(source, series: series, selection: selection ?? options.selection)
-        } catch let SeriesError.doesNotApply(patch, file, hunk, detail, renames, nil) where !renames.isEmpty && options.sourceSpec == .defaultDebian {
-            throw SeriesError.doesNotApply(patch: patch, file: file, hunk: hunk, detail: detail, renames: renames,
-                                           bundled: Self.bundledVersion(matching: series, root: root))
-        }
-        let builder = KernelBuilder(cache: cache, runner: runner, jobs: options.jobs ?? ProcessInfo.processInfo.activeProcessorCount, progress: progressLine)
-        return try await builder.build(variant, fragmentFiles: options.fragmentURLs(root: root))
-    }
-}

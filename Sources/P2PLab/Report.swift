@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import KTAP
+import LabPipeline
 import LabSupport
 
 extension ReportFormat: ExpressibleByArgument {}
@@ -66,22 +67,22 @@ extension P2PLabCommand {
         func run() async throws {
             let directories = runDirectories.map { URL(fileURLWithPath: $0).standardizedFileURL }
             if merge {
-                let merged = try await reportingErrors { try MergedMatrix.load(directories, allowMixed: allowMixed) }
+                let merged = try MergedMatrix.load(directories, allowMixed: allowMixed)
                 let text = merged.render(markdown: format == "markdown")
                 print(text, terminator: text.hasSuffix("\n") ? "" : "\n")
                 throw ExitCode(merged.verdict.exit)
             }
             if format == "kcidb" {
                 let report = KCIDBReport(origin: origin, urlBase: urlBase)
-                let text = try await reportingErrors { try report.render(directories) }
+                let text = try report.render(directories)
                 if let submit {
-                    try await reportingErrors { try await KCIDBReport.submit(text, to: submit) }
+                    try await KCIDBReport.submit(text, to: submit)
                     return
                 }
                 print(text, terminator: "")
                 return
             }
-            let run = try await reportingErrors { try RunLoader.load(runDirectory: directories[0]) }
+            let run = try RunLoader.load(runDirectory: directories[0])
             print(ReportFormat(rawValue: format)!.render(run), terminator: "")
             try exitForVerdict(run)
         }
@@ -111,12 +112,9 @@ extension P2PLabCommand {
         var timedOut = false
 
         func run() async throws {
-            let run = try await reportingErrors {
-                let text = try RunLoader.readText(log == "-" ? nil : URL(fileURLWithPath: log))
-                let run = KTAPParser.parse(text, options: .init(timedOut: timedOut))
-                if let output { try RunLoader.write(run, into: URL(fileURLWithPath: output)) }
-                return run
-            }
+            let text = try RunLoader.readText(log == "-" ? nil : URL(fileURLWithPath: log))
+            let run = KTAPParser.parse(text, options: .init(timedOut: timedOut))
+            if let output { try RunLoader.write(run, into: URL(fileURLWithPath: output)) }
             print(format.render(run), terminator: "")
             try exitForVerdict(run)
         }
@@ -136,102 +134,3 @@ private func exitForVerdict(_ run: TestRun) throws {
     }
 }
 
-/// Why a report's input could not be used.
-enum ReportError: LabError {
-    case unreadable(path: String, reason: String)
-    case emptyRunDirectory(String)
-    case badResultsJSON(path: String, reason: String)
-    case cannotWrite(path: String, reason: String)
-    case mixedRuns(String)
-    case submitFailed(String)
-
-    var exitCode: LabExit {
-        switch self {
-        case .submitFailed: .couldNotTest
-        default: .usage
-        }
-    }
-
-    var description: String {
-        switch self {
-        case .unreadable(let path, let reason):
-            "cannot read \(path): \(reason)"
-        case .emptyRunDirectory(let path):
-            "\(path) has no results.json, results.ktap or console.log; pass a run directory from p2plab test"
-        case .badResultsJSON(let path, let reason):
-            "\(path) is not a p2plab results file (\(reason)); try p2plab parse on its results.ktap or console.log"
-        case .cannotWrite(let path, let reason):
-            "cannot write \(path): \(reason)"
-        case .mixedRuns(let what):
-            "these runs do not belong to one matrix: \(what); merge runs of one source, series and config (or pass --allow-mixed)"
-        case .submitFailed(let why):
-            "KCIDB submission failed: \(why)"
-        }
-    }
-}
-
-/// Finds and reads a run's results, and writes them into a run directory.
-enum RunLoader {
-    /// results.json, else results.ktap (with console.log scanned beside it), else console.log.
-    static func load(runDirectory: URL) throws -> TestRun {
-        let fm = FileManager.default
-        var isDirectory: ObjCBool = false
-        guard fm.fileExists(atPath: runDirectory.path, isDirectory: &isDirectory), isDirectory.boolValue else {
-            throw ReportError.unreadable(path: runDirectory.path, reason: "not a directory")
-        }
-        let json = runDirectory.appendingPathComponent(ReportFormat.json.fileName)
-        let ktap = runDirectory.appendingPathComponent(ReportFormat.ktap.fileName)
-        let console = runDirectory.appendingPathComponent("console.log")
-        if fm.fileExists(atPath: json.path) {
-            let data = try readData(json)
-            do {
-                return try JSONRenderer.decode(data)
-            } catch {
-                throw ReportError.badResultsJSON(path: json.path, reason: "\(error)")
-            }
-        }
-        if fm.fileExists(atPath: ktap.path) {
-            // The KTAP file is clean; a panic only shows in the console beside it.
-            let consoleText = fm.fileExists(atPath: console.path) ? try readText(console) : nil
-            return KTAPParser.parse(try readText(ktap), options: .init(consoleLog: consoleText))
-        }
-        if fm.fileExists(atPath: console.path) {
-            return KTAPParser.parse(try readText(console))
-        }
-        throw ReportError.emptyRunDirectory(runDirectory.path)
-    }
-
-    /// A file (or stdin for nil) as text; serial captures carry stray bytes, so invalid UTF-8 is
-    /// replaced rather than refused.
-    static func readText(_ url: URL?) throws -> String {
-        guard let url else {
-            return String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self)
-        }
-        return String(decoding: try readData(url), as: UTF8.self)
-    }
-
-    static func readData(_ url: URL) throws -> Data {
-        do {
-            return try Data(contentsOf: url)
-        } catch {
-            throw ReportError.unreadable(path: url.path, reason: (error as NSError).localizedDescription)
-        }
-    }
-
-    /// results.ktap, results.json and junit.xml, the files `p2plab test` leaves in a run directory.
-    static func write(_ run: TestRun, into directory: URL) throws {
-        do {
-            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        } catch {
-            throw ReportError.cannotWrite(path: directory.path, reason: (error as NSError).localizedDescription)
-        }
-        for format in [ReportFormat.ktap, .json, .junit] {
-            let url = directory.appendingPathComponent(format.fileName)
-            do {
-                try Data(format.render(run).utf8).write(to: url, options: .atomic)
-            } catch {
-                throw ReportError.cannotWrite(path: url.path, reason: (error as NSError).localizedDescription)
-            }
-        }
-    }
-}

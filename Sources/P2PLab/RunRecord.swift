@@ -1,7 +1,9 @@
 import Foundation
 import KTAP
 import KernelTree
+import LabPipeline
 import LabSupport
+import Machine
 
 /// `variant.json` in a run directory: which variant ran, how it was built, and how it ended, so that a
 /// run directory copied off another machine (a CI runner's artifact) can be merged into a matrix or
@@ -24,6 +26,8 @@ struct RunRecord: Codable, Sendable, Equatable {
     var problem: String?
     var problemExit: Int32?
     var bootOutcome: String?
+    /// The guest command's exit status, when the boot ended with it.
+    var guestExitStatus: Int32?
     var seconds: Double
     /// The exit code this variant alone would have given (`p2plab test`).
     var exitCode: Int32
@@ -38,17 +42,16 @@ struct RunRecord: Codable, Sendable, Equatable {
         manifest = result.manifest
         problem = result.problem
         problemExit = result.problemExit?.rawValue
-        bootOutcome = result.bootOutcome
+        bootOutcome = result.ending?.name
+        if case .exited(let status) = result.ending { guestExitStatus = status }
         seconds = (result.seconds * 10).rounded() / 10
         exitCode = result.exitCode
-        p2plabVersion = P2PLab.p2plabVersion
+        p2plabVersion = ProjectPaths.version
     }
 
     func write(into directory: URL) throws {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         try FileManager.default.ensureDirectory(directory)
-        try encoder.encode(self).write(to: directory.appendingPathComponent(Self.fileName), options: .atomic)
+        try LabJSON.encode(self).write(to: directory.appendingPathComponent(Self.fileName), options: .atomic)
     }
 
     static func load(from directory: URL) throws -> RunRecord? {
@@ -109,6 +112,7 @@ extension VariantResult {
             label: record?.label ?? runDirectory.lastPathComponent, selection: record?.selection ?? .full,
             manifest: record?.manifest, run: record?.problem == nil ? run : nil, runDirectory: runDirectory,
             problem: record?.problem, problemExit: record?.problemExit.flatMap(LabExit.init(rawValue:)),
-            bootOutcome: record?.bootOutcome, seconds: record?.seconds ?? 0)
+            ending: record?.bootOutcome.flatMap { BootOutcome.Kind(name: $0, status: record?.guestExitStatus ?? 0) },
+            seconds: record?.seconds ?? 0)
     }
 }

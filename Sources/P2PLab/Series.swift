@@ -25,7 +25,7 @@ extension P2PLabCommand.Series {
                 matches in several places is refused with the hunk shown.
                 """)
 
-        @Argument(help: "The mail text (e.g. ../shared/seeds/001_….txt).")
+        @Argument(help: "The mail text (a patch series copied from a web archive).")
         var file: String
 
         @Option(help: "The kernel tree the series is meant for (default: the cached Debian 6.12 source).")
@@ -41,55 +41,53 @@ extension P2PLabCommand.Series {
         var cache: String?
 
         func run() async throws {
-            try await reportingErrors {
-                guard let text = try? String(contentsOfFile: file, encoding: .utf8) else {
-                    throw SeriesError.unreadable(file)
-                }
-                let runner = Runner()
-                let root: URL
-                let rev: String?
-                if let tree {
-                    root = URL(fileURLWithPath: tree)
-                    let isGit = FileManager.default.fileExists(atPath: root.appendingPathComponent(".git").path)
-                    rev = isGit ? base : nil
-                } else {
-                    let cacheLayout = CacheLayout(root: cache.map { URL(fileURLWithPath: $0) })
-                    let source = try await SourceManager(cache: cacheLayout, runner: runner, progress: progressLine).prepare(.defaultDebian)
-                    root = source.workdir
-                    rev = source.baseCommit
-                }
-                // Read every file the diffs name up front, from the commit (not the checkout, which
-                // may hold another variant).
-                var files: [String: [String]] = [:]
-                for line in text.split(separator: "\n") where line.hasPrefix("diff --git ") {
-                    guard let b = line.split(separator: " ").last, b.hasPrefix("b/") else { continue }
-                    let path = String(b.dropFirst(2))
-                    if files[path] != nil { continue }
-                    if let rev {
-                        let r = try await runner.capture(Command(["git", "-C", root.path, "show", "\(rev):\(path)"]))
-                        if r.succeeded {
-                            var lines = r.standardOutput.components(separatedBy: "\n")
-                            if lines.last == "" { lines.removeLast() }
-                            files[path] = lines
-                        }
-                    } else if let lines = MangledImport.treeReader(root)(path) {
+            guard let text = try? String(contentsOfFile: file, encoding: .utf8) else {
+                throw SeriesError.unreadable(file)
+            }
+            let runner = Runner()
+            let root: URL
+            let rev: String?
+            if let tree {
+                root = URL(fileURLWithPath: tree)
+                let isGit = FileManager.default.fileExists(atPath: root.appendingPathComponent(".git").path)
+                rev = isGit ? base : nil
+            } else {
+                let cacheLayout = CacheLayout(root: cache.map { URL(fileURLWithPath: $0) })
+                let source = try await SourceManager(cache: cacheLayout, runner: runner, progress: progressLine).prepare(.defaultDebian)
+                root = source.workdir
+                rev = source.baseCommit
+            }
+            // Read every file the diffs name up front, from the commit (not the checkout, which
+            // may hold another variant).
+            var files: [String: [String]] = [:]
+            for line in text.split(separator: "\n") where line.hasPrefix("diff --git ") {
+                guard let b = line.split(separator: " ").last, b.hasPrefix("b/") else { continue }
+                let path = String(b.dropFirst(2))
+                if files[path] != nil { continue }
+                if let rev {
+                    let r = try await runner.capture(Command(["git", "-C", root.path, "show", "\(rev):\(path)"]))
+                    if r.succeeded {
+                        var lines = r.standardOutput.components(separatedBy: "\n")
+                        if lines.last == "" { lines.removeLast() }
                         files[path] = lines
                     }
+                } else if let lines = MangledImport.treeReader(root)(path) {
+                    files[path] = lines
                 }
-                let snapshot = files
-                let result = try MangledImport(readFile: { snapshot[$0] }).run(text: text)
-                let out = URL(fileURLWithPath: output)
-                try FileManager.default.ensureDirectory(out)
-                for patch in result.patches {
-                    try patch.text.write(to: out.appendingPathComponent(patch.name), atomically: true, encoding: .utf8)
-                }
-                try (result.patches.map(\.name).joined(separator: "\n") + "\n")
-                    .write(to: out.appendingPathComponent("series"), atomically: true, encoding: .utf8)
-                for patch in result.patches { print("wrote \(out.appendingPathComponent(patch.name).path)") }
-                for note in result.notes { print("note: \(note.patch): \(note.file): \(note.message)") }
-                if !result.missing.isEmpty {
-                    print("missing: patch \(result.missing.map { "\($0)/\(result.total)" }.joined(separator: ", ")) is not in the text (add it by hand; the series file lists what was imported)")
-                }
+            }
+            let snapshot = files
+            let result = try MangledImport(readFile: { snapshot[$0] }).run(text: text)
+            let out = URL(fileURLWithPath: output)
+            try FileManager.default.ensureDirectory(out)
+            for patch in result.patches {
+                try patch.text.write(to: out.appendingPathComponent(patch.name), atomically: true, encoding: .utf8)
+            }
+            try (result.patches.map(\.name).joined(separator: "\n") + "\n")
+                .write(to: out.appendingPathComponent("series"), atomically: true, encoding: .utf8)
+            for patch in result.patches { print("wrote \(out.appendingPathComponent(patch.name).path)") }
+            for note in result.notes { print("note: \(note.patch): \(note.file): \(note.message)") }
+            if !result.missing.isEmpty {
+                print("missing: patch \(result.missing.map { "\($0)/\(result.total)" }.joined(separator: ", ")) is not in the text (add it by hand; the series file lists what was imported)")
             }
         }
     }
@@ -119,14 +117,12 @@ extension P2PLabCommand.Series {
         var mbox: String?
 
         func run() async throws {
-            try await reportingErrors {
-                let fetched = try await SeriesFetcher(runner: Runner()).fetch(
-                    messageID, output: URL(fileURLWithPath: output), mbox: mbox.map { URL(fileURLWithPath: $0) })
-                let series = fetched.series
-                print("wrote \(fetched.mbox.path): \(series.patches.count) patches" + (series.id.map { ", series \($0)" } ?? ""))
-                for patch in series.patches { print("  \(patch.index) \(patch.subject)") }
-                print("build it: p2plab build --series \(shellQuote(fetched.mbox.path))")
-            }
+            let fetched = try await SeriesFetcher(runner: Runner()).fetch(
+                messageID, output: URL(fileURLWithPath: output), mbox: mbox.map { URL(fileURLWithPath: $0) })
+            let series = fetched.series
+            print("wrote \(fetched.mbox.path): \(series.patches.count) patches" + (series.id.map { ", series \($0)" } ?? ""))
+            for patch in series.patches { print("  \(patch.index) \(patch.subject)") }
+            print("build it: p2plab build --series \(shellQuote(fetched.mbox.path))")
         }
     }
 }

@@ -3,6 +3,7 @@ import Catalog
 import Foundation
 import KTAP
 import KernelTree
+import LabPipeline
 import LabSupport
 
 extension P2PLabCommand {
@@ -12,9 +13,10 @@ extension P2PLabCommand {
             commandName: "test",
             abstract: "Build (cached), boot, load the module, run the suite, and print a verdict.",
             discussion: """
-                Exit status: 0 every check passed, 1 a check failed or the kernel crashed, 2 usage or \
-                environment error, 125 could not test (build or infrastructure failure: what git bisect \
-                run calls skip). --compare runs the baseline and the series side by side; --ablate adds \
+                Exit status: 0 every check passed, 1 a check failed or the kernel crashed, 2 a usage \
+                error; when the kernel could not be tested, the cause's own code (3 a missing tool, 12 a \
+                bad series, 13 a patch that does not apply, 15 a failed build, 121 a boot timeout, …) or \
+                125 (an infrastructure failure: what git bisect run calls skip). --compare runs the baseline and the series side by side; --ablate adds \
                 each leave-one-out variant and checks the patch × check matrix against the expectations.
                 """)
 
@@ -64,7 +66,7 @@ extension P2PLabCommand {
 
         func run() async throws {
             let arguments = Array(CommandLine.arguments.dropFirst())
-            let session = Lab(build: build, lab: lab)
+            let session = try Lab(build: build, lab: lab)
             if let versions {
                 try await runVersions(versions, arguments: arguments)
             }
@@ -143,7 +145,7 @@ extension P2PLabCommand {
                 options.series = name
                 let identity = IdentifiedSeries(try PatchSeries.load(from: try options.seriesURL(root: root)))
                 for line in identity.lines { progressLine("[\(name)] patch \(line)") }
-                let result = await Lab(build: options, lab: lab).runVariant(
+                let result = await (try Lab(build: options, lab: lab)).runVariant(
                     .full, directory: directory.appendingPathComponent(name),
                     reproduce: arguments.filter { !$0.hasPrefix("--versions") && $0 != list } + ["--series", name])
                 progressLine("[\(name)] \(result.run?.verdictLine ?? "could not test: \(result.problem ?? "?")") (\(Int(result.seconds)) s)")
@@ -242,8 +244,8 @@ struct Matrix {
 
     func comparisonVerdict() -> (line: String, exit: Int32) {
         guard let base = results.first, let series = results.last else { return ("verdict: NO RESULTS", LabExit.couldNotTest.rawValue) }
-        if series.exitCode == LabExit.couldNotTest.rawValue || base.exitCode == LabExit.couldNotTest.rawValue {
-            return ("verdict: COULD NOT TEST (\((series.problem ?? base.problem) ?? "no results"))", LabExit.couldNotTest.rawValue)
+        if let broken = [base, series].first(where: \.couldNotTest) {
+            return ("verdict: COULD NOT TEST (\(broken.label): \(broken.problem ?? "no results"))", broken.exitCode)
         }
         let changed = names.filter { cell(base, $0) != cell(series, $0) }
         let seriesVerdict = series.run?.verdictLine ?? "no results"
@@ -304,8 +306,8 @@ struct Matrix {
     func ablationVerdict() -> (line: String, exit: Int32) {
         // A leave-one-out whose other patches need the one left out (v5's kernfs patch is written on
         // top of its ->close patch) cannot be built: that says something about the series, not the lab.
-        if let broken = results.first(where: { $0.exitCode == LabExit.couldNotTest.rawValue && !($0.doesNotApply && $0.selection != .full) }) {
-            return ("verdict: COULD NOT TEST (\(broken.label): \(broken.problem ?? "no results"))", LabExit.couldNotTest.rawValue)
+        if let broken = results.first(where: { $0.couldNotTest && !($0.doesNotApply && $0.selection != .full) }) {
+            return ("verdict: COULD NOT TEST (\(broken.label): \(broken.problem ?? "no results"))", broken.exitCode)
         }
         let wrong = mismatches()
         let unknown = unpredicted()
@@ -328,9 +330,7 @@ struct Matrix {
             variants: results.map(\.label), directories: results.map(\.runDirectory.path),
             rows: names.map { name in Row(check: name, cells: Dictionary(uniqueKeysWithValues: results.map { ($0.label, cell($0, name)) })) },
             mismatches: mismatches())
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        return try encoder.encode(doc)
+        return try LabJSON.encode(doc)
     }
 }
 

@@ -2,6 +2,7 @@ import Catalog
 import Foundation
 import KTAP
 import KernelTree
+import LabPipeline
 import LabSupport
 
 /// One version of the series as `test --versions` ran it.
@@ -116,8 +117,8 @@ struct VersionMatrix {
     }
 
     func verdict() -> (line: String, exit: Int32) {
-        if let broken = runs.first(where: { $0.result.exitCode == LabExit.couldNotTest.rawValue || $0.result.problem != nil }) {
-            return ("verdict: COULD NOT TEST (\(broken.name): \(broken.result.problem ?? "no results"))", broken.result.exitCode == 2 ? 2 : LabExit.couldNotTest.rawValue)
+        if let broken = runs.first(where: \.result.couldNotTest) {
+            return ("verdict: COULD NOT TEST (\(broken.name): \(broken.result.problem ?? "no results"))", broken.result.exitCode)
         }
         let wrong = mismatches()
         let unknown = unpredicted()
@@ -149,9 +150,7 @@ struct VersionMatrix {
                     cells: Dictionary(uniqueKeysWithValues: names.map { ($0, cell(run, $0)) }))
             },
             mismatches: mismatches(), unpredicted: unpredicted())
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        return try encoder.encode(doc)
+        return try LabJSON.encode(doc)
     }
 }
 

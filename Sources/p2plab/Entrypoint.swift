@@ -4,6 +4,6 @@ import P2PLab
 @main
 struct Entrypoint {
     static func main() async {
-        await P2PLabCommand.main(nil)
+        await P2PLabCommand.main()
     }
 }

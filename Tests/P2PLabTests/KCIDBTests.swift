@@ -2,6 +2,7 @@ import Foundation
 import KTAP
 import KernelTree
 import LabSupport
+import LabPipeline
 import Testing
 @testable import P2PLab
 

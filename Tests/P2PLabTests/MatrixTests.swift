@@ -3,6 +3,7 @@ import Catalog
 import Checks
 import KTAP
 import KernelTree
+import LabPipeline
 import LabSupport
 import Testing
 @testable import P2PLab
@@ -11,7 +12,7 @@ import Testing
 func variant(_ selection: PatchSelection, _ ktap: String, problem: String? = nil) -> VariantResult {
     VariantResult(label: selection.label, selection: selection, manifest: nil,
                   run: problem == nil ? KTAPParser.parse(ktap) : nil, runDirectory: URL(fileURLWithPath: "/tmp"),
-                  problem: problem, bootOutcome: "exited", seconds: 1)
+                  problem: problem, ending: .exited(0), seconds: 1)
 }
 
 let passing = """
@@ -106,13 +107,13 @@ struct MatrixTests {
         #expect(StepVerdict.of(variant(.full, crashed), checks: ["env.*"]).0 == .bad)
     }
 
-    @Test("a variant that could not be tested exits 125, or 2 when the environment is at fault")
+    @Test("a variant that could not be tested exits its cause's own code, else 125")
     func problemExitCodes() {
         var broken = variant(.full, "", problem: "kernel build failed")
         broken.problemExit = .buildFailed
-        #expect(broken.exitCode == 125)
+        #expect(broken.exitCode == 15)
         broken.problemExit = .missingDependency
-        #expect(broken.exitCode == 2)
+        #expect(broken.exitCode == 3)
         broken.problemExit = nil
         #expect(broken.exitCode == 125)
         #expect(variant(.full, passing).exitCode == 0)
@@ -188,12 +189,15 @@ struct VersionMatrixTests {
 struct StepMemoryTests {
     @Test("the key follows the hashes and what decides a verdict, and entries survive a new process")
     func memory() throws {
-        let lab = try LabOptions.parse(["--check", "pin.*", "--accel", "tcg"])
-        let key = StepMemory.key(sums: ["aa11", "bb22"], lab: lab, binaryIdentity: "1-2")
-        #expect(key == StepMemory.key(sums: ["aa11", "bb22"], lab: lab, binaryIdentity: "1-2"))
-        #expect(key != StepMemory.key(sums: ["aa12", "bb22"], lab: lab, binaryIdentity: "1-2"))
-        #expect(key != StepMemory.key(sums: ["aa11", "bb22"], lab: try LabOptions.parse(["--check", "regmr.*", "--accel", "tcg"]), binaryIdentity: "1-2"))
-        #expect(key != StepMemory.key(sums: ["aa11", "bb22"], lab: lab, binaryIdentity: "1-3"))
+        func key(_ sums: [String], checks: [String] = ["pin.*"], identity: String = "1-2") -> String {
+            StepMemory.key(sums: sums, machine: "lab", accel: "tcg", limits: .standard, checks: checks, binaryIdentity: identity)
+        }
+        let first = key(["aa11", "bb22"])
+        #expect(first == key(["aa11", "bb22"]))
+        #expect(first != key(["aa12", "bb22"]))
+        #expect(first != key(["aa11", "bb22"], checks: ["regmr.*"]))
+        #expect(first != key(["aa11", "bb22"], identity: "1-3"))
+        let key = first
 
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("step-memory-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: dir) }

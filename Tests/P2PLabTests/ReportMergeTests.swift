@@ -2,6 +2,7 @@ import Foundation
 import KTAP
 import KernelTree
 import LabSupport
+import LabPipeline
 import Testing
 @testable import P2PLab
 
@@ -35,7 +36,7 @@ func makeRunDirectory(
     run.metadata[RunMetadata.Keys.qemuCommandLine] = "qemu-system-x86_64 -machine q35 -accel tcg"
     let result = VariantResult(
         label: selection.label, selection: selection, manifest: manifest, run: problem == nil ? run : nil, runDirectory: directory,
-        problem: problem, bootOutcome: problem == nil ? "exited" : nil, seconds: 42)
+        problem: problem, ending: problem == nil ? .exited(0) : nil, seconds: 42)
     if problem == nil { try RunLoader.write(run, into: directory) }
     if let console { try console.write(to: directory.appendingPathComponent("console.log"), atomically: true, encoding: .utf8) }
     try RunRecord(result, series: patches).write(into: directory)
