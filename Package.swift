@@ -44,7 +44,7 @@ let package = Package(
         .testTarget(name: "MachineTests", dependencies: ["Machine"], resources: [.copy("Fixtures")]),
         .testTarget(name: "CatalogTests", dependencies: ["Catalog", "KernelTree"], resources: [.copy("Fixtures")]),
         .testTarget(name: "ChecksTests", dependencies: ["Checks", "Catalog"], resources: [.copy("Fixtures")]),
-        .testTarget(name: "P2PLabTests", dependencies: ["P2PLab", "LabPipeline"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "P2PLabTests", dependencies: ["P2PLab", "LabPipeline", "Machine", "LabSupport"], resources: [.copy("Fixtures")]),
     ],
     swiftLanguageModes: [.v6]
 )

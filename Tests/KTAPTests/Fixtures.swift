@@ -16,12 +16,12 @@ enum Fixture {
         String(decoding: try Data(contentsOf: url(name)), as: UTF8.self)
     }
 
-    /// Compares `actual` with `Fixtures/golden/<name>`. With `KTAP_UPDATE_GOLDEN=1` in the environment
+    /// Compares `actual` with `Fixtures/golden/<name>`. With `P2PLAB_UPDATE_GOLDEN=1` in the environment
     /// it rewrites the golden file in the source tree instead, for a deliberate format change.
     static func expectGolden(_ actual: String, _ name: String, sourceLocation: SourceLocation = #_sourceLocation)
         throws
     {
-        if ProcessInfo.processInfo.environment["KTAP_UPDATE_GOLDEN"] == "1" {
+        if ProcessInfo.processInfo.environment["P2PLAB_UPDATE_GOLDEN"] == "1" {
             let source = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
                 .appendingPathComponent("Fixtures/golden").appendingPathComponent(name)
             try FileManager.default.createDirectory(

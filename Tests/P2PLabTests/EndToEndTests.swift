@@ -2,6 +2,7 @@ import Catalog
 import Checks
 import Foundation
 import KTAP
+import LabSupport
 import Testing
 
 /// The end-to-end tests run the real p2plab binary: a real kernel build, real QEMU, the real suite
@@ -211,11 +212,12 @@ struct EndToEndTests {
           .timeLimit(.minutes(60)))
     func bisectTree() throws {
         // A "user tree": a clone of the cached pristine source with the broken series as commits.
-        let cacheSource = try FileManager.default.contentsOfDirectory(atPath: NSHomeDirectory() + "/.cache/p2plab/src")
+        let cache = CacheLayout()
+        let cacheSource = try FileManager.default.contentsOfDirectory(atPath: cache.sources.path)
             .first { $0.hasPrefix("debian-") }
-        let source = try #require(cacheSource.map { NSHomeDirectory() + "/.cache/p2plab/src/" + $0 }, "run p2plab build first")
-        // A stable path, so a warm machine reuses p2plab's worktrees and object directory for it.
-        let tree = URL(fileURLWithPath: NSHomeDirectory() + "/.cache/p2plab-e2e/user-tree")
+        let source = try #require(cacheSource.map { cache.sources.appendingPathComponent($0).path }, "run p2plab build first")
+        // A stable path beside the cache, so a warm machine reuses p2plab's worktrees and object directory for it.
+        let tree = cache.root.deletingLastPathComponent().appendingPathComponent("p2plab-e2e/user-tree")
         func git(_ args: [String], in dir: URL? = nil) throws -> String {
             let process = Process()
             process.executableURL = URL(fileURLWithPath: "/usr/bin/git")
