@@ -5,7 +5,10 @@ let package = Package(
     name: "p2plab",
     platforms: [.macOS(.v15)],
     products: [
-        .executable(name: "p2plab", targets: ["p2plab"])
+        .executable(name: "p2plab", targets: ["p2plab"]),
+        // The suite where the kernel under test runs (the lab machine, real hardware); the host's
+        // p2plab finds it beside itself.
+        .executable(name: "p2plab-guest", targets: ["p2plab-guest"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", exact: "1.8.2"),
@@ -14,10 +17,20 @@ let package = Package(
     ],
     targets: [
         .executableTarget(name: "p2plab", dependencies: ["P2PLab"]),
+        .executableTarget(name: "p2plab-guest", dependencies: ["GuestSuite"]),
+        .target(
+            name: "GuestSuite",
+            dependencies: [
+                "Checks", "Catalog", "KernelTree", "LabSupport", "LabCommandLine",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]),
+        .target(
+            name: "LabCommandLine",
+            dependencies: ["LabSupport", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
         .target(
             name: "P2PLab",
             dependencies: [
-                "LabPipeline", "KernelTree", "Machine", "Catalog", "Checks", "KTAP", "LabSupport",
+                "LabPipeline", "LabCommandLine", "KernelTree", "Machine", "Catalog", "Checks", "KTAP", "LabSupport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         .target(
@@ -44,7 +57,7 @@ let package = Package(
         .testTarget(name: "MachineTests", dependencies: ["Machine"], resources: [.copy("Fixtures")]),
         .testTarget(name: "CatalogTests", dependencies: ["Catalog", "KernelTree"], resources: [.copy("Fixtures")]),
         .testTarget(name: "ChecksTests", dependencies: ["Checks", "Catalog"], resources: [.copy("Fixtures")]),
-        .testTarget(name: "P2PLabTests", dependencies: ["P2PLab", "LabPipeline", "Machine", "LabSupport"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "P2PLabTests", dependencies: ["P2PLab", "LabPipeline", "LabCommandLine", "Machine", "LabSupport"], resources: [.copy("Fixtures")]),
     ],
     swiftLanguageModes: [.v6]
 )

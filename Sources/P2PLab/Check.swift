@@ -1,197 +1,52 @@
 import ArgumentParser
-import KernelTree
-import Catalog
-import Checks
 import Foundation
 import LabSupport
 
 extension P2PLabCommand {
-    /// Run the check suite here (in the guest, or on real hardware) and print KTAP.
-    struct Check: AsyncParsableCommand {
+    /// `p2plab check`: the suite on this machine's running kernel, run by `p2plab-guest` (beside this
+    /// executable), which holds the parts that need libibverbs and libkmod.
+    struct Check: ParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "check",
             abstract: "Run the check suite here (in the guest, or on real hardware) and print KTAP.",
             discussion: """
-                Prints KTAP version 1 on stdout (diagnostics before each result line) and exits 0 when \
-                every check passed or skipped, 1 on a failure or a timeout, 4 when everything skipped or \
-                the test module is missing, 5 when not run as root, 6 when no p2pmem provider is published.
-                """)
+                Runs p2plab-guest check with the same arguments (see `p2plab check --help` there: \
+                --list, --filter GLOB, --device, --provider, --module, --results DIR, --selftests DIR). \
+                Prints KTAP version 1 and exits 0 when every check passed or skipped, 1 on a failure or \
+                a timeout, 4 when everything skipped or the test module is missing, 5 when not run as \
+                root, 6 when no p2pmem provider is published.
+                """,
+            helpNames: [])
 
-        @Flag(help: "List the checks, the patches each depends on and what it asserts, then exit.")
-        var list = false
+        @Argument(parsing: .captureForPassthrough, help: "The arguments of p2plab-guest check.")
+        var arguments: [String] = []
 
-        @Option(name: .customLong("filter"), help: "Run only checks whose name matches this glob (repeatable).")
-        var filters: [String] = []
-
-        @Option(help: "RDMA device to use (default: the first libibverbs lists).")
-        var device: String?
-
-        @Option(help: "p2pmem provider PCI address, e.g. 0000:03:00.0 (default: the first published).")
-        var provider: String?
-
-        @Option(help: "Path of p2plab_test.ko to load if it is not loaded (default: $P2PLAB_MODULE).")
-        var module: String?
-
-        @Option(help: "Also write the KTAP to DIR/results.ktap.")
-        var results: String?
-
-        @Option(help: ArgumentHelp(
-            "The kernel the checks assert: a version of the series (v2, v3, v4, v5) or its effects as p2plab test passes them.",
-            valueName: "VERSION"))
-        var expect: String = SeriesVersion.defaultVersion.name
-
-        @Option(help: "Per-check watchdog in seconds; an overdue check fails and the run stops.")
-        var timeout: Double = 120
-
-        @Option(help: ArgumentHelp("Directory with the kernel's mm selftests (gup_longterm, gup_test) built from the running kernel's tree.", valueName: "DIR"))
-        var selftests: String?
-
-        /// Why the host has no selftests for this kernel (its build failed): the selftest checks skip with it.
-        @Option(help: .hidden)
-        var selftestsProblem: String?
-
-        /// The lifecycle.exit_releases child: hold p2pmem of this provider and exit.
-        @Option(help: .hidden)
-        var exitHolder: String?
-
-        /// The lab machine's typed request (`$P2PLAB_RESULTS/invocation.json`), written by the host.
-        @Option(help: .hidden)
-        var invocation: String?
-
-        func validate() throws {
-            if let provider, PCIAddress(provider) == nil {
-                throw ValidationError("--provider \(provider) is not a PCI address like 0000:03:00.0")
+        func run() throws {
+            let guest = ProjectPaths.guestExecutable
+            guard FileManager.default.isExecutableFile(atPath: guest.path) else {
+                throw GuestExecutableError.missing(guest.path)
             }
-            if timeout <= 0 { throw ValidationError("--timeout must be positive, got \(timeout)") }
-            if reference == nil {
-                throw ValidationError("--expect \(expect): give a version (\(SeriesVersion.all.map(\.name).joined(separator: ", "))) or effect tokens (\(EffectKind.allCases.map(\.rawValue).joined(separator: ", ")))")
-            }
-            if let exitHolder, PCIAddress(exitHolder) == nil {
-                throw ValidationError("--exit-holder \(exitHolder) is not a PCI address")
-            }
-        }
-
-        /// What `--expect` names.
-        var reference: KernelEffects? { Self.reference(expect) }
-
-        static func reference(_ expect: String) -> KernelEffects? {
-            SeriesVersion.named(expect)?.effects ?? KernelEffects(tokens: expect)
-        }
-
-        func run() async throws {
-            if let exitHolder, let address = PCIAddress(exitHolder) {
-                ExitHolder.run(provider: address)
-            }
-            var filters = self.filters, timeout = self.timeout, results = self.results, module = self.module
-            var device = self.device, provider = self.provider, reference = self.reference
-            var selftests = self.selftests, selftestsProblem = self.selftestsProblem
-            if let invocation {
-                let file = URL(fileURLWithPath: invocation)
-                let request = try GuestInvocation.read(from: file)
-                (timeout, results, module) = (request.limits.check, file.deletingLastPathComponent().path, request.module)
-                (device, provider) = (request.device, request.provider)
-                (selftests, selftestsProblem) = (request.selftests, request.selftestsProblem)
-                if let expect = request.expect {
-                    guard let named = Self.reference(expect) else { throw ValidationError("the invocation's expect \(expect) names no version or effects") }
-                    reference = named
-                }
-                switch request.job {
-                case .suite(let checks):
-                    filters = checks
-                case .bench(let only, let repetitions):
-                    try await BenchGuestCommand.measure(
-                        module: module, repetitions: repetitions, only: only, device: device, provider: provider, results: results)
-                    return
-                }
-            }
-            let selected = SuiteRunner.select(Suite.checks, filters: filters)
-            if list {
-                for line in SuiteRunner.listing(selected) { print(line) }
-                return
-            }
-            if selected.isEmpty { throw ValidationError("no check matches \(filters.joined(separator: ", "))") }
-            guard geteuid() == 0 else {
-                FileHandle.standardError.write(Data("p2plab check: run as root (the suite loads a module, pins memory, unbinds devices and reads /dev/kmsg)\n".utf8))
-                throw ExitCode(LabExit.notRoot.rawValue)
-            }
-            let sink = try KTAPSink(resultsDirectory: results)
-            let options = SuiteOptions(
-                device: device, provider: provider.flatMap(PCIAddress.init), modulePath: await modulePath(module),
-                selftests: selftests, selftestsProblem: selftestsProblem)
-            let context = Discovery.context(options: options, holderCommand: holderCommand(), reference: reference ?? .baseline)
-            let runner = SuiteRunner(checks: selected, context: context, kernelLog: KmsgLog(), timeout: timeout) { sink.line($0) }
-            let exit = runner.run(preamble: Discovery.preamble(context))
-            sink.close()
-            // No p2pmem is an environment problem, not a verdict on the kernel: say so in one line and
-            // exit with its own code, unless a check failed outright.
-            if exit != .failed, context.provider == nil, selected.contains(where: { $0.requirements.contains(.provider) }) {
-                FileHandle.standardError.write(Data("p2plab check: \(context.providerProblem ?? "no p2pmem provider published")\n".utf8))
-                throw ExitCode(LabExit.noProvider.rawValue)
-            }
-            // Without the module most checks skipped: that is not a pass either.
-            if exit == .success, context.module == nil, selected.contains(where: { $0.requirements.contains(.module) }) {
-                FileHandle.standardError.write(Data("p2plab check: not a pass: \(context.moduleProblem ?? "test module not loaded")\n".utf8))
-                throw ExitCode(LabExit.skipped.rawValue)
-            }
-            if exit != .success { throw ExitCode(exit.rawValue) }
-        }
-
-        /// --module, else $P2PLAB_MODULE, else (on real hardware, module not loaded) the test module
-        /// built against the running kernel's headers; nil leaves env.module to SKIP with the reason.
-        private func modulePath(_ module: String?) async -> String? {
-            if let path = module ?? ProcessInfo.processInfo.environment["P2PLAB_MODULE"] { return path }
-            if FileManager.default.fileExists(atPath: "/sys/module/p2plab_test") { return nil }
-            guard let root = ProjectPaths.root(),
-                  let release = try? String(contentsOfFile: "/proc/sys/kernel/osrelease", encoding: .utf8)
-                      .trimmingCharacters(in: .whitespacesAndNewlines) else { return nil }
-            do {
-                let ko = try await ModuleBuilder(cache: CacheLayout(), runner: Runner()).build(
-                    moduleSource: root.appendingPathComponent("kernel/module"), kernelBuildDir: "/lib/modules/\(release)/build")
-                FileHandle.standardError.write(Data("p2plab check: built the test module for \(release): \(ko.path)\n".utf8))
-                return ko.path
-            } catch {
-                FileHandle.standardError.write(Data("p2plab check: \(error)\n".utf8))
-                return nil
-            }
-        }
-
-        /// This executable, re-run as the exit_releases holder child.
-        private func holderCommand() -> [String]? {
-            guard let me = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") else { return nil }
-            return [me, "check", "--exit-holder"]
+            let argv = [guest.path, "check"] + arguments
+            var cArgs = argv.map { strdup($0) } + [nil]
+            execv(guest.path, &cArgs)
+            throw GuestExecutableError.cannotRun(guest.path, String(cString: strerror(errno)))
         }
     }
 }
 
-/// Where KTAP lines go: stdout, one write per line (so a crash loses nothing already said), and
-/// optionally DIR/results.ktap on the guest's results share.
-final class KTAPSink: @unchecked Sendable {
-    private let file: FileHandle?
-    private let lock = NSLock()
+/// The guest suite executable is not where the host binary expects it.
+enum GuestExecutableError: LabError {
+    case missing(String)
+    case cannotRun(String, String)
 
-    init(resultsDirectory: String?) throws {
-        guard let resultsDirectory else {
-            file = nil
-            return
+    var exitCode: LabExit { .missingDependency }
+
+    var description: String {
+        switch self {
+        case .missing(let path):
+            "\(path) not found: p2plab runs the suite with p2plab-guest from its own directory; build it with `swift build` (scripts/setup does)"
+        case .cannotRun(let path, let reason):
+            "cannot run \(path): \(reason)"
         }
-        try FileManager.default.createDirectory(atPath: resultsDirectory, withIntermediateDirectories: true)
-        let path = resultsDirectory + "/results.ktap"
-        guard FileManager.default.createFile(atPath: path, contents: nil), let handle = FileHandle(forWritingAtPath: path) else {
-            throw ValidationError("cannot write \(path)")
-        }
-        file = handle
-    }
-
-    func line(_ text: String) {
-        let data = Data((text + "\n").utf8)
-        lock.lock()
-        defer { lock.unlock() }
-        FileHandle.standardOutput.write(data)
-        file?.write(data)
-        try? file?.synchronize()
-    }
-
-    func close() {
-        try? file?.close()
     }
 }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import KernelTree
+import LabCommandLine
 import LabPipeline
 import LabSupport
 import Machine
@@ -12,7 +13,7 @@ struct ExitPolicyTests {
     @Test("a bad command line exits 2 (the README's usage error), not ArgumentParser's 64",
           arguments: [["test", "--frobnicate"], ["test", "--upto"], ["build", "--upto", "-1"], ["build", "--without", "x"],
                       ["test", "--compare", "--upto", "2"], ["boot", "--timeout", "0"], ["test", "--timeout", "-5"],
-                      ["nonsense"], ["bisect"], ["check", "--provider", "nope"], ["test", "--format", "yaml"]])
+                      ["nonsense"], ["bisect"], ["test", "--format", "yaml"]])
     func usage(_ arguments: [String]) {
         let status: Int32
         do {
@@ -20,7 +21,7 @@ struct ExitPolicyTests {
             Issue.record("\(arguments) parsed")
             return
         } catch {
-            status = ExitPolicy.outcome(of: error).status
+            status = ExitPolicy.outcome(of: error, command: P2PLabCommand.self).status
         }
         #expect(status == LabExit.usage.rawValue)
     }
@@ -37,7 +38,7 @@ struct ExitPolicyTests {
             (ReportError.emptyInput("/dev/null"), .usage),
         ]
         for (error, code) in cases {
-            let (message, status) = ExitPolicy.outcome(of: error)
+            let (message, status) = ExitPolicy.outcome(of: error, command: P2PLabCommand.self)
             #expect(status == code.rawValue, "\(error)")
             #expect(message == "p2plab: \(error.description)")
         }
@@ -47,15 +48,15 @@ struct ExitPolicyTests {
     func childFailure() {
         let error = RunError.nonZeroExit(command: "make -C /src", status: "exit 2", stderrTail: "boom")
         #expect(error.exitCode != .failed)
-        #expect(ExitPolicy.outcome(of: error).status == LabExit.couldNotTest.rawValue)
+        #expect(ExitPolicy.outcome(of: error, command: P2PLabCommand.self).status == LabExit.couldNotTest.rawValue)
     }
 
     @Test("an error p2plab does not know is 125, not 1: no verdict on the kernel")
     func unknown() {
         struct Strange: Error {}
-        #expect(ExitPolicy.outcome(of: Strange()).status == LabExit.couldNotTest.rawValue)
-        #expect(ExitPolicy.outcome(of: ExitCode(7)).status == 7)
-        #expect(ExitPolicy.outcome(of: ExitCode(7)).message == nil)
+        #expect(ExitPolicy.outcome(of: Strange(), command: P2PLabCommand.self).status == LabExit.couldNotTest.rawValue)
+        #expect(ExitPolicy.outcome(of: ExitCode(7), command: P2PLabCommand.self).status == 7)
+        #expect(ExitPolicy.outcome(of: ExitCode(7), command: P2PLabCommand.self).message == nil)
     }
 
     @Test("git bisect run never reads a cause shared by every commit as bad: it aborts (128)")
