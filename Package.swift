@@ -43,16 +43,16 @@ let package = Package(
         // One variant's way through the lab (source → series → build → module → boot → checks →
         // results); the commands are its clients. No C libraries: it runs on the host.
         .target(name: "LabPipeline", dependencies: ["KernelTree", "Machine", "KTAP", "LabSupport"]),
-        .target(name: "Machine", dependencies: ["LabSupport", "KTAP"]),
+        .target(name: "Machine", dependencies: ["LabSupport", "KernelConsole"]),
         // The suite as data (names, descriptions, needs, expectations, patch identity): no C, so the
         // host side can use it without linking what the guest side needs.
         .target(name: "Catalog"),
-        .target(name: "Checks", dependencies: ["Catalog", "KTAP", "LabSupport", "CIBVerbs", "CKmod", "CP2PLabUAPI"]),
-        .target(name: "KTAP"),
+        .target(name: "Checks", dependencies: ["Catalog", "KTAP", "KernelConsole", "LabSupport", "CIBVerbs", "CKmod", "CP2PLabUAPI"]),
+        .target(name: "KTAP", dependencies: ["KernelConsole"]),
         .systemLibrary(name: "CIBVerbs", pkgConfig: "libibverbs", providers: [.apt(["libibverbs-dev"])]),
         .systemLibrary(name: "CKmod", pkgConfig: "libkmod", providers: [.apt(["libkmod-dev"])]),
         .target(name: "CP2PLabUAPI"),
-        .testTarget(name: "KTAPTests", dependencies: ["KTAP"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "KTAPTests", dependencies: ["KTAP", "KernelConsole"], resources: [.copy("Fixtures")]),
         .testTarget(name: "KernelTreeTests", dependencies: ["KernelTree"], resources: [.copy("Fixtures")]),
         .testTarget(name: "MachineTests", dependencies: ["Machine"], resources: [.copy("Fixtures")]),
         .testTarget(name: "CatalogTests", dependencies: ["Catalog", "KernelTree"], resources: [.copy("Fixtures")]),

@@ -1,3 +1,4 @@
+import KernelConsole
 import Foundation
 import KTAP
 

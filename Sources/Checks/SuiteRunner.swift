@@ -1,4 +1,5 @@
 import Catalog
+import KernelConsole
 import Foundation
 import KTAP
 import LabSupport

@@ -1,3 +1,5 @@
+import KernelConsole
+
 /// How one test ended, as the host sees it.
 ///
 /// KTAP itself only knows ok/not ok plus directives; `crashed`, `timeout` and `notRun` are what the

@@ -1,3 +1,4 @@
+import KernelConsole
 import Foundation
 
 /// Reads KTAP version 1 (Documentation/dev-tools/ktap.rst) out of any text: a clean results file, or a
@@ -178,11 +179,6 @@ struct KTAPLine: Equatable {
         }
         return (nil, trimmed.isEmpty ? nil : trimmed)
     }
-}
-
-extension Character {
-    /// A serial console ends lines with "\r\n", which Swift treats as one Character, not a "\n".
-    var isConsoleLineBreak: Bool { self == "\n" || self == "\r\n" }
 }
 
 extension Substring {

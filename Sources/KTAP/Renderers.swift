@@ -1,3 +1,4 @@
+import KernelConsole
 import Foundation
 
 /// The renderings `p2plab report` and `p2plab parse` can produce.

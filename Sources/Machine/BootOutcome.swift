@@ -1,5 +1,5 @@
+import KernelConsole
 import Foundation
-import KTAP
 import LabSupport
 
 /// How one boot ended, with everything a caller needs to report it.

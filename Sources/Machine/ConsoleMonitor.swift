@@ -1,5 +1,5 @@
+import KernelConsole
 import Foundation
-import KTAP
 
 /// A line the guest printed on its console, with where the boot was when it came.
 public struct ConsoleLine: Sendable {

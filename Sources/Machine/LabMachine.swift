@@ -1,5 +1,5 @@
+import KernelConsole
 import Foundation
-import KTAP
 import LabSupport
 
 /// What to boot and how: the one argument of `LabMachine.boot`.

@@ -1,6 +1,7 @@
 import Testing
 
 @testable import KTAP
+@testable import KernelConsole
 
 @Suite("Console scanner over recorded logs")
 struct ConsoleScannerTests {

@@ -67,3 +67,8 @@ public enum ConsoleScanner {
         return String(rest)
     }
 }
+
+extension Character {
+    /// A serial console ends lines with "\r\n", which Swift treats as one Character, not a "\n".
+    public var isConsoleLineBreak: Bool { self == "\n" || self == "\r\n" }
+}
