@@ -48,7 +48,10 @@ let package = Package(
         // host side can use it without linking what the guest side needs.
         .target(name: "Catalog"),
         .target(name: "Checks", dependencies: ["Catalog", "KTAP", "KernelConsole", "LabSupport", "CIBVerbs", "CKmod", "CP2PLabUAPI"]),
-        .target(name: "KTAP", dependencies: ["KernelConsole"]),
+        .target(name: "KTAP", dependencies: ["KernelConsole", "LabSupport"]),
+        // Kernel-log classification (WARNING, BUG, Oops, panic, KASAN): what the VM's console
+        // monitor, the guest's per-check /dev/kmsg scan and the KTAP parser all need.
+        .target(name: "KernelConsole"),
         .systemLibrary(name: "CIBVerbs", pkgConfig: "libibverbs", providers: [.apt(["libibverbs-dev"])]),
         .systemLibrary(name: "CKmod", pkgConfig: "libkmod", providers: [.apt(["libkmod-dev"])]),
         .target(name: "CP2PLabUAPI"),

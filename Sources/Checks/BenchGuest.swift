@@ -13,10 +13,10 @@ import Musl
 /// WRITE bandwidth with perftest. The host boots each kernel once and pairs the reports.
 public enum BenchGuest {
     /// The measurement groups, as `p2plab bench --only` names them.
-    public static let pinThroughput = "kernel.pin_throughput"
-    public static let regMRLatency = "kernel.regmr_latency"
-    public static let rdmaWriteBandwidth = "kernel.rdma_write_bw"
-    public static let groups = [pinThroughput, regMRLatency, rdmaWriteBandwidth]
+    public static let pinThroughput = BenchGroup.pinThroughput.rawValue
+    public static let regMRLatency = BenchGroup.regMRLatency.rawValue
+    public static let rdmaWriteBandwidth = BenchGroup.rdmaWriteBandwidth.rawValue
+    public static let groups = BenchGroup.allCases.map(\.rawValue)
 
     /// Pages per pin: one page (the per-call cost), a typical MR chunk, and 64 MiB (the whole CMB).
     public static let pinSizes = [1, 64, 16384]
@@ -39,13 +39,13 @@ public enum BenchGuest {
 
     /// The key of one pin measurement, e.g. `pin.p2pmem.LONGTERM|P2PDMA|WRITE|FAST.64`.
     public static func pinKey(memory: String, flags: PinFlags, pages: Int) -> String {
-        "pin.\(memory).\(flags).\(pages)"
+        "\(BenchGroup.pinThroughput.keyPrefix)\(memory).\(flags).\(pages)"
     }
 
     /// The keys of the registration latencies of `bytes`.
-    public static func regKey(_ bytes: Int) -> String { "regmr.reg.\(bytes)" }
-    public static func deregKey(_ bytes: Int) -> String { "regmr.dereg.\(bytes)" }
-    public static let writeKey = "rdma_write_bw.\(writeMessageBytes)"
+    public static func regKey(_ bytes: Int) -> String { "\(BenchGroup.regMRLatency.keyPrefix)reg.\(bytes)" }
+    public static func deregKey(_ bytes: Int) -> String { "\(BenchGroup.regMRLatency.keyPrefix)dereg.\(bytes)" }
+    public static let writeKey = "\(BenchGroup.rdmaWriteBandwidth.keyPrefix)\(writeMessageBytes)"
 
     /// What to measure and with what.
     public struct Options: Sendable {

@@ -46,23 +46,26 @@ public final class KmsgLog: KernelLogSource, @unchecked Sendable {
     }
 
     public func linesSinceMark() -> [String] {
-        lock.withLock {
-            guard reader >= 0 else { return [] }
-            var lines: [String] = []
-            var buffer = [UInt8](repeating: 0, count: 8192)
-            while true {
-                let count = read(reader, &buffer, buffer.count)
-                if count < 0 {
-                    // EPIPE: records were overwritten since the last read; keep going from the
-                    // oldest one still there.
-                    if errno == EPIPE { continue }
-                    break
-                }
-                if count == 0 { break }
-                lines.append(contentsOf: KmsgLog.parseRecord(buffer[..<count]))
+        lock.withLock { reader >= 0 ? KmsgLog.drain(reader) : [] }
+    }
+
+    /// Every message line readable from a non-blocking /dev/kmsg descriptor, until EAGAIN: the
+    /// one /dev/kmsg reader of the suite.
+    static func drain(_ fd: Int32) -> [String] {
+        var lines: [String] = []
+        var buffer = [UInt8](repeating: 0, count: 8192)
+        while true {
+            let count = read(fd, &buffer, buffer.count)
+            if count < 0 {
+                // EPIPE: records were overwritten since the last read; keep going from the
+                // oldest one still there.
+                if errno == EPIPE { continue }
+                break
             }
-            return lines
+            if count == 0 { break }
+            lines.append(contentsOf: parseRecord(buffer[..<count]))
         }
+        return lines
     }
 
     /// The message lines of one /dev/kmsg record: `prio,seq,usec,flags;text\n` plus continuation

@@ -152,16 +152,10 @@ public final class SuiteRunner: Sendable {
 
     /// `--list`: one line per check, name, the effects its verdict depends on and what it asserts.
     public static func listing(_ checks: [CheckDefinition]) -> [String] {
-        let width = checks.map(\.name.count).max() ?? 0
-        let depends = checks.map { check in
+        ColumnTable(rows: checks.map { check in
             let kinds = check.info.kinds.sorted().map(\.short)
-            return kinds.isEmpty ? "-" : kinds.joined(separator: ",")
-        }
-        let dependsWidth = depends.map(\.count).max() ?? 0
-        return zip(checks, depends).map { check, depends in
-            return check.name.padding(toLength: width, withPad: " ", startingAt: 0) + "  "
-                + depends.padding(toLength: dependsWidth + 2, withPad: " ", startingAt: 0) + check.summary
-        }
+            return [check.name, kinds.isEmpty ? "-" : kinds.joined(separator: ","), check.summary]
+        }).lines
     }
 }
 

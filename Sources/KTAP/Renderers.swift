@@ -1,5 +1,6 @@
 import KernelConsole
 import Foundation
+import LabSupport
 
 /// The renderings `p2plab report` and `p2plab parse` can produce.
 public enum ReportFormat: String, Sendable, CaseIterable {
@@ -34,15 +35,7 @@ public enum ReportFormat: String, Sendable, CaseIterable {
 
 /// results.json: pretty, keys sorted so two runs diff line by line.
 public enum JSONRenderer {
-    static func encoder() -> JSONEncoder {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        // A duration can only be non-finite through a caller's bug; writing it as a string keeps the
-        // encoder from failing, so rendering never throws.
-        encoder.nonConformingFloatEncodingStrategy = .convertToString(
-            positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
-        return encoder
-    }
+    static func encoder() -> JSONEncoder { LabJSON.encoder }
 
     /// The run as UTF-8 JSON.
     public static func data(_ run: TestRun) -> Data {
@@ -56,10 +49,7 @@ public enum JSONRenderer {
 
     /// Reads a results.json back; `verdict` and `counts` in the file are ignored and recomputed.
     public static func decode(_ data: Data) throws -> TestRun {
-        let decoder = JSONDecoder()
-        decoder.nonConformingFloatDecodingStrategy = .convertFromString(
-            positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
-        return try decoder.decode(TestRun.self, from: data)
+        try LabJSON.decoder.decode(TestRun.self, from: data)
     }
 }
 
@@ -77,14 +67,6 @@ enum Format {
         let line = text.replacingOccurrences(of: "\n", with: " ")
         guard line.count > width, width > 1 else { return line }
         return String(line.prefix(width - 1)) + "…"
-    }
-
-    static func pad(_ text: String, _ width: Int) -> String {
-        text.count >= width ? text : text + String(repeating: " ", count: width - text.count)
-    }
-
-    static func padLeft(_ text: String, _ width: Int) -> String {
-        text.count >= width ? text : String(repeating: " ", count: width - text.count) + text
     }
 
     /// Each test with its nesting level, parents before their subtests.
@@ -127,17 +109,9 @@ public enum TableRenderer {
                 Format.clip(test.summary, diagnosticWidth), Format.duration(test.duration),
             ]
         }
-        let header = ["check", "result", "errno/diagnostic", "time"]
-        var widths = header.map(\.count)
-        for row in rows { for (i, cell) in row.enumerated() { widths[i] = max(widths[i], cell.count) } }
-        func line(_ cells: [String]) -> String {
-            let text = cells.enumerated().map { i, cell in
-                i == 3 ? Format.padLeft(cell, widths[i]) : Format.pad(cell, widths[i])
-            }.joined(separator: "  ")
-            return String(text.reversed().drop { $0 == " " }.reversed())
-        }
-        var out = [line(header), line(widths.map { String(repeating: "-", count: $0) })]
-        out += rows.map(line)
+        var out = ColumnTable(
+            headers: ["check", "result", "errno/diagnostic", "time"], rows: rows, alignments: [.left, .left, .left, .right]
+        ).lines
         if !run.consoleFindings.isEmpty {
             let first = run.consoleFindings[0]
             out.append("console: \(Format.findingsSummary(run.consoleFindings)) (first at line \(first.line): "
@@ -199,8 +173,9 @@ public enum MarkdownRenderer {
         return lines.isEmpty ? ["(no diagnostics)"] : lines
     }
 
-    /// Text safe inside a table cell: pipes escaped, line breaks as `<br>`, angle brackets as entities.
-    static func cell(_ text: String) -> String {
+    /// Text safe inside a Markdown table cell: pipes escaped, line breaks as `<br>`, angle brackets
+    /// as entities. Every Markdown table p2plab writes (results, BENCHMARKS.md) escapes with this.
+    public static func cell(_ text: String) -> String {
         text.replacingOccurrences(of: "&", with: "&amp;")
             .replacingOccurrences(of: "<", with: "&lt;")
             .replacingOccurrences(of: ">", with: "&gt;")

@@ -169,18 +169,14 @@ public struct KernelBuilder: Sendable {
             kernelRelease: release, buildSeconds: seconds, cacheHit: false, bzImage: bzImage.path,
             config: savedConfig.path, objectDir: objDir.path, sourceDir: src, log: log.path,
             createdAt: ISO8601DateFormatter().string(from: Date()), seriesID: variant.seriesID, patchsetHash: variant.patchsetHash)
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        try encoder.encode(manifest).write(to: manifestURL)
+        try LabJSON.encode(manifest).write(to: manifestURL)
         try writeLatest(manifest)
         return manifest
     }
 
     func writeLatest(_ manifest: BuildManifest) throws {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         try FileManager.default.ensureDirectory(cache.latestBuild.deletingLastPathComponent())
-        try encoder.encode(manifest).write(to: cache.latestBuild)
+        try LabJSON.encode(manifest).write(to: cache.latestBuild)
     }
 
     func makeCommand(_ targets: [String], src: String, obj: URL) -> Command {

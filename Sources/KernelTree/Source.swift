@@ -278,9 +278,7 @@ public struct SourceManager: Sendable {
         let variant = PreparedVariant(source: source, label: selection.label, branch: branch, head: head, patches: applied,
                                       seriesID: series.id, patchsetHash: Self.patchsetHash(applied, chosen: chosen))
         try FileManager.default.ensureDirectory(record.deletingLastPathComponent())
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        try encoder.encode(variant).write(to: record)
+        try LabJSON.encode(variant).write(to: record)
         return variant
     }
 

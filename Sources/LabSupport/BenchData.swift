@@ -273,3 +273,24 @@ public struct GuestBenchReport: Codable, Sendable, Equatable {
     /// The file name the guest writes into its results directory.
     public static let fileName = "bench.json"
 }
+
+/// The groups of kernel measurements the guest takes, as `p2plab bench --only` names them, and the
+/// prefix of each group's measurement keys (`pin.p2pmem.LONGTERM|P2PDMA|WRITE|FAST.64` is a pin).
+public enum BenchGroup: String, Sendable, CaseIterable {
+    case pinThroughput = "kernel.pin_throughput"
+    case regMRLatency = "kernel.regmr_latency"
+    case rdmaWriteBandwidth = "kernel.rdma_write_bw"
+
+    public var keyPrefix: String {
+        switch self {
+        case .pinThroughput: "pin."
+        case .regMRLatency: "regmr."
+        case .rdmaWriteBandwidth: "rdma_write_bw."
+        }
+    }
+
+    /// The group a measurement key belongs to.
+    public static func of(key: String) -> BenchGroup? {
+        allCases.first { key.hasPrefix($0.keyPrefix) }
+    }
+}

@@ -76,15 +76,25 @@ public struct GuestInvocation: Sendable, Codable, Equatable {
     }
 }
 
-/// The one JSON style of everything p2plab writes: pretty, sorted keys, slashes as they are.
+/// The one JSON style of everything p2plab writes: pretty, keys sorted (so two runs diff line by
+/// line), slashes as they are, dates in ISO 8601, and a non-finite number as a string (one can
+/// only come from a bug, and writing it keeps a report from failing).
 public enum LabJSON {
     public static var encoder: JSONEncoder {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        encoder.dateEncodingStrategy = .iso8601
+        encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
         return encoder
     }
 
-    public static var decoder: JSONDecoder { JSONDecoder() }
+    /// Reads what `encoder` wrote.
+    public static var decoder: JSONDecoder {
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .iso8601
+        decoder.nonConformingFloatDecodingStrategy = .convertFromString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+        return decoder
+    }
 
     public static func encode<T: Encodable>(_ value: T) throws -> Data {
         try encoder.encode(value)

@@ -122,16 +122,6 @@ public enum AccelProbe {
         return "host \(host); qemu \(binary) \(size) \(Int(mtime)); cpu \(cpu)"
     }
 
-    private static var encoder: JSONEncoder {
-        let e = JSONEncoder()
-        e.dateEncodingStrategy = .iso8601
-        e.outputFormatting = [.prettyPrinted, .sortedKeys]
-        return e
-    }
-
-    private static var decoder: JSONDecoder {
-        let d = JSONDecoder()
-        d.dateDecodingStrategy = .iso8601
-        return d
-    }
+    private static var encoder: JSONEncoder { LabJSON.encoder }
+    private static var decoder: JSONDecoder { LabJSON.decoder }
 }

@@ -181,10 +181,7 @@ public enum LabMachine {
             seconds: (outcome.seconds * 100).rounded() / 100, bootSeconds: outcome.bootSeconds.map { ($0 * 100).rounded() / 100 },
             outcome: outcome.kind.name, guestExitStatus: outcome.guestExitStatus, exitCode: outcome.exitCode,
             qemuStatus: outcome.qemuStatus, findings: outcome.findings)
-        let encoder = JSONEncoder()
-        encoder.dateEncodingStrategy = .iso8601
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        try encoder.encode(manifest).write(to: outcome.run.manifest)
+        try LabJSON.encode(manifest).write(to: outcome.run.manifest)
     }
 
     /// The user's terminal size, for the guest shell's `stty`.

@@ -72,7 +72,7 @@ extension P2PLabCommand {
 
         func run() async throws {
             if list {
-                for m in BenchMeasurement.allCases { print("\(m.rawValue.padding(toLength: 22, withPad: " ", startingAt: 0)) \(m.summary)") }
+                print(ColumnTable(rows: BenchMeasurement.allCases.map { [$0.rawValue, $0.summary] }).text)
                 return
             }
             let root = try ProjectPaths.requireRoot()
@@ -362,9 +362,7 @@ struct BenchSession {
 
     /// The measurement a guest key belongs to (`pin.…`, `regmr.…`, `rdma_write_bw.…`).
     static func group(of key: String) -> BenchMeasurement {
-        if key.hasPrefix("pin.") { return .pinThroughput }
-        if key.hasPrefix("regmr.") { return .regMRLatency }
-        return .rdmaWriteBandwidth
+        BenchMeasurement(BenchGroup.of(key: key) ?? .rdmaWriteBandwidth)
     }
 
     // MARK: - warm cycles

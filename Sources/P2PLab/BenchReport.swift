@@ -1,4 +1,5 @@
 import Foundation
+import KTAP
 import LabSupport
 
 /// The measurements `p2plab bench` knows, in the order it runs and reports them.
@@ -33,7 +34,10 @@ enum BenchMeasurement: String, CaseIterable, Sendable {
         self == .bisectStep ? [.warmCycleSuite] : []
     }
 
-    var isGuest: Bool { rawValue.hasPrefix("kernel.") }
+    var isGuest: Bool { BenchGroup(rawValue: rawValue) != nil }
+
+    /// The measurement of a guest group (the guest names the groups; the cases spell them the same).
+    init(_ group: BenchGroup) { self.init(rawValue: group.rawValue)! }
 
     /// The chosen measurements: those matching `only` (all when empty), minus those matching `skip`,
     /// plus what their comparisons need.
@@ -184,9 +188,7 @@ struct BenchRun: Codable, Sendable, Equatable {
     }
 
     func encoded() throws -> Data {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        return try encoder.encode(self)
+        try LabJSON.encode(self)
     }
 }
 
@@ -231,18 +233,16 @@ enum BenchRenderer {
             "|---|---|---|---|---|---|",
         ]
         for figure in figures {
-            var title = figure.title
-            if let label = runLabel(figure) { title += " \(label)" }
+            var title = escape(figure.title)
+            if let label = runLabel(figure) { title += " \(escape(label))" }
             if let note = figure.note { title += "<br>_\(escape(note))_" }
             let baseline = figure.baseline.map { summaryText($0, figure.unit) } ?? "—"
-            lines.append("| \(escape(title)) | \(summaryText(figure.value, figure.unit)) | \(escape(figure.comparedWith)) | \(baseline) | \(ratioText(figure)) | \(goalText(figure)) |")
+            lines.append("| \(title) | \(summaryText(figure.value, figure.unit)) | \(escape(figure.comparedWith)) | \(baseline) | \(ratioText(figure)) | \(goalText(figure)) |")
         }
         return lines.joined(separator: "\n")
     }
 
-    static func escape(_ text: String) -> String {
-        text.replacingOccurrences(of: "|", with: "\\|").replacingOccurrences(of: "\n", with: " ")
-    }
+    static func escape(_ text: String) -> String { MarkdownRenderer.cell(text) }
 
     /// The newest run that made `measurement`, if any.
     static func newest(_ measurement: String, in runs: [(name: String, run: BenchRun)]) -> (name: String, run: BenchRun)? {

@@ -229,7 +229,7 @@ struct Matrix {
     }
 
     func table(_ headers: [String], _ rows: [[String]]) -> String {
-        TextTable.render(headers, rows)
+        ColumnTable(headers: headers, rows: rows).text
     }
 
     func comparisonTable() -> String {

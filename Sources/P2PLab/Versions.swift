@@ -72,7 +72,7 @@ struct VersionMatrix {
                 return c + " (expected \(want ? "pass" : "fail"))"
             }
         }
-        return TextTable.render(["check"] + runs.map(\.name), rows)
+        return ColumnTable(headers: ["check"] + runs.map(\.name), rows: rows).text
     }
 
     /// Cells that disagree with the prediction, as `check on version: …`.
@@ -151,18 +151,5 @@ struct VersionMatrix {
             },
             mismatches: mismatches(), unpredicted: unpredicted())
         return try LabJSON.encode(doc)
-    }
-}
-
-/// Column-aligned text tables: a header, a rule, the rows.
-enum TextTable {
-    static func render(_ headers: [String], _ rows: [[String]]) -> String {
-        var widths = headers.map(\.count)
-        for row in rows { for (i, cell) in row.enumerated() where i < widths.count { widths[i] = max(widths[i], cell.count) } }
-        func line(_ cells: [String]) -> String {
-            cells.enumerated().map { $0.element.padding(toLength: widths[$0.offset], withPad: " ", startingAt: 0) }
-                .joined(separator: "  ").trimmingCharacters(in: .whitespaces)
-        }
-        return ([line(headers), line(widths.map { String(repeating: "-", count: $0) })] + rows.map(line)).joined(separator: "\n")
     }
 }

@@ -306,3 +306,15 @@ struct BenchComparisonTests {
         #expect(BenchRenderer.figureTable([clear]).contains(text))
     }
 }
+
+@Suite("Bench group names")
+struct BenchGroupTests {
+    @Test("every guest group is a measurement of p2plab bench, and every key finds its group")
+    func groups() {
+        for group in BenchGroup.allCases { #expect(BenchMeasurement(rawValue: group.rawValue)?.isGuest == true) }
+        #expect(BenchMeasurement.allCases.filter(\.isGuest).count == BenchGroup.allCases.count)
+        #expect(BenchGroup.of(key: "pin.p2pmem.LONGTERM|P2PDMA|WRITE|FAST.64") == .pinThroughput)
+        #expect(BenchGroup.of(key: "regmr.dereg.4096") == .regMRLatency)
+        #expect(BenchGroup.of(key: "rdma_write_bw.65536") == .rdmaWriteBandwidth)
+    }
+}
