@@ -431,7 +431,7 @@ struct BenchSession {
     mutating func vngAnchor() async {
         let m = BenchMeasurement.vngAnchor
         let vng = ProcessInfo.processInfo.environment["P2PLAB_VNG"] ?? which("vng")
-        guard let build = seriesBuild else {
+        guard let kernel = seriesKernel, let build = seriesBuild else {
             notReported.append(BenchNotReported(measurement: m.rawValue, title: m.summary, reason: "no series kernel"))
             return
         }
@@ -446,10 +446,10 @@ struct BenchSession {
         // vng finds virtme-run beside itself only through PATH.
         let path = URL(fileURLWithPath: vng).deletingLastPathComponent().path + ":" + (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin")
         do {
-            let ko = try await module(for: build)
             for index in 0...command.repetitions {
                 let directory = session.appendingPathComponent("vng-anchor-\(index)")
-                let outcome = try await boot(build, module: ko, guestCommand: "true", accel: .tcg, directory: directory, timeout: 300)
+                let outcome = try await benchPipeline.boot(kernel, machine: definition, accel: .tcg, job: .shell("true"), directory: directory,
+                                                           timeout: 300)
                 guard case .exited(0) = outcome.kind else {
                     problem = "p2plab boot \(index) ended \(outcome.kind.name); see \(directory.path)"
                     break

@@ -108,6 +108,9 @@ enum Sanitizer: String, CaseIterable, Sendable, Comparable, ExpressibleByArgumen
             + Set(sanitizers).sorted().map { dir.appendingPathComponent("sanitize-\($0.rawValue).config") }
     }
 
+}
+
+extension BuildOptions {
     /// The runner the kernel steps use.
     var runner: Runner { Runner() }
 
