@@ -5,6 +5,14 @@ public enum ConsoleFindingKind: String, Sendable, Codable, CaseIterable {
     case oops = "Oops"
     case generalProtectionFault = "general protection fault"
     case kasan = "KASAN"
+    case kfence = "KFENCE"
+    case ubsan = "UBSAN"
+    /// lockdep: a possible deadlock (circular or recursive locking, inconsistent lock state, …).
+    case lockdep = "lockdep"
+    /// `BUG: sleeping function called from invalid context` (CONFIG_DEBUG_ATOMIC_SLEEP).
+    case sleepInAtomic = "sleeping in atomic context"
+    /// RCU CPU stall warnings.
+    case rcuStall = "RCU stall"
     case softLockup = "soft lockup"
     case hungTask = "hung task"
     case panic = "Kernel panic"
@@ -31,8 +39,30 @@ public enum ConsoleScanner {
     public static func classify(_ rawLine: String) -> ConsoleFindingKind? {
         let line = stripPrefix(rawLine)
         if line.hasPrefix("Kernel panic - not syncing") { return .panic }
+        // lockdep prints its reports under WARNING: lines of its own; tell them apart from a WARN().
+        if line.hasPrefix("WARNING: possible circular locking dependency")
+            || line.hasPrefix("WARNING: possible recursive locking")
+            || line.hasPrefix("WARNING: inconsistent lock state")
+            || line.hasPrefix("WARNING: possible irq lock inversion")
+            || line.hasPrefix("WARNING: suspicious RCU usage")
+            || line.hasPrefix("WARNING: bad unlock balance")
+            || line.hasPrefix("WARNING: held lock freed")
+            || line.hasPrefix("WARNING: lock held when returning to user space")
+        {
+            return .lockdep
+        }
         if line.hasPrefix("WARNING:") { return .warning }
         if line.hasPrefix("BUG: KASAN") || line.hasPrefix("KASAN:") { return .kasan }
+        if line.hasPrefix("BUG: KFENCE") || line.hasPrefix("KFENCE:") { return .kfence }
+        if line.hasPrefix("UBSAN:") { return .ubsan }
+        if line.hasPrefix("BUG: sleeping function called from invalid context") || line.hasPrefix("BUG: scheduling while atomic") {
+            return .sleepInAtomic
+        }
+        if line.contains("rcu: INFO:") && (line.contains("detected stall") || line.contains("self-detected stall"))
+            || line.hasPrefix("INFO: rcu_sched detected stalls") || line.hasPrefix("INFO: rcu_preempt detected stalls")
+        {
+            return .rcuStall
+        }
         if line.contains("BUG: soft lockup") { return .softLockup }
         if line.hasPrefix("INFO: task ") && line.contains("blocked for more than") { return .hungTask }
         if line.hasPrefix("BUG:") || line.hasPrefix("kernel BUG at") { return .bug }

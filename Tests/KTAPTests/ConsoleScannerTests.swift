@@ -33,6 +33,16 @@ struct ConsoleScannerTests {
         ("[   30.0] watchdog: BUG: soft lockup - CPU#0 stuck for 26s! [p2plab:231]", .softLockup),
         ("[  240.0] INFO: task p2plab:231 blocked for more than 120 seconds.", .hungTask),
         ("[    5.0] Oops: general protection fault, probably for non-canonical address 0xdead000000000100: 0000 [#1] SMP NOPTI", .oops),
+        // What the sanitizer kernels print (lib/ubsan.c, mm/kfence/report.c, kernel/locking/lockdep.c,
+        // kernel/sched/core.c __might_resched, kernel/rcu/tree_stall.h).
+        ("[    6.0] UBSAN: array-index-out-of-bounds in drivers/pci/p2pdma.c:120:9", .ubsan),
+        ("[    6.1] BUG: KFENCE: use-after-free read in p2pdma_page_free+0x1c/0x60", .kfence),
+        ("[    6.2] WARNING: possible circular locking dependency detected", .lockdep),
+        ("[    6.3] WARNING: possible recursive locking detected", .lockdep),
+        ("[    6.4] WARNING: inconsistent lock state", .lockdep),
+        ("[    6.5] BUG: sleeping function called from invalid context at mm/gup.c:1234", .sleepInAtomic),
+        ("[   60.0] rcu: INFO: rcu_sched self-detected stall on CPU", .rcuStall),
+        ("[   60.1] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:", .rcuStall),
     ])
     func classifiesSplatLines(line: String, kind: ConsoleFindingKind) {
         #expect(ConsoleScanner.classify(line) == kind)
