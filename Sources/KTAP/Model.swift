@@ -119,15 +119,32 @@ public struct TestResult: Sendable, Codable, Equatable {
     /// One short phrase for the "errno/diagnostic" column: errno, reason, expectation, first splat.
     public var summary: String {
         var parts: [String] = []
-        if let errno { parts.append(errno) }
+        let outcome = (reason?.isEmpty ?? true) ? observedAgainstExpected : nil
+        // The errno leads unless the observed outcome already says it.
+        if let errno, !(outcome?.contains(errno) ?? false) { parts.append(errno) }
         if let reason, !reason.isEmpty {
             parts.append(reason)
-        } else if let expected, let observed {
-            parts.append("expected \(expected), observed \(observed)")
+        } else if let outcome {
+            parts.append(outcome)
         }
         if let splat = splats.first { parts.append(splat) }
         if parts.isEmpty, status != .pass, let last = diagnostics.last { parts.append(last) }
         return parts.joined(separator: "; ")
+    }
+
+    /// What was observed first, then whether it was expected: "ibv_reg_mr p2pmem: EREMOTEIO, as
+    /// expected" or "ibv_reg_mr p2pmem: EFAULT, expected EREMOTEIO", so a clipped column still
+    /// shows the word that matters.
+    public var observedAgainstExpected: String? {
+        guard let observed else { return nil }
+        guard let expected else { return observed }
+        func split(_ text: String) -> (String, String) {
+            guard let range = text.range(of: ": ", options: .backwards) else { return ("", text) }
+            return (String(text[..<range.lowerBound]), String(text[range.upperBound...]))
+        }
+        let (what, got) = split(observed), (wanted, want) = split(expected)
+        if got == want || (status == .pass && what == wanted) { return "\(observed), as expected" }
+        return "\(observed), expected \(what == wanted ? want : expected)"
     }
 }
 

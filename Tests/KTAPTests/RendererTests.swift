@@ -131,3 +131,24 @@ struct RendererTests {
         #expect(run([]) == .noResults)
     }
 }
+
+@Suite("The diagnostic column leads with what was observed")
+struct ObservedFirstTests {
+    func result(_ status: TestStatus, expected: String, observed: String, errno: String?) -> TestResult {
+        var test = TestResult(number: 1, name: "regmr.p2pmem", status: status)
+        test.expected = expected
+        test.observed = observed
+        test.errno = errno
+        return test
+    }
+
+    @Test("as expected, or what was expected instead; the errno is not said twice")
+    func phrases() {
+        let pass = result(.pass, expected: "ibv_reg_mr p2pmem read-only: EREMOTEIO", observed: "ibv_reg_mr p2pmem read-only: EREMOTEIO", errno: "EREMOTEIO")
+        #expect(pass.summary == "ibv_reg_mr p2pmem read-only: EREMOTEIO, as expected")
+        let fail = result(.fail, expected: "ibv_reg_mr p2pmem read-only: EREMOTEIO", observed: "ibv_reg_mr p2pmem read-only: EFAULT", errno: "EFAULT")
+        #expect(fail.summary == "ibv_reg_mr p2pmem read-only: EFAULT, expected EREMOTEIO")
+        let other = result(.fail, expected: "pinned, 512 pages", observed: "EINVAL", errno: "EINVAL")
+        #expect(other.summary == "EINVAL, expected pinned, 512 pages")
+    }
+}
