@@ -92,14 +92,11 @@ public struct RunResult: Sendable {
 public struct Runner: Sendable {
     /// Print each command before it runs.
     public var echo: Bool
-    /// Print commands instead of running them; `capture` then returns an empty success.
-    public var dryRun: Bool
     /// Where echoed lines go.
     public var log: @Sendable (String) -> Void
 
-    public init(echo: Bool = false, dryRun: Bool = false, log: @escaping @Sendable (String) -> Void = { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }) {
+    public init(echo: Bool = false, log: @escaping @Sendable (String) -> Void = { FileHandle.standardError.write(Data(($0 + "\n").utf8)) }) {
         self.echo = echo
-        self.dryRun = dryRun
         self.log = log
     }
 
@@ -108,8 +105,7 @@ public struct Runner: Sendable {
     /// Runs a command and collects its output (up to 64 MiB each stream).
     /// A non-zero exit does not throw; see `checked`.
     public func capture(_ command: Command, timeout: Double = 600, input: String? = nil) async throws -> RunResult {
-        if echo || dryRun { log("+ \(command)") }
-        if dryRun { return RunResult(status: 0, signaled: false, standardOutput: "", standardError: "") }
+        if echo { log("+ \(command)") }
         let config = configuration(command)
         return try await withTimeout(seconds: timeout, command: command) {
             let result: ExecutionResult<Void, StringOutput<UTF8>, StringOutput<UTF8>>
@@ -140,8 +136,7 @@ public struct Runner: Sendable {
     /// Runs a command with stdout and stderr appended to `logFile`, calling `onLine` for each line
     /// (for progress), and returns how it ended.
     public func stream(_ command: Command, logFile: URL, timeout: Double, onLine: @escaping @Sendable (String) -> Void = { _ in }) async throws -> RunResult {
-        if echo || dryRun { log("+ \(command)") }
-        if dryRun { return RunResult(status: 0, signaled: false, standardOutput: "", standardError: "") }
+        if echo { log("+ \(command)") }
         if !FileManager.default.fileExists(atPath: logFile.path) {
             _ = FileManager.default.createFile(atPath: logFile.path, contents: nil)
         }

@@ -49,8 +49,7 @@ extension Runner {
         grace: Duration = .seconds(5),
         watch: @escaping @Sendable (_ exited: Bool) async -> SupervisorDecision
     ) async throws -> SupervisedResult {
-        if echo || dryRun { log("+ \(command)") }
-        if dryRun { return SupervisedResult(status: 0, signaled: false, stoppedByWatcher: false, neededKill: false) }
+        if echo { log("+ \(command)") }
         let config = supervisedConfiguration(command)
         let status: TerminationStatus
         var ending = (stopped: false, killed: false)

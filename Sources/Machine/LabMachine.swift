@@ -77,7 +77,7 @@ public enum LabMachine {
         let started = Date()
         let decision = try await AccelProbe.decide(
             request.accel, kernel: request.kernel, cpu: request.definition.cpu, qemu: request.qemu,
-            cache: request.cache, workDirectory: run.url, runner: Runner(dryRun: false))
+            cache: request.cache, workDirectory: run.url, runner: Runner())
         let (plan, line) = try commandLine(for: request, run: run, accel: decision.accel)
         try writeInputs(plan: plan, definition: request.definition, line: line, request: request)
 

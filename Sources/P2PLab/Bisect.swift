@@ -186,7 +186,7 @@ extension P2PLabCommand {
 
         func bisectTree() async throws {
             guard let tree = build.tree, let good, let bad else { throw ValidationError("--tree bisection needs --tree, --good and --bad") }
-            let runner = Runner()
+            let runner = build.runner
             let session = try Lab(build: build, lab: lab)
             let dir = try session.sessionDirectory(kind: "bisect")
             let logFile = dir.appendingPathComponent("bisect.log")

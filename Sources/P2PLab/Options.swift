@@ -40,6 +40,9 @@ struct BuildOptions: ParsableArguments {
     @Option(help: "Cache directory (default: $P2PLAB_CACHE or ~/.cache/p2plab).")
     var cache: String?
 
+    @Flag(help: "Print every external command (git, make, QEMU, …), shell-quoted, before it runs.")
+    var showCommands = false
+
     static func parseNumbers(_ text: String) throws -> [Int] {
         try text.split(separator: ",").map {
             guard let n = Int($0.trimmingCharacters(in: .whitespaces)), n > 0 else {
@@ -111,8 +114,9 @@ enum Sanitizer: String, CaseIterable, Sendable, Comparable, ExpressibleByArgumen
 }
 
 extension BuildOptions {
-    /// The runner the kernel steps use.
-    var runner: Runner { Runner() }
+    /// The runner the kernel steps use: with --show-commands it prints each external command,
+    /// shell-quoted, before it runs.
+    var runner: Runner { Runner(echo: showCommands) }
 
     /// The typed recipe the pipeline builds from.
     func recipe(_ setup: LabSetup) throws -> KernelRecipe {
