@@ -21,7 +21,8 @@ struct VersionMatrix {
     var names: [String] {
         var seen = SuiteCatalog.names
         for run in runs {
-            for leaf in run.result.run?.leaves ?? [] where !seen.contains(leaf.test.name) { seen.append(leaf.test.name) }
+            // Top-level tests only: a selftest's own cases stay under their check in each run.
+            for leaf in run.result.run?.leaves ?? [] where leaf.path.isEmpty && !seen.contains(leaf.test.name) { seen.append(leaf.test.name) }
         }
         return seen
     }
