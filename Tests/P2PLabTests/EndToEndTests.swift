@@ -122,6 +122,22 @@ struct EndToEndTests {
         #expect(baselineByName["teardown.unbind_umem_held"]?.errno == "EFAULT")
         let mprotect = baselineByName["teardown.mprotect_while_pinned"]?.diagnostics.joined(separator: "\n") ?? ""
         #expect(mprotect.contains("observed never completes") && mprotect.contains("observed EFAULT"), "\(mprotect)")
+
+        // A CI matrix's final job: the same table and verdict from the two run directories alone.
+        let single = try String(contentsOf: out.appendingPathComponent("compare.txt"), encoding: .utf8)
+        let merged = try p2plab(["report", "--merge", out.appendingPathComponent("series").path, out.appendingPathComponent("baseline").path])
+        #expect(merged.status == 0, "report --merge exited \(merged.status)")
+        #expect(merged.output.contains(single.trimmingCharacters(in: .newlines)), "the merged table differs from --compare's")
+        #expect(merged.output.contains("verdict: PASS"))
+        // The same runs as KCIDB, validated by kcidb-io (its own tests skip, saying why, without it).
+        let kcidb = try p2plab(["report", "--format", "kcidb", out.appendingPathComponent("baseline").path, out.appendingPathComponent("series").path])
+        #expect(kcidb.status == 0)
+        #expect(kcidb.output.contains("\"path\" : \"p2plab.regmr.p2pmem\""))
+        if kcidbPython != nil {
+            #expect(try kcidbValidate(kcidb.output) == nil)
+        } else {
+            print("kcidb-io not installed: the KCIDB of these runs was not validated (scripts/setup --tools)")
+        }
     }
 
     @Test("kprobes disarmed at run time: pin.fast_path is an ERROR that says so, never a PASS", .timeLimit(.minutes(20)))
@@ -160,9 +176,15 @@ struct EndToEndTests {
         let result = try p2plab(["test", "--ablate", "--accel", "tcg", "--output", out.path])
         #expect(FileManager.default.fileExists(atPath: out.appendingPathComponent("ablation.json").path))
         #expect(result.status == 0, "the patch × check matrix disagrees with the expectation table:\n\(result.output)")
-        for label in ["baseline", "without-1", "without-2", "without-3", "without-4", "series"] {
+        let labels = ["baseline", "without-1", "without-2", "without-3", "without-4", "series"]
+        for label in labels {
             #expect(FileManager.default.fileExists(atPath: out.appendingPathComponent("\(label)/results.json").path), "\(label) has no results")
         }
+        // The leave-one-outs as separate jobs would leave them: merged, the same matrix and verdict.
+        let single = try String(contentsOf: out.appendingPathComponent("ablation.txt"), encoding: .utf8)
+        let merged = try p2plab(["report", "--merge"] + labels.reversed().map { out.appendingPathComponent($0).path })
+        #expect(merged.status == result.status)
+        #expect(merged.output.contains(single.trimmingCharacters(in: .newlines)), "the merged matrix differs from --ablate's")
     }
 
     @Test("--versions all: every bundled version, every cell as its patches' effects predict; the cells where the versions differ",
