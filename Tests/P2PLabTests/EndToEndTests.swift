@@ -2,6 +2,7 @@ import Catalog
 import Checks
 import Foundation
 import KTAP
+import KernelTree
 import LabSupport
 import Testing
 
@@ -274,5 +275,44 @@ struct EndToEndTests {
         #expect(result.output.contains("first bad commit: \(culprit)"))
         #expect(try git(["rev-parse", "HEAD"], in: tree) == headBefore)
         #expect(try git(["status", "--porcelain"], in: tree).isEmpty)
+    }
+
+    @Test("the real-hardware steps, rehearsed in the lab guest: p2plab check as root builds the module against /lib/modules/$(uname -r)/build, finds the provider and the device; p2plab parse turns the serial log into the results",
+          .timeLimit(.minutes(30)))
+    func hardwareRehearsal() throws {
+        // Step 1: a kernel with the series, and its build directory as the headers.
+        let build = try p2plab(["build"])
+        #expect(build.status == 0)
+        let latest = NSHomeDirectory() + "/.cache/p2plab/builds/latest.json"
+        let manifest = try JSONDecoder().decode(BuildManifest.self, from: try Data(contentsOf: URL(fileURLWithPath: latest)))
+        #expect(manifest.variant == "series")
+        let out = try tempDirectory("rehearsal")
+        // The guest's root is the host's, read-only: "installing the headers" is a tmpfs on /lib/modules
+        // with the build link in it. Then step 3 exactly as the README says, from the checkout.
+        let command = """
+            rel=$(uname -r); mount -t tmpfs -o mode=0755 tmpfs /lib/modules && mkdir -p /lib/modules/$rel \
+            && ln -s \(manifest.objectDir) /lib/modules/$rel/build && cd \(repoRoot.path) && [ "$(id -u)" = 0 ] && ./p2plab check
+            """
+        let boot = try p2plab(["boot", "--accel", "tcg", "--timeout", "900", "--share", manifest.objectDir, "--share", manifest.sourceDir,
+                               "--output", out.path, "--exec", command])
+        #expect(boot.status == 0, "the guest's p2plab check exited \(boot.status)")
+        #expect(boot.output.contains("built the test module for \(manifest.kernelRelease)"), "p2plab check did not build the module itself")
+        // Step 4: the serial log, parsed on the host.
+        let parsedDirectory = out.appendingPathComponent("parsed")
+        let parsed = try p2plab(["parse", out.appendingPathComponent("console.log").path, "--output", parsedDirectory.path])
+        #expect(parsed.status == 0, "p2plab parse of the serial log exited \(parsed.status)")
+        let run = try loadRun(parsedDirectory)
+        let byName = Dictionary(run.leaves.map { ($0.test.name, $0.test) }, uniquingKeysWith: { a, _ in a })
+        for check in SuiteCatalog.checks {
+            let result = try #require(byName[check.name], "\(check.name) is missing from the parsed serial log")
+            #expect(result.status == .pass || result.status == .skip, "\(check.name): \(result.status) \(result.summary)")
+        }
+        #expect(byName["env.module"]?.status == .pass)
+        #expect(byName["env.module"]?.diagnostics.contains { $0.contains(".cache/p2plab/builds/modules/") } == true,
+                "the module loaded is not the one p2plab check built")
+        // Auto-discovery: the CMB NVMe as provider, rxe0 as device (virtual DMA, so the P2P path is the module's).
+        #expect(run.diagnostics.contains { $0.hasPrefix("provider: 0000:") })
+        #expect(run.diagnostics.contains { $0.hasPrefix("rdma_device: rxe0 (virtual DMA") })
+        #expect(byName["regmr.p2pmem"]?.errno == "EREMOTEIO")
     }
 }
