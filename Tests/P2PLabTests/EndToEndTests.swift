@@ -287,6 +287,9 @@ struct EndToEndTests {
         let manifest = try JSONDecoder().decode(BuildManifest.self, from: try Data(contentsOf: URL(fileURLWithPath: latest)))
         #expect(manifest.variant == "series")
         let out = try tempDirectory("rehearsal")
+        // The guest mounts its tmpfs on /lib/modules, which must exist in the read-only root it shares
+        // with this host (a host without installed kernels may lack it; the directory is kmod's own).
+        try FileManager.default.createDirectory(atPath: "/lib/modules", withIntermediateDirectories: true)
         // The guest's root is the host's, read-only: "installing the headers" is a tmpfs on /lib/modules
         // with the build link in it. Then step 3 exactly as the README says, from the checkout.
         let command = """
