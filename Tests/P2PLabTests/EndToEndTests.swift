@@ -170,6 +170,24 @@ struct EndToEndTests {
         #expect(check.reason?.contains("no kprobe on __get_user_pages") == true, "\(check.reason ?? "")")
     }
 
+    @Test("a KASAN + lockdep kernel: the teardown and lifecycle checks pass with no sanitizer report (opt-in: P2PLAB_E2E_SANITIZE=1, a cold build)",
+          .enabled(if: ProcessInfo.processInfo.environment["P2PLAB_E2E_SANITIZE"] == "1", "set P2PLAB_E2E_SANITIZE=1 to build and boot a KASAN + lockdep kernel"),
+          .timeLimit(.minutes(60)))
+    func sanitizedTeardown() throws {
+        let out = try tempDirectory("sanitize")
+        let result = try p2plab(["test", "--sanitize", "kasan,lockdep", "--check", "teardown.*", "--check", "lifecycle.*",
+                                 "--check", "env.*", "--accel", "tcg", "--boot-timeout", "300", "--output", out.path])
+        #expect(result.status == 0, "\(result.output)")
+        let run = try loadRun(out)
+        #expect(run.leaves.contains { $0.test.name == "teardown.hung_task_reported" && $0.test.status == .pass })
+        let console = (try? String(contentsOf: out.appendingPathComponent("console.log"), encoding: .utf8)) ?? ""
+        #expect(console.contains("KernelAddressSanitizer initialized"), "the kernel under test is not a KASAN kernel")
+        let reports = console.split(separator: "\n").filter { line in
+            ["BUG: KASAN", "WARNING: possible", "WARNING: inconsistent lock state", "BUG: sleeping function", "Oops:"].contains { line.contains($0) }
+        }
+        #expect(reports.isEmpty, "\(reports)")
+    }
+
     @Test("--ablate: each leave-one-out variant fails exactly the checks that depend on the missing patch",
           .timeLimit(.minutes(60)))
     func ablate() throws {
