@@ -54,7 +54,8 @@ struct KCIDBReport {
 
         // The checkout: the base commit plus the patchset applied to it.
         var checkout: [String: Any] = ["origin": origin]
-        let patchsetHash = patches.isEmpty ? "" : Self.patchsetHash(patches)
+        // The build manifest's own patchset hash (same definition) when the build recorded one.
+        let patchsetHash = patches.isEmpty ? "" : (manifest?.patchsetHash.flatMap { $0.isEmpty ? nil : $0 } ?? Self.patchsetHash(patches))
         if let manifest {
             let base = manifest.baseCommit
             checkout["id"] = "\(origin):\(base.prefix(12))-\(patchsetHash.isEmpty ? "baseline" : String(patchsetHash.prefix(16)))"
@@ -72,7 +73,13 @@ struct KCIDBReport {
         if !patches.isEmpty {
             checkout["patchset_files"] = patches.map { ["name": $0.lastPathComponent, "url": url(for: $0, in: directory)] }
         }
-        if let messageID = Self.messageID(patches) { checkout["message_id"] = messageID }
+        // The series' Message-ID as the build recorded it (cover letter, else first patch), else the patches' headers.
+        let recorded = (manifest?.seriesID).flatMap { $0.isEmpty ? nil : $0 }
+            ?? manifest?.patches.lazy.compactMap(\.messageID).first
+        if let messageID = recorded.map({ $0.trimmingCharacters(in: CharacterSet(charactersIn: "<>")) }).flatMap({ $0.contains("@") ? $0 : nil })
+            ?? Self.messageID(patches) {
+            checkout["message_id"] = messageID
+        }
         if let started { checkout["start_time"] = started }
         let checkoutID = checkout["id"] as! String
 

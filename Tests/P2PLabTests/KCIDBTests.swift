@@ -100,6 +100,19 @@ struct KCIDBTests {
         #expect((regmr["environment"] as? [String: Any])?["comment"] as? String == "QEMU machine lab (vm/lab.json), tcg (forced)")
     }
 
+    @Test("the build's recorded series Message-ID and patchset hash are the checkout's")
+    func recordedIdentity() throws {
+        let parent = try scratch("kcidb-recorded")
+        defer { try? FileManager.default.removeItem(at: parent) }
+        let hash = String(repeating: "ab", count: 32)
+        let dir = try makeRunDirectory(parent, .full, ktap: passing,
+                                       recorded: ["seriesID": "<20240612.cover@example.org>", "patchsetHash": hash])
+        let json = try KCIDBReport().render([dir])
+        let checkout = try #require((try decodeKCIDB(json)["checkouts"] as? [[String: Any]])?.first)
+        #expect(checkout["message_id"] as? String == "20240612.cover@example.org")
+        #expect(checkout["patchset_hash"] as? String == hash)
+    }
+
     @Test("a failing run maps not ok to FAIL, keeps the errno; the baseline's patchset hash is empty")
     func failingRun() throws {
         let parent = try scratch("kcidb-fail")

@@ -10,7 +10,8 @@ import Testing
 /// made from KTAP text and the bundled v2 series; `configHash`/`base` let a test make mixed runs.
 func makeRunDirectory(
     _ parent: URL, _ selection: PatchSelection, ktap: String, console: String? = nil, configHash: String = "ad692860c2c83bb5",
-    base: String = "b068c38091908d01f87368f0c891530875665b2a", problem: String? = nil, series: String = "v2"
+    base: String = "b068c38091908d01f87368f0c891530875665b2a", problem: String? = nil, series: String = "v2",
+    recorded: [String: Any] = [:]
 ) throws -> URL {
     let directory = parent.appendingPathComponent(selection.label)
     let patches = try PatchSeries.load(from: repoRoot.appendingPathComponent("kernel/series/\(series)"))
@@ -29,7 +30,7 @@ func makeRunDirectory(
              "name": $0.name, "state": "applied", "subject": $0.subject] as [String: Any]
         },
     ]
-    let manifest = try JSONDecoder().decode(BuildManifest.self, from: try JSONSerialization.data(withJSONObject: manifestJSON))
+    let manifest = try JSONDecoder().decode(BuildManifest.self, from: try JSONSerialization.data(withJSONObject: manifestJSON.merging(recorded) { $1 }))
     var run = KTAPParser.parse(ktap, options: .init(consoleLog: console))
     run.metadata[RunMetadata.Keys.machine] = "lab"
     run.metadata[RunMetadata.Keys.accel] = "tcg (forced)"
