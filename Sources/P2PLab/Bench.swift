@@ -460,7 +460,8 @@ struct BenchSession {
                     timeout: 300)
                 let seconds = elapsed(since: start)
                 guard result.succeeded else {
-                    problem = "vng --run exited \(result.status): \(result.standardError.split(separator: "\n").suffix(2).joined(separator: " "))"
+                    let said = (result.standardOutput + "\n" + result.standardError).split(separator: "\n").suffix(3).joined(separator: " ")
+                    problem = "vng --run exited \(result.status)" + (said.isEmpty ? " and printed nothing" : ": \(said)")
                     break
                 }
                 if index == 0 { continue }
