@@ -26,7 +26,7 @@ public final class SuiteRunner: Sendable {
     private let emit: @Sendable (String) -> Void
 
     public init(
-        checks: [CheckDefinition], context: CheckContext, kernelLog: any KernelLogSource, timeout: Double = 120,
+        checks: [CheckDefinition], context: CheckContext, kernelLog: any KernelLogSource, timeout: Double = LabLimits.standard.check,
         emit: @escaping @Sendable (String) -> Void
     ) {
         self.checks = checks

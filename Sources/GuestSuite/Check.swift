@@ -41,7 +41,7 @@ extension GuestCommand {
         var expect: String = SeriesVersion.defaultVersion.name
 
         @Option(help: "Per-check watchdog in seconds; an overdue check fails and the run stops.")
-        var timeout: Double = 120
+        var timeout: Double = LabLimits.standard.check
 
         @Option(help: ArgumentHelp("Directory with the kernel's mm selftests (gup_longterm, gup_test) built from the running kernel's tree.", valueName: "DIR"))
         var selftests: String?

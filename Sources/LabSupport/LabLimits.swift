@@ -30,6 +30,16 @@ public struct LabLimits: Sendable, Codable, Equatable {
     public var bisect: Double = 6 * 3600
     /// A warm-cycle or guest bench boot's command.
     public var benchGuest: Double = 1800
+    /// `p2plab boot --exec`'s command once the guest is up.
+    public var command: Double = 600
+    /// The short probe boot that decides whether KVM works (`--accel auto`).
+    public var kvmProbe: Double = 10
+    /// After a panic line, how long the console may go on (the trace) before QEMU is stopped.
+    public var panicGrace: Double = 3
+    /// From the command's end until QEMU must have powered off.
+    public var poweroff: Double = 30
+    /// One of the kernel's selftest programs in the guest.
+    public var selftest: Double = 300
 
     public init() {}
 

@@ -23,7 +23,7 @@ public struct AccelDecision: Sendable, Equatable {
 /// and CPU model, so `auto` pays for a failed probe once.
 public enum AccelProbe {
     /// Seconds a probe boot may take before KVM counts as not working.
-    public static let timeout: Double = 10
+    public static let timeout: Double = LabLimits.standard.kvmProbe
 
     /// The cached probe answer, if any.
     struct Cached: Codable {

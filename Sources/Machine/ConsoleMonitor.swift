@@ -1,5 +1,6 @@
 import KernelConsole
 import Foundation
+import LabSupport
 
 /// A line the guest printed on its console, with where the boot was when it came.
 public struct ConsoleLine: Sendable {
@@ -62,7 +63,7 @@ public struct ConsoleMonitor: Sendable {
         /// After init announced the exit status, how long powering off may take.
         public var poweroff: Double
 
-        public init(boot: Double, command: Double?, panicGrace: Double = 3, poweroff: Double = 30) {
+        public init(boot: Double, command: Double?, panicGrace: Double = LabLimits.standard.panicGrace, poweroff: Double = LabLimits.standard.poweroff) {
             self.boot = boot
             self.command = command
             self.panicGrace = panicGrace

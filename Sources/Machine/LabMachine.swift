@@ -31,7 +31,7 @@ public struct BootRequest: Sendable {
 
     public init(
         kernel: URL, definition: MachineDefinition, accel: AccelChoice = .auto, command: String?,
-        timeout: Double? = nil, bootTimeout: Double = 120, runDirectory: URL? = nil,
+        timeout: Double? = nil, bootTimeout: Double = LabLimits.standard.boot, runDirectory: URL? = nil,
         environment: [String: String] = [:], sharedPaths: [String] = [], extraKernelArguments: [String] = [],
         workingDirectory: String = FileManager.default.currentDirectoryPath, vmDirectory: URL,
         qemu: String = "qemu-system-x86_64", cache: CacheLayout = CacheLayout()

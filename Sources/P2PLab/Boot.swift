@@ -40,7 +40,7 @@ extension P2PLabCommand {
         var timeout: Double?
 
         @Option(help: ArgumentHelp("Seconds the guest may take to reach init.", valueName: "SECONDS"))
-        var bootTimeout: Double = 120
+        var bootTimeout: Double = LabLimits.standard.boot
 
         @Option(help: ArgumentHelp("Run directory (default: a new one under the cache's runs/).", valueName: "DIR"))
         var output: String?
@@ -77,7 +77,7 @@ extension P2PLabCommand {
             }
             let request = BootRequest(
                 kernel: try KernelLocator.kernel(explicit: kernel, cache: cache), definition: definition, accel: accel,
-                command: exec, timeout: timeout ?? (exec == nil ? nil : 600), bootTimeout: bootTimeout,
+                command: exec, timeout: timeout ?? (exec == nil ? nil : LabLimits.standard.command), bootTimeout: bootTimeout,
                 runDirectory: output.map { URL(fileURLWithPath: $0) }, environment: env, sharedPaths: shares,
                 extraKernelArguments: kernelArguments, vmDirectory: vm, cache: cache)
 
