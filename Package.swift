@@ -30,7 +30,7 @@ let package = Package(
         .target(
             name: "P2PLab",
             dependencies: [
-                "LabPipeline", "LabCommandLine", "KernelTree", "Machine", "Catalog", "Checks", "KTAP", "LabSupport",
+                "LabPipeline", "LabCommandLine", "KernelTree", "Machine", "Catalog", "KTAP", "LabSupport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         .target(
@@ -60,7 +60,7 @@ let package = Package(
         .testTarget(name: "MachineTests", dependencies: ["Machine"], resources: [.copy("Fixtures")]),
         .testTarget(name: "CatalogTests", dependencies: ["Catalog", "KernelTree"], resources: [.copy("Fixtures")]),
         .testTarget(name: "ChecksTests", dependencies: ["Checks", "Catalog"], resources: [.copy("Fixtures")]),
-        .testTarget(name: "P2PLabTests", dependencies: ["P2PLab", "LabPipeline", "LabCommandLine", "Machine", "LabSupport"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "P2PLabTests", dependencies: ["P2PLab", "Checks", "LabPipeline", "LabCommandLine", "Machine", "LabSupport"], resources: [.copy("Fixtures")]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -18,14 +18,10 @@ public enum BenchGuest {
     public static let rdmaWriteBandwidth = BenchGroup.rdmaWriteBandwidth.rawValue
     public static let groups = BenchGroup.allCases.map(\.rawValue)
 
-    /// Pages per pin: one page (the per-call cost), a typical MR chunk, and 64 MiB (the whole CMB).
-    public static let pinSizes = [1, 64, 16384]
-    /// Memory region sizes, 4 KiB to 64 MiB in steps of four.
-    public static let regionSizes = (0..<8).map { 4096 << (2 * $0) }
-    /// The message size `ib_write_bw` sends (its default).
-    public static let writeMessageBytes = 65536
-    /// Seconds each `ib_write_bw` sample runs (`-D`).
-    public static let writeSeconds = 2
+    public static let pinSizes = BenchPlan.pinSizes
+    public static let regionSizes = BenchPlan.regionSizes
+    public static let writeMessageBytes = BenchPlan.writeMessageBytes
+    public static let writeSeconds = BenchPlan.writeSeconds
 
     /// The pin flag sets measured on both memories; `pinKey` names each.
     public static let pinCases: [(memory: String, flags: PinFlags)] = [
@@ -37,15 +33,14 @@ public enum BenchGuest {
         ("anonymous", [.longterm, .write]),
     ]
 
-    /// The key of one pin measurement, e.g. `pin.p2pmem.LONGTERM|P2PDMA|WRITE|FAST.64`.
+    /// The key of one pin measurement (`BenchPlan.pinKey`).
     public static func pinKey(memory: String, flags: PinFlags, pages: Int) -> String {
-        "\(BenchGroup.pinThroughput.keyPrefix)\(memory).\(flags).\(pages)"
+        BenchPlan.pinKey(memory: memory, flags: flags.description, pages: pages)
     }
 
-    /// The keys of the registration latencies of `bytes`.
-    public static func regKey(_ bytes: Int) -> String { "\(BenchGroup.regMRLatency.keyPrefix)reg.\(bytes)" }
-    public static func deregKey(_ bytes: Int) -> String { "\(BenchGroup.regMRLatency.keyPrefix)dereg.\(bytes)" }
-    public static let writeKey = "\(BenchGroup.rdmaWriteBandwidth.keyPrefix)\(writeMessageBytes)"
+    public static func regKey(_ bytes: Int) -> String { BenchPlan.regKey(bytes) }
+    public static func deregKey(_ bytes: Int) -> String { BenchPlan.deregKey(bytes) }
+    public static let writeKey = BenchPlan.writeKey
 
     /// What to measure and with what.
     public struct Options: Sendable {

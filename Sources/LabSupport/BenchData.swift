@@ -294,3 +294,28 @@ public enum BenchGroup: String, Sendable, CaseIterable {
         allCases.first { key.hasPrefix($0.keyPrefix) }
     }
 }
+
+/// What the guest's kernel benchmarks measure and the keys their figures are filed under, shared by
+/// the guest that measures (`p2plab-guest bench-guest`) and the host that pairs the reports, so the
+/// host needs none of the guest's libraries to read them.
+public enum BenchPlan {
+    /// Pages per pin: one page (the per-call cost), a typical MR chunk, and 64 MiB (the whole CMB).
+    public static let pinSizes = [1, 64, 16384]
+    /// Memory region sizes, 4 KiB to 64 MiB in steps of four.
+    public static let regionSizes = (0..<8).map { 4096 << (2 * $0) }
+    /// The message size `ib_write_bw` sends (its default).
+    public static let writeMessageBytes = 65536
+    /// Seconds each `ib_write_bw` sample runs (`-D`).
+    public static let writeSeconds = 2
+
+    /// The key of one pin measurement, e.g. `pin.p2pmem.LONGTERM|P2PDMA|WRITE|FAST.64`; `flags` is
+    /// the pin flags as `PinFlags` prints them.
+    public static func pinKey(memory: String, flags: String, pages: Int) -> String {
+        "\(BenchGroup.pinThroughput.keyPrefix)\(memory).\(flags).\(pages)"
+    }
+
+    /// The keys of the registration latencies of `bytes`.
+    public static func regKey(_ bytes: Int) -> String { "\(BenchGroup.regMRLatency.keyPrefix)reg.\(bytes)" }
+    public static func deregKey(_ bytes: Int) -> String { "\(BenchGroup.regMRLatency.keyPrefix)dereg.\(bytes)" }
+    public static let writeKey = "\(BenchGroup.rdmaWriteBandwidth.keyPrefix)\(writeMessageBytes)"
+}

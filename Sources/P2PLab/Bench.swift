@@ -1,7 +1,6 @@
 import Catalog
 import ArgumentParser
 import Catalog
-import Checks
 import Foundation
 import KernelTree
 import LabPipeline

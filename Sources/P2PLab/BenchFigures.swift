@@ -1,5 +1,4 @@
 import Catalog
-import Checks
 import Foundation
 import LabSupport
 
@@ -53,8 +52,8 @@ enum KernelFigures {
         let shortFast: PinFlags = [.p2pdma, .write, .fast]
         let anonFast: PinFlags = [.longterm, .write, .fast]
         var out: [Result<BenchFigure, BenchNotReported>] = []
-        for n in BenchGuest.pinSizes {
-            let key = { (memory: String, flags: PinFlags) in BenchGuest.pinKey(memory: memory, flags: flags, pages: n) }
+        for n in BenchPlan.pinSizes {
+            let key = { (memory: String, flags: PinFlags) in BenchPlan.pinKey(memory: memory, flags: flags.description, pages: n) }
             out.append(pair(m, "p2pmem LONGTERM|P2PDMA|WRITE pin, fast path, \(pages(n)), series",
                             value: key("p2pmem", longFast), on: series,
                             comparedWith: "the same pin through the slow path (pin_user_pages), series",
@@ -86,21 +85,21 @@ enum KernelFigures {
 
     /// `ibv_reg_mr` and `ibv_dereg_mr` latency per size, series vs baseline.
     static func registrations(baseline: Side, series: Side) -> [Result<BenchFigure, BenchNotReported>] {
-        BenchGuest.regionSizes.flatMap { bytes -> [Result<BenchFigure, BenchNotReported>] in
+        BenchPlan.regionSizes.flatMap { bytes -> [Result<BenchFigure, BenchNotReported>] in
             let size = bytes >= 1 << 20 ? "\(bytes >> 20) MiB" : "\(bytes >> 10) KiB"
             return [
-                pair(.regMRLatency, "ibv_reg_mr, \(size) anonymous, series", value: BenchGuest.regKey(bytes), on: series,
-                     comparedWith: "the same on the baseline", base: BenchGuest.regKey(bytes), on: baseline),
-                pair(.regMRLatency, "ibv_dereg_mr, \(size) anonymous, series", value: BenchGuest.deregKey(bytes), on: series,
-                     comparedWith: "the same on the baseline", base: BenchGuest.deregKey(bytes), on: baseline),
+                pair(.regMRLatency, "ibv_reg_mr, \(size) anonymous, series", value: BenchPlan.regKey(bytes), on: series,
+                     comparedWith: "the same on the baseline", base: BenchPlan.regKey(bytes), on: baseline),
+                pair(.regMRLatency, "ibv_dereg_mr, \(size) anonymous, series", value: BenchPlan.deregKey(bytes), on: series,
+                     comparedWith: "the same on the baseline", base: BenchPlan.deregKey(bytes), on: baseline),
             ]
         }
     }
 
     /// rxe RDMA WRITE bandwidth, series vs baseline.
     static func writeBandwidth(baseline: Side, series: Side) -> [Result<BenchFigure, BenchNotReported>] {
-        [pair(.rdmaWriteBandwidth, "ib_write_bw RDMA WRITE on rxe0, 64 KiB messages, series", value: BenchGuest.writeKey, on: series,
-              comparedWith: "the same on the baseline", base: BenchGuest.writeKey, on: baseline)]
+        [pair(.rdmaWriteBandwidth, "ib_write_bw RDMA WRITE on rxe0, 64 KiB messages, series", value: BenchPlan.writeKey, on: series,
+              comparedWith: "the same on the baseline", base: BenchPlan.writeKey, on: baseline)]
     }
 
     /// The figures of the chosen guest measurements.

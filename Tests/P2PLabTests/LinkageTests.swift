@@ -1,0 +1,45 @@
+import Foundation
+import Testing
+
+/// The host binary builds, boots and reports; only the guest suite talks to RDMA devices and loads
+/// modules. So a host without rdma-core's libraries can still run `p2plab test`.
+@Suite("What each executable links")
+struct LinkageTests {
+    static let products = URL(fileURLWithPath: #filePath)
+        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent(".build/debug")
+    static let built = ["p2plab", "p2plab-guest"].allSatisfy {
+        FileManager.default.isExecutableFile(atPath: products.appendingPathComponent($0).path)
+    }
+    static let ldd = FileManager.default.isExecutableFile(atPath: "/usr/bin/ldd")
+
+    /// The shared libraries `ldd` says `name` needs.
+    static func libraries(_ name: String) throws -> [String] {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/ldd")
+        process.arguments = [products.appendingPathComponent(name).path]
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        try process.run()
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return String(decoding: data, as: UTF8.self).split(separator: "\n").map {
+            String($0.trimmingCharacters(in: .whitespaces).split(separator: " ").first ?? "")
+        }
+    }
+
+    @Test(
+        "the host p2plab links neither libibverbs nor libkmod; p2plab-guest links both",
+        .enabled(if: built, "build both products first (swift build; scripts/setup does)"),
+        .enabled(if: ldd, "needs /usr/bin/ldd"))
+    func hostLinksNoRDMA() throws {
+        let guest = try Self.libraries("p2plab-guest")
+        // The control: ldd reads this binary's needs, so an empty answer below means something.
+        #expect(guest.contains { $0.hasPrefix("libibverbs.so") })
+        #expect(guest.contains { $0.hasPrefix("libkmod.so") })
+        let host = try Self.libraries("p2plab")
+        #expect(!host.isEmpty)
+        #expect(!host.contains { $0.hasPrefix("libibverbs.so") })
+        #expect(!host.contains { $0.hasPrefix("libkmod.so") })
+    }
+}
