@@ -7,6 +7,10 @@ func fixture(_ name: String) throws -> URL {
     try #require(Bundle.module.url(forResource: "Fixtures/\(name)", withExtension: nil))
 }
 
+/// The 6.12 excerpt the import tests repair against: one copy, kept with KernelTree's tests.
+let kernelTreeExcerpt = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+    .appendingPathComponent("KernelTreeTests/Fixtures/tree-6.12-excerpt")
+
 /// The patches of a version as the lab reads them (cover letters carry no diff and are left out).
 func patches(_ version: String) throws -> [Patch] {
     let series: PatchSeries
@@ -46,7 +50,7 @@ struct IdentityTests {
     @Test("the seed's whitespace-mangled v2, repaired by series import, is the same v2 (its patch 2 is missing from the text)")
     func mangledSeed() throws {
         let text = try String(contentsOf: try fixture("seed-001-series-v2.txt"), encoding: .utf8)
-        let result = try MangledImport(readFile: MangledImport.treeReader(try fixture("tree-6.12-excerpt"))).run(text: text)
+        let result = try MangledImport(readFile: MangledImport.treeReader(kernelTreeExcerpt)).run(text: text)
         let found = result.patches.map { PatchIdentity.identify(text: $0.text, subject: $0.subject) }
         #expect(found.map(\.effects) == [[.kernfsDropsPageMkwrite(.refused)], [.gupAllowsLongtermP2PDMA], [.umemAsksForP2PDMA]])
         #expect(found.allSatisfy { $0.unknown == nil })
