@@ -124,7 +124,7 @@ extension Suite {
                 rec.note("hugetlb: this kernel has no huge page sizes (CONFIG_HUGETLBFS off), so gup_longterm runs no hugetlb cases")
             }
             rec.note("+ cd \(directory) && \(program)")
-            let ran = try runProgram([program], in: directory, timeout: 300).mapError { CheckFailure("\(program): \($0)") }.get()
+            let ran = try runProgram([program], in: directory, timeout: LabLimits.standard.selftest).mapError { CheckFailure("\(program): \($0)") }.get()
             let end = ProgramEnd(status: ran.status, signaled: ran.signaled)
             let cases = SelftestOutput.cases(program: "gup_longterm", output: ran.standardOutput, end: end)
             rec.addSubtests(cases)
@@ -151,7 +151,7 @@ extension Suite {
             for run in GupTestRun.all {
                 log.mark("p2plab: gup_test \(run.arguments.joined(separator: " "))")
                 let arguments = [program] + run.arguments + ["-f", allocate]
-                let ran = try runProgram(arguments, timeout: 120).mapError { CheckFailure("\(program): \($0)") }.get()
+                let ran = try runProgram(arguments, timeout: LabLimits.standard.selftest).mapError { CheckFailure("\(program): \($0)") }.get()
                 let kernel = splats(in: log.linesSinceMark())
                 var test = TestResult(number: 0, name: run.name, status: .pass)
                 test.diagnostics.append("+ " + shellQuote(arguments))

@@ -255,16 +255,16 @@ struct BenchSession {
     }
 
     func assemble(_ chosen: [BenchMeasurement]) async -> BenchRun {
-        let qemu = (try? await runner.capture(Command(["qemu-system-x86_64", "--version"]), timeout: 30).standardOutput)?
+        let qemu = (try? await runner.capture(Command(["qemu-system-x86_64", "--version"]), timeout: LabLimits.standard.query).standardOutput)?
             .split(separator: "\n").first.map(String.init) ?? "unknown"
-        let perftestPackage = (try? await runner.capture(Command(["dpkg-query", "-W", "-f", "${Version}", "perftest"]), timeout: 30))
+        let perftestPackage = (try? await runner.capture(Command(["dpkg-query", "-W", "-f", "${Version}", "perftest"]), timeout: LabLimits.standard.query))
             .flatMap { $0.succeeded ? $0.standardOutput : nil }
         let cpu = ((try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? "").split(separator: "\n")
             .first { $0.hasPrefix("model name") }.map { $0.split(separator: ":", maxSplits: 1).last!.trimmingCharacters(in: .whitespaces) } ?? "unknown"
         let builds = [seriesBuild, baselineBuild].compactMap { $0 }
         let kernel = builds.isEmpty ? "not booted" : (builds.first!.kernelRelease + " from " + builds.first!.source + ": "
             + builds.map { "\($0.variant) \($0.head.prefix(12))" }.joined(separator: ", ") + "; config \(builds.first!.configHash)")
-        let gcc = (try? await runner.capture(Command(["gcc", "--version"]), timeout: 30).standardOutput)?
+        let gcc = (try? await runner.capture(Command(["gcc", "--version"]), timeout: LabLimits.standard.query).standardOutput)?
             .split(separator: "\n").first.map(String.init) ?? "unknown"
         let compiler = builds.first?.compiler ?? gcc
         let host = ProcessInfo.processInfo.hostName.split(separator: ".").first.map(String.init) ?? "host"
@@ -448,7 +448,7 @@ struct BenchSession {
             for index in 0...command.repetitions {
                 let directory = session.appendingPathComponent("vng-anchor-\(index)")
                 let outcome = try await benchPipeline.boot(kernel, machine: definition, accel: .tcg, job: .shell("true"), directory: directory,
-                                                           timeout: 300)
+                                                           timeout: LabLimits.standard.benchGuest)
                 guard case .exited(0) = outcome.kind else {
                     problem = "p2plab boot \(index) ended \(outcome.kind.name); see \(directory.path)"
                     break
@@ -456,7 +456,7 @@ struct BenchSession {
                 let start = ContinuousClock.now
                 let result = try await runner.capture(
                     Command([vng, "--run", build.bzImage, "--disable-kvm", "--exec", "true"], in: session.path, environment: ["PATH": path]),
-                    timeout: 300)
+                    timeout: LabLimits.standard.benchGuest)
                 let seconds = elapsed(since: start)
                 guard result.succeeded else {
                     let said = (result.standardOutput + "\n" + result.standardError).split(separator: "\n").suffix(3).joined(separator: " ")
@@ -472,7 +472,7 @@ struct BenchSession {
             problem = "\(error)"
         }
         if problem != nil { own = []; anchor = [] }
-        let version = (try? await runner.capture(Command([vng, "--version"], environment: ["PATH": path]), timeout: 60))?.standardOutput
+        let version = (try? await runner.capture(Command([vng, "--version"], environment: ["PATH": path]), timeout: LabLimits.standard.query))?.standardOutput
             .trimmingCharacters(in: .whitespacesAndNewlines) ?? "virtme-ng"
         record(m, "p2plab", GuestMeasurement(key: "vng_anchor.p2plab", what: "p2plab boot --exec true", unit: .seconds, samples: own, problem: problem))
         record(m, "vng", GuestMeasurement(key: "vng_anchor.vng", what: "vng --run --exec true", unit: .seconds, samples: anchor, problem: problem))
