@@ -315,7 +315,8 @@ struct EndToEndTests {
             && ln -s \(manifest.objectDir) /lib/modules/$rel/build && cd \(repoRoot.path) && [ "$(id -u)" = 0 ] && ./p2plab check
             """
         let boot = try p2plab(["boot", "--accel", "tcg", "--timeout", "900", "--share", manifest.objectDir, "--share", manifest.sourceDir,
-                               "--output", out.path, "--exec", command])
+                               // The checkout may sit where the guest has a tmpfs (a clone under /tmp or /root).
+                               "--share", repoRoot.path, "--output", out.path, "--exec", command])
         #expect(boot.status == 0, "the guest's p2plab check exited \(boot.status)")
         #expect(boot.output.contains("built the test module for \(manifest.kernelRelease)"), "p2plab check did not build the module itself")
         // Step 4: the serial log, parsed on the host.
