@@ -94,6 +94,24 @@ static int read_all(int fd, void *buf, size_t len, int timeout_ms)
 	return 0;
 }
 
+/* A child with a pipe back to the parent: the child's pid, or -errno with nothing left open. */
+static pid_t fork_with_pipe(int fds[2])
+{
+	pid_t pid;
+	int rc;
+
+	if (pipe2(fds, O_CLOEXEC))
+		return -errno;
+	pid = fork();
+	if (pid < 0) {
+		rc = -errno;
+		close(fds[0]);
+		close(fds[1]);
+		return rc;
+	}
+	return pid;
+}
+
 static int reap(pid_t pid, int *status)
 {
 	while (waitpid(pid, status, 0) < 0) {
@@ -114,15 +132,9 @@ int p2plab_fork_probe(void *addr, size_t npages, uint64_t pattern,
 	if (npages > P2PLAB_FORK_MAX_PAGES)
 		return -EINVAL;
 	memset(report, 0, sizeof(*report));
-	if (pipe2(fds, O_CLOEXEC))
-		return -errno;
-	pid = fork();
-	if (pid < 0) {
-		rc = -errno;
-		close(fds[0]);
-		close(fds[1]);
-		return rc;
-	}
+	pid = fork_with_pipe(fds);
+	if (pid < 0)
+		return pid;
 	if (pid == 0) {
 		struct p2plab_fork_report r;
 		unsigned char vec[P2PLAB_FORK_MAX_PAGES];
@@ -202,15 +214,9 @@ int p2plab_spawn_umem_holder(const char *module_file, const char *allocate,
 	int rc;
 
 	memset(result, 0, sizeof(*result));
-	if (pipe2(fds, O_CLOEXEC))
-		return -errno;
-	pid = fork();
-	if (pid < 0) {
-		rc = -errno;
-		close(fds[0]);
-		close(fds[1]);
-		return rc;
-	}
+	pid = fork_with_pipe(fds);
+	if (pid < 0)
+		return pid;
 	if (pid == 0) {
 		struct p2plab_umem um;
 		int mfd, afd;
