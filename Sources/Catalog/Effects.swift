@@ -156,12 +156,6 @@ public struct KernelEffects: Sendable, Hashable, Codable, CustomStringConvertibl
 
     public func has(_ kind: EffectKind) -> Bool { effects.contains { $0.kind == kind } }
 
-    /// How kernfs treats an implementation's ->page_mkwrite, when it drops its own.
-    public var pageMkwriteHandling: PageMkwriteHandling? {
-        for case .kernfsDropsPageMkwrite(let handling) in effects { return handling }
-        return nil
-    }
-
     /// `kernfs-drops-page-mkwrite:refused,gup-fast-zone-device,…`, sorted; `none` when empty.
     public var tokens: String {
         effects.isEmpty ? "none" : effects.sorted().map(\.token).joined(separator: ",")

@@ -101,9 +101,6 @@ public struct IdentifiedPatch: Sendable, Hashable {
         self.unknown = unknown
     }
 
-    /// No effect found and nothing explained: the lab does not know this patch.
-    public var isUnknown: Bool { effects.isEmpty && unknown != nil }
-
     /// `gup LONGTERM|P2PDMA`, `no known effect (changes mm/gup.c)`, joined for one line.
     public var summary: String {
         var parts = effects.sorted().map(\.description)

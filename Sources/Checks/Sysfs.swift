@@ -70,9 +70,6 @@ public struct RDMADeviceInfo: Sendable, Hashable {
     /// Why this device cannot do P2PDMA with the provider although it is a PCI function with direct
     /// DMA: checks of the P2P success path skip with this reason.
     public var p2pProblem: String? = nil
-
-    /// A PCI function with direct DMA and a route to the provider the kernel accepts.
-    public var isP2PCapable: Bool { kind == .p2pCapablePCI && p2pProblem == nil }
 }
 
 /// How the kernel would map p2pmem of a provider for a client (`enum pci_p2pdma_map_type`).

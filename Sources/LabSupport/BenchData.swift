@@ -1,19 +1,11 @@
 import Foundation
 
-/// What a benchmark figure counts, and which way is better.
+/// What a benchmark figure counts.
 public enum BenchUnit: String, Codable, Sendable, CaseIterable {
     case seconds = "s"
     case microseconds = "µs"
     case pagesPerSecond = "pages/s"
     case gigabitsPerSecond = "Gb/s"
-
-    /// Throughputs are better high, durations low; ratios and verdicts depend on it.
-    public var higherIsBetter: Bool {
-        switch self {
-        case .seconds, .microseconds: false
-        case .pagesPerSecond, .gigabitsPerSecond: true
-        }
-    }
 
     /// A value with this unit to three significant figures, large counts grouped in thousands
     /// (`4.27 s`, `1 230 000 pages/s`), never in exponent notation.

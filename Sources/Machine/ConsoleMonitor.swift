@@ -126,9 +126,6 @@ public struct ConsoleMonitor: Sendable {
         return .boot
     }
 
-    /// The first panic line, if any.
-    public var panicLine: String? { findings.first { $0.kind == .panic }?.text }
-
     /// Whether QEMU must be stopped now, and why; nil while everything is within its limits.
     public func stopReason(at time: Double) -> StopReason? {
         if let panicAt, time - panicAt >= limits.panicGrace { return .kernelPanic }

@@ -16,8 +16,6 @@ struct RunRecord: Codable, Sendable, Equatable {
 
     var label: String
     var selection: PatchSelection
-    /// How many patches the series has (the predictions need the whole series to name patches).
-    var seriesPatchCount: Int
     /// Where the series came from (a directory or an mbox).
     var seriesOrigin: String?
     /// The series' content hash: runs of one matrix share it.
@@ -36,7 +34,6 @@ struct RunRecord: Codable, Sendable, Equatable {
     init(_ result: VariantResult, series: PatchSeries?) {
         label = result.label
         selection = result.selection
-        seriesPatchCount = series?.patches.count ?? 0
         seriesOrigin = series?.origin
         seriesHash = series?.contentHash
         manifest = result.manifest

@@ -163,7 +163,6 @@ struct SysfsTests {
         let hca = fake.sysfs.rdmaDeviceInfo("mlx5_0", provider: Self.cmb)
         #expect(hca.kind == .p2pCapablePCI)
         #expect(hca.route == P2PRoute(mapping: .busAddress, distance: 4, reason: "common upstream bridge 0000:01:00.0, distance 4"))
-        #expect(hca.isP2PCapable)
         #expect(hca.p2pProblem == nil)
     }
 
@@ -176,7 +175,6 @@ struct SysfsTests {
         #expect(hca.kind == .p2pCapablePCI)
         #expect(hca.route?.mapping == .notSupported)
         #expect(hca.route?.distance == 5)
-        #expect(!hca.isP2PCapable)
         let problem = try #require(hca.p2pProblem)
         #expect(problem.contains("no P2P route to the provider 0000:03:00.0"))
         #expect(problem.contains("8086:29c0 is not in the kernel's P2PDMA whitelist"))
@@ -228,7 +226,7 @@ struct SysfsTests {
         let fake = try FakeSysfs()
         let rxe = fake.sysfs.rdmaDeviceInfo("rxe0", provider: Self.cmb)
         #expect(rxe.kind == .virtualDMA)
-        #expect(rxe.route == nil && rxe.p2pProblem == nil && !rxe.isP2PCapable)
+        #expect(rxe.route == nil && rxe.p2pProblem == nil && rxe.kind != .p2pCapablePCI)
     }
 
     @Test("discovery judges the device against the chosen provider")

@@ -53,7 +53,7 @@ struct ConsoleMonitorTests {
         let panicAt = try #require(monitor.panicAt)
         #expect(monitor.stopReason(at: panicAt + 1) == nil)
         #expect(monitor.stopReason(at: panicAt + monitor.limits.panicGrace) == .kernelPanic)
-        #expect(monitor.panicLine?.contains("Fatal exception") == true)
+        #expect(monitor.findings.first { $0.kind == .panic }?.text.contains("Fatal exception") == true)
     }
 
     @Test("sysrq panic during the command: a panic even while the command timeout has time left")
