@@ -78,7 +78,7 @@ struct BuildOptions: ParsableArguments {
 }
 
 /// A sanitizer `--sanitize` can build in: one fragment `kernel/config/sanitize-NAME.config` each,
-/// after `sanitize-common.config` (debug info for decode_stacktrace.sh, stack traces, PCIe hotplug).
+/// after `sanitize-common.config` (debug info for decode_stacktrace.sh, stack traces).
 enum Sanitizer: String, CaseIterable, Sendable, Comparable, ExpressibleByArgument {
     case kasan
     case lockdep
