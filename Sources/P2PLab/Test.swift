@@ -248,14 +248,15 @@ struct Matrix {
             return ("verdict: COULD NOT TEST (\(broken.label): \(broken.problem ?? "no results"))", broken.exitCode)
         }
         let changed = names.filter { cell(base, $0) != cell(series, $0) }
-        let seriesVerdict = series.run?.verdictLine ?? "no results"
+        // "FAIL: 3 failed, 27 passed", not a whole "verdict: …" line inside this one.
+        let seriesVerdict = series.run.map { "\($0.verdict.rawValue): \($0.counts.phrase)" } ?? "no results"
         if series.exitCode != 0 {
             return ("verdict: FAIL: the series does not pass (\(seriesVerdict)); the series changes \(changed.count) checks", LabExit.failed.rawValue)
         }
         if changed.isEmpty {
             return ("verdict: FAIL: the series passes but changes nothing against the baseline: the lab cannot tell them apart", LabExit.failed.rawValue)
         }
-        return ("verdict: PASS: the series passes every check (\(seriesVerdict.replacingOccurrences(of: "verdict: PASS ", with: ""))); it changes \(changed.count): \(changed.joined(separator: ", "))", LabExit.success.rawValue)
+        return ("verdict: PASS: the series passes every check (\(series.run?.counts.phrase ?? "no results")); it changes \(changed.count): \(changed.joined(separator: ", "))", LabExit.success.rawValue)
     }
 
     /// What the expectation table predicts for `name` on `selection`: nil when there is nothing to

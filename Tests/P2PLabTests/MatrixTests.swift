@@ -51,8 +51,11 @@ struct MatrixTests {
         #expect(table.contains("FAIL EFAULT → pass"))
         let verdict = m.comparisonVerdict()
         #expect(verdict.exit == 0)
-        #expect(verdict.line.hasPrefix("verdict: PASS"))
+        #expect(verdict.line.hasPrefix("verdict: PASS: the series passes every check ("))
+        #expect(!verdict.line.contains("(("), "one verdict line, not another one nested in it")
         #expect(verdict.line.contains("regmr.p2pmem, kernfs.page_mkwrite_attribute"))
+        let failing = Matrix(results: [variant(.baseline, baselineFailing), variant(.full, baselineFailing)], identity: v2Identity)
+        #expect(failing.comparisonVerdict().line.contains("does not pass (FAIL: "))
     }
 
     @Test("a series that changes nothing, fails, or could not be built is not a pass")
