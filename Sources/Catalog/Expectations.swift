@@ -90,6 +90,8 @@ public enum KernelOperation: Sendable, Hashable, CustomStringConvertible {
     /// The module's writable UMEM of that mapping: its PTEs are still read-only, so gup-fast
     /// cannot serve it, and the slow path meets kernfs' dirty tracking.
     case umemGetAfterMprotect
+    /// fork() with a fresh read-write p2pmem mapping; the child stores to every page and exits.
+    case forkChildWritesP2PMem
 
     public var description: String {
         switch self {
@@ -115,6 +117,7 @@ public enum KernelOperation: Sendable, Hashable, CustomStringConvertible {
         case .remapWhilePinned: "mremap/munmap of pinned p2pmem"
         case .cpuWriteAfterMprotect: "CPU write after mprotect(RO→RW) of p2pmem"
         case .umemGetAfterMprotect: "ib_umem_get writable after mprotect(RO→RW) of p2pmem"
+        case .forkChildWritesP2PMem: "a forked child writes to a p2pmem mapping"
         }
     }
 
@@ -156,6 +159,7 @@ public enum KernelOperation: Sendable, Hashable, CustomStringConvertible {
         case .remapWhilePinned: return p2pmem + ["mm/mremap.c"]
         case .cpuWriteAfterMprotect: return p2pmem + ["mm/mprotect.c"]
         case .umemGetAfterMprotect: return p2pmem + ["mm/mprotect.c", "drivers/infiniband/core/umem.c", "include/rdma/"]
+        case .forkChildWritesP2PMem: return p2pmem + ["kernel/fork.c"]
         }
     }
 }
@@ -545,6 +549,10 @@ public enum ExpectationTable {
                 rule([], .succeeds),
             ],
             why: "mprotect() leaves the PTEs read-only (write-notify, or not yet dirty), so gup-fast gives up on FOLL_WRITE and check_vma_flags() decides"),
+        Expectation(
+            operation: .forkChildWritesP2PMem, device: nil,
+            rules: [rule([], .succeeds)],
+            why: "p2pmem_alloc_mmap() inserts writable PTEs at mmap time and fork copies them (VM_MIXEDMAP), so the child's stores need no fault on any kernel"),
     ]
 
     /// The outcome of the module's writable UMEM on p2pmem (`umemGet(writable: true)`).

@@ -102,6 +102,9 @@ extension GuestCommand {
                     try await BenchGuestCommand.measure(
                         module: module, repetitions: repetitions, only: only, device: device, provider: provider, results: results)
                     return
+                case .torture(let plan):
+                    try await Self.torture(plan, module: module, device: device, provider: provider, reference: reference, results: results)
+                    return
                 }
             }
             let selected = SuiteRunner.select(Suite.checks, filters: filters)
@@ -133,6 +136,22 @@ extension GuestCommand {
                 FileHandle.standardError.write(Data("p2plab check: not a pass: \(context.moduleProblem ?? "test module not loaded")\n".utf8))
                 throw ExitCode(LabExit.skipped.rawValue)
             }
+            if exit != .success { throw ExitCode(exit.rawValue) }
+        }
+
+        /// `p2plab torture` in the guest: KTAP on stdout and in the results share, `torture.json` beside it.
+        static func torture(_ plan: TorturePlan, module: String?, device: String?, provider: String?, reference: KernelEffects?,
+                            results: String?) async throws {
+            guard geteuid() == 0 else {
+                FileHandle.standardError.write(Data("p2plab torture: run as root (it loads a module, pins memory and unbinds devices)\n".utf8))
+                throw ExitCode(LabExit.notRoot.rawValue)
+            }
+            let sink = try KTAPSink(resultsDirectory: results)
+            let options = SuiteOptions(device: device, provider: provider.flatMap(PCIAddress.init), modulePath: module)
+            let context = Discovery.context(options: options, holderCommand: nil, reference: reference ?? .baseline)
+            let (exit, summary) = TortureRun(plan: plan, context: context).run { sink.line($0) }
+            sink.close()
+            if let results { try? summary.write(into: URL(fileURLWithPath: results)) }
             if exit != .success { throw ExitCode(exit.rawValue) }
         }
 

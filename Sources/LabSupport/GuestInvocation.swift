@@ -12,6 +12,8 @@ public struct GuestInvocation: Sendable, Codable, Equatable {
         case suite(checks: [String])
         /// Take the kernel measurements of `p2plab bench` (those matching `only`), `repetitions` times each.
         case bench(only: [String], repetitions: Int)
+        /// Run `p2plab torture` with this plan.
+        case torture(TorturePlan)
     }
 
     /// The kernel the guest runs, as built: what the expectations are for.

@@ -40,6 +40,9 @@ public struct LabLimits: Sendable, Codable, Equatable {
     public var poweroff: Double = 30
     /// One of the kernel's selftest programs in the guest.
     public var selftest: Double = 300
+    /// `p2plab torture`'s guest command beyond its `--duration`: setup, the workers' last steps, an
+    /// unbind that waits (60 s at most), the rebind and the invariants.
+    public var tortureGrace: Double = 240
 
     public init() {}
 

@@ -49,4 +49,8 @@ int p2plab_kill_and_reap(int pid, int *status);
 int p2plab_gettid(void);
 /* mremap(old, length, length, MREMAP_MAYMOVE | MREMAP_FIXED, target); NULL with errno on failure. */
 void *p2plab_mremap_fixed(void *old, size_t length, void *target);
+/* fork(); the child writes text to the sysfs file path and exits with 0 or the errno (torture.c). */
+int p2plab_sysfs_write_in_child(const char *path, const char *text, size_t length, int *pid_out);
+/* waitpid(WNOHANG): 1 when the child has ended (status set), 0 while it runs, or -errno. */
+int p2plab_poll_child(int pid, int *status);
 #endif
