@@ -279,3 +279,20 @@ void *p2plab_mremap_fixed(void *old, size_t length, void *target)
 
 	return p == MAP_FAILED ? NULL : p;
 }
+
+int p2plab_spawn_control(const char *module_file, uint32_t what, int *pid_out)
+{
+	pid_t pid = fork();
+
+	if (pid < 0)
+		return -errno;
+	if (pid == 0) {
+		int mfd = open(module_file, O_RDWR | O_CLOEXEC);
+
+		if (mfd < 0 || ioctl(mfd, P2PLAB_IOCTL_CONTROL, (unsigned long)what))
+			_exit(3);
+		_exit(0);
+	}
+	*pid_out = pid;
+	return 0;
+}

@@ -21,16 +21,27 @@ public struct CheckInfo: Sendable, Hashable {
     /// Kernel code (path prefixes) the check depends on besides its operations' (for checks with no
     /// operations, or that look at more than their operations).
     public var extraCode: [String]
+    /// A check that runs only when named exactly (`--check control.oops`), never by default or by a
+    /// glob: the deliberate crashes that prove the lab survives one.
+    public var optIn: Bool
 
     public init(
         _ name: String, _ summary: String, operations: [KernelOperation] = [], requires requirements: [Requirement] = [],
-        code extraCode: [String] = []
+        code extraCode: [String] = [], optIn: Bool = false
     ) {
         self.name = name
         self.summary = summary
         self.operations = operations
         self.requirements = requirements
         self.extraCode = extraCode
+        self.optIn = optIn
+    }
+
+    /// Whether `filters` choose this check: every check but the opt-in ones when there are none;
+    /// else a glob that matches it, or for an opt-in check its exact name.
+    public func selected(by filters: [String]) -> Bool {
+        if optIn { return filters.contains(name) }
+        return filters.isEmpty || filters.contains { globMatches($0, name) }
     }
 
     /// Effect kinds whose presence or absence can change the verdict, on any device kind.
@@ -193,6 +204,24 @@ public enum SuiteCatalog {
             operations: [.unbindWaitsForPin], requires: [.module, .provider]),
     ] + teardown
 
+    /// The opt-in controls and the default suite: every check a filter can name. The controls come
+    /// first, so the checks named with them show the run going on after the crash.
+    public static var all: [CheckInfo] { controls + checks }
+
+    /// Positive controls of the lab itself, never in the default suite: each makes the kernel fail on
+    /// purpose (the test module refuses unless its `allow_crash` parameter is set, which only these
+    /// checks do) so a run shows that a crash or a hang costs one check, not the suite.
+    static let controls: [CheckInfo] = [
+        CheckInfo(
+            "control.oops",
+            "a deliberate oops: the test module BUG()s in p2plab_control_oops(); the kernel panics (oops=panic), the check is CRASHED with its trace, and the lab boots again and goes on with the next check",
+            requires: [.module], optIn: true),
+        CheckInfo(
+            "control.hang",
+            "a deliberate hang: a child process blocks in D state in the test module (p2plab_control_hang()) and the check returns; the hung-task detector (timeout 1 s, panic on) reports the child while a later check runs, and the report is attributed to this check, not to the one running",
+            requires: [.module], optIn: true),
+    ]
+
     /// Teardown while pinned: what the reviewers' objection (a long-term pin blocks unbind, and the
     /// holder cannot be made to let go) looks like on a running kernel.
     static let teardown: [CheckInfo] = [
@@ -242,10 +271,16 @@ public enum SuiteCatalog {
 
     /// The check called `name`.
     public static func check(named name: String) -> CheckInfo? {
-        checks.first { $0.name == name }
+        all.first { $0.name == name }
     }
 
     public static var names: [String] { checks.map(\.name) }
+
+    /// The checks `filters` choose (see ``CheckInfo/selected(by:)``), in suite order, the
+    /// controls first.
+    public static func select(filters: [String]) -> [CheckInfo] {
+        all.filter { $0.selected(by: filters) }
+    }
 }
 
 /// Glob matching for `--filter` (fnmatch(3) without flags: `*` crosses dots).

@@ -5,11 +5,16 @@ public enum Suite {
     /// Every body, by name.
     static let bodies: [String: CheckDefinition] = {
         let all = envChecks + regMRChecks + pinChecks + umemChecks + kernfsChecks + fsChecks + oracleChecks
-            + selftestChecks + perftestChecks + lifecycleChecks + teardownChecks
+            + selftestChecks + perftestChecks + lifecycleChecks + teardownChecks + controlChecks
         return Dictionary(all.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
     }()
 
-    public static let checks: [CheckDefinition] = SuiteCatalog.checks.map { info in
+    public static let checks: [CheckDefinition] = SuiteCatalog.checks.map(body)
+
+    /// The default suite and the opt-in controls, which run only when named (`--check control.oops`).
+    public static let all: [CheckDefinition] = SuiteCatalog.all.map(body)
+
+    static func body(_ info: CheckInfo) -> CheckDefinition {
         guard let check = bodies[info.name] else { preconditionFailure("no body for the catalog's check \(info.name)") }
         return check
     }

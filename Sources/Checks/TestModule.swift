@@ -176,6 +176,16 @@ public final class TestModule: Sendable {
             firstDMAAddress: request.first_dma_addr, p2pSupported: request.p2p_supported != 0, handle: request.handle))
     }
 
+    /// A deliberate failure (`P2PLAB_CONTROL_OOPS`, `P2PLAB_CONTROL_HANG`): returns only when the
+    /// module refused it (EPERM: `allow_crash` is not set). The corresponding C call is
+    /// `ioctl(P2PLAB_IOCTL_CONTROL)`.
+    public func control(_ what: Int32) -> Result<Void, Errno> {
+        p2plab_ioctl_value(fd, p2plab_ioctl_control, UInt(what)) < 0 ? .failure(.current) : .success(())
+    }
+
+    /// The module parameter that lets `control` crash or hang the kernel.
+    public static let allowCrashParameter = "/sys/module/p2plab_test/parameters/allow_crash"
+
     /// What the module holds over every open file. The corresponding C call is `ioctl(P2PLAB_IOCTL_STATS)`.
     public func stats() -> Result<ModuleStats, Errno> {
         var request = p2plab_stats()

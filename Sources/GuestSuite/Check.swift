@@ -107,7 +107,7 @@ extension GuestCommand {
                     return
                 }
             }
-            let selected = SuiteRunner.select(Suite.checks, filters: filters)
+            let selected = SuiteRunner.select(Suite.all, filters: filters)
             if list {
                 for line in SuiteRunner.listing(selected) { print(line) }
                 return

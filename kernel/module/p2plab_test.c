@@ -22,6 +22,11 @@
  *           keeps it, until RELEASE or close.
  *  STATS    what every open file holds, and how many pins and umems were
  *           taken since the module was loaded (leak checks).
+ *  CONTROL  a deliberate failure, refused with -EPERM unless the allow_crash
+ *           parameter is set: P2PLAB_CONTROL_OOPS BUG()s, P2PLAB_CONTROL_HANG
+ *           waits uninterruptibly forever (a D-state task for the hung-task
+ *           detector). The suite's control.* checks prove with them that a
+ *           crash or a hang costs one check, not the run.
  *
  * The ioctl return value reports the module's own verdict on the request
  * (-EFAULT, -EINVAL for bad arguments, -ENOSPC when too much is held,
@@ -430,6 +435,41 @@ put_pdev:
 	return ret;
 }
 
+static bool allow_crash;
+module_param(allow_crash, bool, 0644);
+MODULE_PARM_DESC(allow_crash, "let the CONTROL ioctl crash or hang the kernel on purpose (default: refuse)");
+
+static DECLARE_COMPLETION(p2plab_never);
+
+/* Not inlined, so the oops names this function in its trace. */
+static noinline void p2plab_control_oops(void)
+{
+	pr_emerg("control: BUG() on purpose (allow_crash is set)\n");
+	BUG();
+}
+
+static noinline void p2plab_control_hang(void)
+{
+	pr_info("control: pid %d waits in D state forever (allow_crash is set)\n", task_pid_nr(current));
+	wait_for_completion(&p2plab_never);
+}
+
+static int p2plab_ioctl_control(__u32 what)
+{
+	if (!READ_ONCE(allow_crash))
+		return -EPERM;
+	switch (what) {
+	case P2PLAB_CONTROL_OOPS:
+		p2plab_control_oops();
+		return 0;
+	case P2PLAB_CONTROL_HANG:
+		p2plab_control_hang();
+		return 0;
+	default:
+		return -EINVAL;
+	}
+}
+
 static void p2plab_ioctl_stats(struct p2plab_stats *st)
 {
 	st->held_pins = atomic_long_read(&p2plab_held_pins);
@@ -466,6 +506,8 @@ static long p2plab_ioctl(struct file *filp, unsigned int cmd,
 	case P2PLAB_IOCTL_STATS:
 		p2plab_ioctl_stats(&u.stats);
 		return copy_to_user(uarg, &u.stats, sizeof(u.stats)) ? -EFAULT : 0;
+	case P2PLAB_IOCTL_CONTROL:
+		return p2plab_ioctl_control((__u32)arg);
 	default:
 		return -EINVAL;
 	}

@@ -92,4 +92,12 @@ struct p2plab_stats {
 #define P2PLAB_IOCTL_UMEM _IOWR('P', 3, struct p2plab_umem)
 #define P2PLAB_IOCTL_STATS _IOR('P', 4, struct p2plab_stats)
 
+/* The argument of P2PLAB_IOCTL_CONTROL (by value): a deliberate failure, refused
+ * with -EPERM unless the module parameter allow_crash is set. */
+enum {
+	P2PLAB_CONTROL_OOPS = 1, /* BUG() in p2plab_control_oops() */
+	P2PLAB_CONTROL_HANG = 2, /* wait uninterruptibly forever in p2plab_control_hang() */
+};
+#define P2PLAB_IOCTL_CONTROL _IO('P', 5)
+
 #endif /* _P2PLAB_UAPI_H */

@@ -8,6 +8,10 @@ extern const unsigned long p2plab_ioctl_pin;
 extern const unsigned long p2plab_ioctl_release;
 extern const unsigned long p2plab_ioctl_umem;
 extern const unsigned long p2plab_ioctl_stats;
+extern const unsigned long p2plab_ioctl_control;
+/* ioctl(fd, request, value) for requests that take their argument by value (Swift cannot call the
+ * variadic ioctl with a plain integer). */
+int p2plab_ioctl_value(int fd, unsigned long request, unsigned long value);
 
 #include <stddef.h>
 #include <stdint.h>
@@ -53,4 +57,7 @@ void *p2plab_mremap_fixed(void *old, size_t length, void *target);
 int p2plab_sysfs_write_in_child(const char *path, const char *text, size_t length, int *pid_out);
 /* waitpid(WNOHANG): 1 when the child has ended (status set), 0 while it runs, or -errno. */
 int p2plab_poll_child(int pid, int *status);
+/* fork(); the child opens module_file and issues CONTROL what (P2PLAB_CONTROL_HANG: it never
+ * returns); the parent gets the child's pid at once. */
+int p2plab_spawn_control(const char *module_file, uint32_t what, int *pid_out);
 #endif

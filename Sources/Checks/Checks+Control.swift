@@ -1,0 +1,70 @@
+import CP2PLabUAPI
+import Catalog
+import Foundation
+
+/// The lab's positive controls: each crashes or hangs the kernel on purpose, so a run shows that the
+/// lab boots again and goes on. Opt-in (named with `--check`), never in the default suite.
+extension Suite {
+    static let controlChecks: [CheckDefinition] = [
+        CheckDefinition("control.oops") { ctx, rec in
+            let module = try ctx.requireModule()
+            try allowCrash(true)
+            defer { try? allowCrash(false) }
+            rec.note("BUG() in p2plab_control_oops(): the kernel should not come back from this ioctl")
+            let result = module.control(Int32(P2PLAB_CONTROL_OOPS))
+            // Still here: the module refused, or the kernel survived its own BUG() (no oops=panic).
+            throw CheckFailure("the CONTROL ioctl returned (\(result.errnoName)) instead of oopsing: the control did not crash the kernel")
+        },
+        CheckDefinition("control.hang") { ctx, rec in
+            let module = try ctx.requireModule()
+            try allowCrash(true)
+            defer { try? allowCrash(false) }
+            // The detector's own settings, with panic on: the report ends the boot, as a real hang would.
+            for (name, value) in [("hung_task_panic", "1"), ("hung_task_warnings", "-1"), ("hung_task_check_interval_secs", "1"),
+                                  ("hung_task_timeout_secs", "1")]
+            {
+                if case .failure(let errno) = writeSysfs(HungTaskTunables.path(name), value) {
+                    throw CheckSkip("cannot set \(HungTaskTunables.path(name)) to \(value): \(errno) (no CONFIG_DETECT_HUNG_TASK?)")
+                }
+            }
+            var pid: Int32 = 0
+            let rc = p2plab_spawn_control(module.path, UInt32(P2PLAB_CONTROL_HANG), &pid)
+            guard rc == 0 else { throw CheckFailure("fork for the hanging child failed: \(Errno(rawValue: -rc))") }
+            let deadline = monotonicSeconds() + 10
+            var state = "?"
+            while monotonicSeconds() < deadline {
+                state = processState(pid)
+                if state == "D" || state == "gone" { break }
+                pause(seconds: 0.1)
+            }
+            guard state == "D" else {
+                throw CheckFailure("the child \(pid) is not blocked in D state (state \(state)): the module did not hang it")
+            }
+            rec.note("child \(pid) blocked in D state in p2plab_control_hang(); the hung-task detector (1 s, panic on) reports it during a later check")
+        },
+    ]
+
+    /// Sets the test module's `allow_crash` parameter.
+    static func allowCrash(_ on: Bool) throws {
+        if case .failure(let errno) = writeSysfs(TestModule.allowCrashParameter, on ? "Y" : "N") {
+            throw CheckFailure("cannot set \(TestModule.allowCrashParameter): \(errno) (a test module without the CONTROL ioctl?)")
+        }
+    }
+
+    /// The state letter of /proc/PID/stat (`R`, `S`, `D`, …), or `gone`.
+    static func processState(_ pid: Int32) -> String {
+        guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let close = text.lastIndex(of: ")") else { return "gone" }
+        return text[text.index(after: close)...].split(separator: " ").first.map(String.init) ?? "?"
+    }
+}
+
+extension Result where Failure == Errno {
+    /// `ok` or the errno's name.
+    var errnoName: String {
+        switch self {
+        case .success: "ok"
+        case .failure(let errno): errno.name
+        }
+    }
+}
