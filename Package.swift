@@ -42,7 +42,7 @@ let package = Package(
         .target(name: "KernelTree", dependencies: ["LabSupport"]),
         // One variant's way through the lab (source → series → build → module → boot → checks →
         // results); the commands are its clients. No C libraries: it runs on the host.
-        .target(name: "LabPipeline", dependencies: ["KernelTree", "Machine", "KTAP", "LabSupport"]),
+        .target(name: "LabPipeline", dependencies: ["KernelTree", "Machine", "KTAP", "KernelConsole", "LabSupport"]),
         .target(name: "Machine", dependencies: ["LabSupport", "KernelConsole"]),
         // The suite as data (names, descriptions, needs, expectations, patch identity): no C, so the
         // host side can use it without linking what the guest side needs.

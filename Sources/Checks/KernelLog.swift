@@ -14,6 +14,12 @@ public protocol KernelLogSource: Sendable {
     func mark(_ marker: String)
     /// The kernel log lines since the last `mark`, message text only.
     func linesSinceMark() -> [String]
+    /// Writes `line` into the kernel log without moving the mark.
+    func note(_ line: String)
+}
+
+extension KernelLogSource {
+    public func note(_ line: String) {}
 }
 
 /// /dev/kmsg, read non-blocking from a saved position (blktests `_check_dmesg` does the same with
@@ -36,13 +42,20 @@ public final class KmsgLog: KernelLogSource, @unchecked Sendable {
             if reader >= 0 { close(reader) }
             reader = open("/dev/kmsg", O_RDONLY | O_NONBLOCK | O_CLOEXEC)
             if reader >= 0 { lseek(reader, 0, SEEK_END) }
-            let writer = open("/dev/kmsg", O_WRONLY | O_CLOEXEC)
-            if writer >= 0 {
-                var text = Array((marker + "\n").utf8)
-                _ = write(writer, &text, text.count)
-                close(writer)
-            }
+            Self.write(marker)
         }
+    }
+
+    public func note(_ line: String) {
+        Self.write(line)
+    }
+
+    static func write(_ line: String) {
+        let writer = open("/dev/kmsg", O_WRONLY | O_CLOEXEC)
+        guard writer >= 0 else { return }
+        var text = Array((line + "\n").utf8)
+        _ = Glibc.write(writer, &text, text.count)
+        close(writer)
     }
 
     public func linesSinceMark() -> [String] {

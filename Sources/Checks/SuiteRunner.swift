@@ -1,3 +1,4 @@
+import CP2PLabUAPI
 import Catalog
 import KernelConsole
 import Foundation
@@ -36,9 +37,10 @@ public final class SuiteRunner: Sendable {
         self.emit = emit
     }
 
-    /// The checks whose names match any of `filters` (all checks when there are none), in suite order.
+    /// The checks whose names match any of `filters` (all checks when there are none), in suite
+    /// order; an opt-in check (a control) only when a filter is its exact name.
     public static func select(_ checks: [CheckDefinition], filters: [String]) -> [CheckDefinition] {
-        filters.isEmpty ? checks : checks.filter { check in filters.contains { globMatches($0, check.name) } }
+        checks.filter { $0.info.selected(by: filters) }
     }
 
     /// Runs every check and returns the kselftest exit code: 0 all passed (skips allowed),
@@ -73,11 +75,14 @@ public final class SuiteRunner: Sendable {
                 return .skip(problem)
             }
         }
-        kernelLog.mark("p2plab: check \(number) \(check.name) begins")
+        kernelLog.mark(CheckMarkers.beginLine(number: number, name: check.name))
         let recorder = CheckRecorder(device: context.rdma?.kind, reference: context.reference)
         let start = monotonicSeconds()
         let outcome = Watchdog.run(seconds: timeout) { () -> Result<Void, any Error> in
-            Result { try check.body(self.context, recorder) }
+            // From the check's own thread: every task it starts gets a PID from here on, which is
+            // how the host tells whose task a hung-task report names.
+            self.kernelLog.note(CheckMarkers.pidLine(number: number, name: check.name, pid: Int(p2plab_gettid())))
+            return Result { try check.body(self.context, recorder) }
         }
         let duration = monotonicSeconds() - start
         let kernelLines = kernelLog.linesSinceMark()

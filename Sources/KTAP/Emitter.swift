@@ -40,6 +40,7 @@ public enum KTAPEmitter {
             if let expected = test.expected { writer.diagnostic("expected: \(expected)") }
             if let observed = test.observed { writer.diagnostic("observed: \(observed)") }
             for splat in test.splats { writer.diagnostic("splat: \(splat)") }
+            for line in test.trace { writer.diagnostic("trace: \(line)") }
             if let duration = test.duration { writer.diagnostic("duration_ms: \(milliseconds(duration))") }
             let (ok, directive, text) = resultLine(for: test)
             writer.result(test.number, test.name, ok: ok, directive: directive, text: text)

@@ -56,12 +56,16 @@ public struct TestResult: Sendable, Codable, Equatable {
     /// `# duration_ms: …`, in seconds.
     public var duration: Double?
     public var subtests: [TestResult]
+    /// `# trace: …` lines: the kernel report of this test's crash or splat, decoded with the tree's
+    /// `scripts/decode_stacktrace.sh` (file:line where the kernel has debug info).
+    public var trace: [String]
 
     public init(
         number: Int, name: String, status: TestStatus, directive: String? = nil, reason: String? = nil,
         diagnostics: [String] = [], errno: String? = nil, expected: String? = nil, observed: String? = nil,
-        splats: [String] = [], duration: Double? = nil, subtests: [TestResult] = []
+        splats: [String] = [], duration: Double? = nil, subtests: [TestResult] = [], trace: [String] = []
     ) {
+        self.trace = trace
         self.number = number
         self.name = name
         self.status = status
@@ -78,7 +82,7 @@ public struct TestResult: Sendable, Codable, Equatable {
 
     enum CodingKeys: String, CodingKey {
         case number, name, status, directive, reason, diagnostics, errno, expected, observed, splats
-        case duration, subtests
+        case duration, subtests, trace
     }
 
     // Hand-written so that a results.json written by hand or by an older p2plab, which omits empty
@@ -97,6 +101,7 @@ public struct TestResult: Sendable, Codable, Equatable {
         splats = try c.decodeIfPresent([String].self, forKey: .splats) ?? []
         duration = try c.decodeIfPresent(Double.self, forKey: .duration)
         subtests = try c.decodeIfPresent([TestResult].self, forKey: .subtests) ?? []
+        trace = try c.decodeIfPresent([String].self, forKey: .trace) ?? []
     }
 
     // Empty lists are left out so results.json stays readable; the decoder above restores them.
@@ -114,6 +119,12 @@ public struct TestResult: Sendable, Codable, Equatable {
         if !splats.isEmpty { try c.encode(splats, forKey: .splats) }
         try c.encodeIfPresent(duration, forKey: .duration)
         if !subtests.isEmpty { try c.encode(subtests, forKey: .subtests) }
+        if !trace.isEmpty { try c.encode(trace, forKey: .trace) }
+    }
+
+    /// The first frames of ``trace`` that say where, `func (file.c:123) ← caller (…)`, or nil.
+    public var traceSummary: String? {
+        trace.isEmpty ? nil : StackTrace.summary(StackTrace.frames(trace))
     }
 
     /// One short phrase for the "errno/diagnostic" column: errno, reason, expectation, first splat.
@@ -128,6 +139,8 @@ public struct TestResult: Sendable, Codable, Equatable {
             parts.append(outcome)
         }
         if let splat = splats.first { parts.append(splat) }
+        // A crash leads with where it happened: the reason is the panic line, the same for every crash.
+        if status == .crashed, let at = traceSummary { parts.insert("at " + at, at: 0) }
         if parts.isEmpty, status != .pass, let last = diagnostics.last { parts.append(last) }
         return parts.joined(separator: "; ")
     }

@@ -34,7 +34,7 @@ public enum KTAPParser {
     }
 
     /// Diagnostic keys that also fill a field of ``TestResult``.
-    public static let structuredKeys: Set<String> = ["duration_ms", "errno", "expected", "observed", "splat"]
+    public static let structuredKeys: Set<String> = ["duration_ms", "errno", "expected", "observed", "splat", "trace"]
 
     /// Parses `text`; see ``Options`` for what the host can add.
     public static func parse(_ text: String, options: Options = Options()) -> TestRun {
@@ -459,6 +459,7 @@ private struct ParseState {
             case "expected": test.expected = value
             case "observed": test.observed = value
             case "splat": test.splats.append(value)
+            case "trace": test.trace.append(value)
             case "duration_ms":
                 if let ms = Double(value) { test.duration = ms / 1000 } else { test.diagnostics.append(text) }
             default: test.diagnostics.append(text)

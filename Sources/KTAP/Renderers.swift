@@ -112,6 +112,10 @@ public enum TableRenderer {
         var out = ColumnTable(
             headers: ["check", "result", "errno/diagnostic", "time"], rows: rows, alignments: [.left, .left, .left, .right]
         ).lines
+        for test in run.tests {
+            if let at = test.traceSummary { out.append("trace: \(test.name): \(at)") }
+        }
+        for note in run.diagnostics where note.hasPrefix("no line info:") { out.append(note) }
         if !run.consoleFindings.isEmpty {
             let first = run.consoleFindings[0]
             out.append("console: \(Format.findingsSummary(run.consoleFindings)) (first at line \(first.line): "

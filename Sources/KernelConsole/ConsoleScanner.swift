@@ -87,7 +87,7 @@ public enum ConsoleScanner {
     }
 
     /// Drops a printk timestamp (`[    1.234567] `) and a dmesg-style facility prefix.
-    static func stripPrefix(_ line: String) -> String {
+    public static func stripPrefix(_ line: String) -> String {
         var rest = Substring(line)
         while rest.first == " " || rest.first == "\r" { rest = rest.dropFirst() }
         if rest.first == "[", let close = rest.firstIndex(of: "]") {

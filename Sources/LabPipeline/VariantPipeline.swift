@@ -1,5 +1,6 @@
 import Foundation
 import KTAP
+import KernelConsole
 import KernelTree
 import LabSupport
 import Machine
@@ -40,6 +41,11 @@ public struct SuitePlan: Sendable {
     public var expect: String?
     /// A shell command the guest runs before the suite (the end-to-end tests disarm kprobes with it).
     public var prelude: String?
+    /// After a check crashes or hangs the kernel, stop there (the rest NOT RUN) instead of booting
+    /// again for the checks left.
+    public var stopOnCrash = false
+    /// Boot with `panic_on_warn=1`: a WARNING panics the kernel, so a check that makes one is CRASHED.
+    public var panicOnWarn = false
 
     public init(machine: MachineDefinition, accel: AccelChoice, checks: [String] = [], expectedNames: [String], expect: String? = nil) {
         self.machine = machine
@@ -97,7 +103,8 @@ public struct VariantResult: Sendable {
         return false
     }
 
-    /// 0 all passed; 1 a check failed or the kernel crashed; the problem's own exit code when the
+    /// 0 all passed; 1 a check failed; 7 a check crashed or hung the kernel (CRASHED, TIMEOUT: that
+    /// outranks a failure); the problem's own exit code when the
     /// kernel could not be tested for a reason p2plab knows (a patch that does not apply: 13, a
     /// boot timeout: 121, …); 125 when it could not be tested otherwise.
     public var exitCode: Int32 {
@@ -108,6 +115,7 @@ public struct VariantResult: Sendable {
         case .pass: return LabExit.success.rawValue
         case .skipped: return LabExit.skipped.rawValue
         case .noResults: return couldNotTest ? LabExit.couldNotTest.rawValue : LabExit.failed.rawValue
+        case .crashed, .timeout: return LabExit.crashed.rawValue
         default: return LabExit.failed.rawValue
         }
     }
@@ -148,10 +156,15 @@ public struct VariantPipeline: Sendable {
     public let runner: Runner
     public let progress: @Sendable (String) -> Void
 
+    /// How a run's kernel reports are decoded (the tree's decode_stacktrace.sh by default).
+    public var traceDecoder: @Sendable (BuiltKernel) -> any TraceDecoder
+
     public init(setup: LabSetup, runner: Runner = Runner(), progress: @escaping @Sendable (String) -> Void) {
         self.setup = setup
         self.runner = runner
         self.progress = progress
+        let limits = setup.limits
+        traceDecoder = { DecodeStacktrace(kernel: $0, runner: runner, timeout: limits.decode) }
     }
 
     public var kernels: Kernels { Kernels(cache: setup.cache, runner: runner, limits: setup.limits, progress: progress) }
@@ -178,7 +191,8 @@ public struct VariantPipeline: Sendable {
     /// Step 5: boots `kernel` on `machine` and runs `job`; `timeout` bounds the guest command.
     public func boot(
         _ kernel: BuiltKernel, machine: MachineDefinition, accel: AccelChoice, job: GuestJob, directory: URL,
-        timeout: Double, prelude: String? = nil, onConsoleLine: @escaping @Sendable (ConsoleLine) -> Void = { _ in }
+        timeout: Double, prelude: String? = nil, kernelArguments: [String] = [],
+        onConsoleLine: @escaping @Sendable (ConsoleLine) -> Void = { _ in }
     ) async throws -> BootOutcome {
         try FileManager.default.ensureDirectory(directory)
         let command: String
@@ -196,7 +210,7 @@ public struct VariantPipeline: Sendable {
         let request = BootRequest(
             kernel: URL(fileURLWithPath: kernel.manifest.bzImage), definition: machine, accel: accel,
             command: command, timeout: timeout, bootTimeout: setup.limits.boot, runDirectory: directory,
-            environment: ["P2PLAB_ROOT": setup.root.path], sharedPaths: shared,
+            environment: ["P2PLAB_ROOT": setup.root.path], sharedPaths: shared, extraKernelArguments: kernelArguments,
             vmDirectory: setup.vmDirectory, cache: setup.cache)
         return try await LabMachine.boot(request, runner: runner, onConsoleLine: onConsoleLine)
     }
@@ -239,26 +253,58 @@ public struct VariantPipeline: Sendable {
             case .failure(let problem)?: invocation.selftestsProblem = problem.description
             case nil: break
             }
-            progress("[\(label)] boot \(manifest.kernelRelease) on \(suite.machine.name) (\(suite.accel.rawValue)), run the suite")
-            let outcome = try await boot(
-                kernel, machine: suite.machine, accel: suite.accel, job: .invocation(invocation), directory: directory,
-                timeout: setup.limits.suite, prelude: suite.prelude
-            ) { [progress] line in
-                let text = line.text.trimmingCharacters(in: .whitespacesAndNewlines)
-                if text.hasPrefix("ok ") || text.hasPrefix("not ok ") { progress("[\(label)] \(text)") }
+            // A crash costs one check: after one, boot again and go on with the checks left.
+            var isolation = CrashIsolation(names: suite.expectedNames, stopOnCrash: suite.stopOnCrash, maxReboots: setup.limits.reboots)
+            var bootDirectory = directory
+            var lastOutcome: BootOutcome?
+            var bootNumber = 1
+            bootLoop: while true {
+                progress("[\(label)] boot \(manifest.kernelRelease) on \(suite.machine.name) (\(suite.accel.rawValue)), run the suite"
+                    + (bootNumber > 1 ? " (boot \(bootNumber): \(invocation.job.checkCount) check(s) left)" : ""))
+                let outcome = try await boot(
+                    kernel, machine: suite.machine, accel: suite.accel, job: .invocation(invocation), directory: bootDirectory,
+                    timeout: setup.limits.suite, prelude: suite.prelude, kernelArguments: suite.panicOnWarn ? ["panic_on_warn=1"] : []
+                ) { [progress] line in
+                    let text = line.text.trimmingCharacters(in: .whitespacesAndNewlines)
+                    if text.hasPrefix("ok ") || text.hasPrefix("not ok ") { progress("[\(label)] \(text)") }
+                }
+                if let lastOutcome, let up = outcome.bootSeconds {
+                    progress(String(format: "[%@] boot %d: the suite went on %.1f s after boot %d ended (%.1f s of boot)", label, bootNumber,
+                                    outcome.started.timeIntervalSince(lastOutcome.ended) + up, bootNumber - 1, up))
+                }
+                lastOutcome = outcome
+                result.ending = outcome.kind
+                if outcome.kind == .qemuFailed || outcome.kind == .bootTimeout, bootNumber == 1 {
+                    let limits = ConsoleMonitor.Limits(boot: setup.limits.boot, command: setup.limits.suite)
+                    result.problem = "\(outcome.kind.name): \(outcome.problem(limits: limits) ?? "the guest did not come up") (console: \(outcome.console.path))"
+                    result.problemExit = LabExit(rawValue: outcome.exitCode)
+                }
+                let checks = bootNumber == 1 ? suite.expectedNames : invocation.job.checks
+                let parsed = Self.results(of: outcome, expectedNames: checks,
+                                          metadata: metadata(manifest: manifest, outcome: outcome, machine: suite.machine))
+                let console = (try? String(contentsOf: outcome.console, encoding: .utf8)) ?? ""
+                let next = isolation.take(CrashIsolation.Boot(
+                    checks: checks, run: parsed, console: console, kind: outcome.kind,
+                    directory: bootNumber == 1 ? "" : bootDirectory.lastPathComponent, suiteStarted: outcome.bootSeconds != nil))
+                switch next {
+                case .done:
+                    break bootLoop
+                case .stop(let reason):
+                    if result.problem == nil { progress("[\(label)] \(reason): the checks left are NOT RUN") }
+                    break bootLoop
+                case .reboot(let left):
+                    progress("[\(label)] \(isolation.casualties.last.map { "\($0) took the kernel down; " } ?? "")booting again for the \(left.count) check(s) left")
+                    invocation.job = .suite(checks: left)
+                    bootNumber += 1
+                    bootDirectory = directory.appendingPathComponent("boot-\(bootNumber)")
+                }
             }
-            result.ending = outcome.kind
-            let parsed = Self.results(of: outcome, expectedNames: suite.expectedNames,
-                                      metadata: metadata(manifest: manifest, outcome: outcome, machine: suite.machine))
-            if outcome.kind == .qemuFailed || outcome.kind == .bootTimeout {
-                let limits = ConsoleMonitor.Limits(boot: setup.limits.boot, command: setup.limits.suite)
-                result.problem = "\(outcome.kind.name): \(outcome.problem(limits: limits) ?? "the guest did not come up") (console: \(outcome.console.path))"
-                result.problemExit = LabExit(rawValue: outcome.exitCode)
-            }
+            await Self.decodeReports(&isolation, decoder: traceDecoder(kernel))
+            let parsed = isolation.merged()
             try RunLoader.write(parsed, into: directory)
             result.run = parsed
             if let memory, let stepKey, result.problem == nil {
-                memory.remember(StepMemory.Entry(key: stepKey, directory: directory.path, bootOutcome: outcome.kind.name))
+                memory.remember(StepMemory.Entry(key: stepKey, directory: directory.path, bootOutcome: lastOutcome?.kind.name ?? "exited"))
             }
         } catch let error as any LabError {
             result.problem = error.description
@@ -271,6 +317,25 @@ public struct VariantPipeline: Sendable {
         result.seconds = Date().timeIntervalSince(start)
         return result
     }
+
+    /// Decodes the reports of the run's crashes and splats (at most `limit`, each bounded by
+    /// `LabLimits.decode`) and attaches them to their checks; says once when the kernel has no
+    /// line info.
+    public static func decodeReports(_ isolation: inout CrashIsolation, decoder: any TraceDecoder, limit: Int = 8) async {
+        var noLineInfo = false
+        var problems: [String] = []
+        for report in isolation.reports.prefix(limit) where !report.lines.isEmpty {
+            let decoded = await decoder.decode(report.lines)
+            if let problem = decoded.problem { problems.append(problem) }
+            if decoded.problem == nil, !decoded.hasLineInfo, !StackTrace.frames(decoded.lines).isEmpty { noLineInfo = true }
+            isolation.attach(decoded.lines, to: report.check)
+        }
+        if noLineInfo { isolation.note(Self.noLineInfo) }
+        if let first = problems.first { isolation.note("traces: \(first)") }
+    }
+
+    /// Said once per run whose kernel has no DEBUG_INFO.
+    public static let noLineInfo = "no line info: this kernel has no DEBUG_INFO, so traces name functions and offsets only; build with --sanitize (DEBUG_INFO_REDUCED) for file:line"
 
     /// Step 7: the guest's KTAP from the results share, else what the console shows of it.
     public static func results(of outcome: BootOutcome, expectedNames: [String], metadata: RunMetadata) -> TestRun {

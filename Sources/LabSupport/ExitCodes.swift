@@ -10,6 +10,8 @@ public enum LabExit: Int32, Sendable, CaseIterable {
     case skipped = 4
     case notRoot = 5
     case noProvider = 6
+    /// A check crashed or hung the kernel (CRASHED or TIMEOUT); the lab booted again for the rest.
+    case crashed = 7
     case badSource = 10
     case dirtyTree = 11
     case badSeries = 12

@@ -14,6 +14,15 @@ public struct GuestInvocation: Sendable, Codable, Equatable {
         case bench(only: [String], repetitions: Int)
         /// Run `p2plab torture` with this plan.
         case torture(TorturePlan)
+
+        /// The suite's check globs (none for a bench).
+        public var checks: [String] {
+            if case .suite(let checks) = self { return checks }
+            return []
+        }
+
+        /// How many checks a suite job names.
+        public var checkCount: Int { checks.count }
     }
 
     /// The kernel the guest runs, as built: what the expectations are for.

@@ -43,6 +43,11 @@ public struct LabLimits: Sendable, Codable, Equatable {
     /// `p2plab torture`'s guest command beyond its `--duration`: setup, the workers' last steps, an
     /// unbind that waits (60 s at most), the rebind and the invariants.
     public var tortureGrace: Double = 240
+    /// Decoding one kernel report with the tree's `scripts/decode_stacktrace.sh`.
+    public var decode: Double = 60
+    /// Boots after the first, per variant, when checks crash or hang the kernel: a kernel that
+    /// crashes at every boot stops here, the checks left NOT RUN (a count, not seconds).
+    public var reboots: Int = 5
 
     public init() {}
 

@@ -128,7 +128,7 @@ extension P2PLabCommand {
         /// Runs one step, retrying what could not be tested.
         func step(_ session: Lab, _ build: BuildOptions, selection: PatchSelection, directory: URL, logFile: URL) async throws -> (StepVerdict, String, VariantResult) {
             let (verdict, why, result) = await (try Lab(build: build, lab: session.lab))
-                .bisectStep(selection, directory: directory, retries: retries, checks: lab.filters,
+                .bisectStep(selection, directory: directory, retries: retries, checks: lab.checks,
                             memory: StepMemory(directory: directory.deletingLastPathComponent()))
             log(String(format: "%@: %@ — %@ (%.0f s)", directory.lastPathComponent, verdict.rawValue, why, result.seconds), to: logFile)
             return (verdict, why, result)
@@ -145,7 +145,7 @@ extension P2PLabCommand {
             let session = try Lab(build: build, lab: lab)
             let dir = try session.sessionDirectory(kind: "bisect")
             let logFile = dir.appendingPathComponent("bisect.log")
-            log("series \(series.origin): \(total) patches; checks \(lab.filters.joined(separator: " ")); good ≤ \(goodN), bad ≤ \(badN)", to: logFile)
+            log("series \(series.origin): \(total) patches; checks \(lab.checks.joined(separator: " ")); good ≤ \(goodN), bad ≤ \(badN)", to: logFile)
             let (gv, gwhy, goodResult) = try await step(session, build, selection: PatchSelection(upto: goodN), directory: dir.appendingPathComponent("upto-\(goodN)"), logFile: logFile)
             guard gv == .good else {
                 log("the good end (first \(goodN) patches) does not pass: \(gwhy); pass --good-upto with a prefix where the checks pass", to: logFile)
@@ -205,7 +205,7 @@ extension P2PLabCommand {
             }
             let git = { (args: [String]) in Command(["git", "-C", worktree.path] + args) }
             _ = try? await runner.capture(git(["bisect", "reset"]))
-            log("tree \(top): good \(good), bad \(bad); checks \(lab.filters.joined(separator: " ")); worktree \(worktree.path)", to: logFile)
+            log("tree \(top): good \(good), bad \(bad); checks \(lab.checks.joined(separator: " ")); worktree \(worktree.path)", to: logFile)
             // The tree is tested as it is at each commit; a series is applied on top only when asked for.
             let selection = build.series == nil ? PatchSelection.baseline : build.selection
             for (rev, want) in [(good, StepVerdict.good), (bad, StepVerdict.bad)] {
@@ -227,6 +227,9 @@ extension P2PLabCommand {
             if let s = build.series { stepArgs += ["--series", s] }
             if selection == .baseline { stepArgs += ["--baseline"] }
             if let c = build.cache { stepArgs += ["--cache", c] }
+            if lab.stopOnCrash { stepArgs += ["--stop-on-crash"] }
+            if lab.panicOnWarn { stepArgs += ["--panic-on-warn"] }
+            if let n = lab.maxReboots { stepArgs += ["--max-reboots", String(n)] }
             let result = try await runner.stream(git(["bisect", "run"] + stepArgs), logFile: logFile, timeout: session.pipeline.setup.limits.bisect) { line in
                 if line.contains("is the first bad commit") || line.hasPrefix("bisect: ") { progressLine(line) }
             }
@@ -266,7 +269,7 @@ extension P2PLabCommand {
             let head = (try? await Runner().checked(Command(["git", "-C", build.tree ?? ".", "rev-parse", "--short=12", "HEAD"])).standardOutput.trimmingCharacters(in: .whitespacesAndNewlines)) ?? "HEAD"
             let base = URL(fileURLWithPath: lab.output ?? session.cache.runs.path)
             let (verdict, why, result) = await session.bisectStep(build.selection, directory: base.appendingPathComponent(head), retries: retries,
-                                                                  checks: lab.filters, memory: StepMemory(directory: base))
+                                                                  checks: lab.checks, memory: StepMemory(directory: base))
             let exit = StepVerdict.gitBisectRunExit(verdict, result)
             print("bisect: \(head) \(exit == 128 ? "abort" : verdict.rawValue): \(why)")
             if exit != 0 { throw ExitCode(exit) }

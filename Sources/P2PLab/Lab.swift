@@ -24,8 +24,24 @@ struct LabOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Seconds one check may run (the suite's watchdog).", valueName: "SECONDS"))
     var checkTimeout: Double = LabLimits.standard.check
 
-    @Option(name: .customLong("check"), help: ArgumentHelp("Run only checks matching this glob (repeatable).", valueName: "GLOB"))
+    @Option(name: .customLong("check"), help: ArgumentHelp(
+        "Run only checks matching this glob (repeatable, or comma-separated); a control (control.oops, control.hang) runs only when named exactly.",
+        valueName: "GLOB"))
     var filters: [String] = []
+
+    @Flag(help: "After a check crashes or hangs the kernel, stop: the checks left are NOT RUN (default: boot again and go on with them).")
+    var stopOnCrash = false
+
+    @Option(help: ArgumentHelp("Boots after the first when checks crash the kernel, before the run stops (default \(LabLimits.standard.reboots)).", valueName: "N"))
+    var maxReboots: Int?
+
+    @Flag(help: "Boot with panic_on_warn=1: a WARNING panics the kernel, and the check that made it is CRASHED.")
+    var panicOnWarn = false
+
+    /// The check globs, comma-separated ones split.
+    var checks: [String] {
+        filters.flatMap { $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }.filter { !$0.isEmpty }
+    }
 
     @Option(help: ArgumentHelp("Run directory (default: a new one under the cache's runs/).", valueName: "DIR"))
     var output: String?
@@ -38,6 +54,10 @@ struct LabOptions: ParsableArguments {
         for (name, value) in [("--timeout", timeout), ("--boot-timeout", bootTimeout), ("--check-timeout", checkTimeout)] where value <= 0 {
             throw ValidationError("\(name) must be positive, not \(value)")
         }
+        if let maxReboots, maxReboots < 0 { throw ValidationError("--max-reboots must be 0 or more, not \(maxReboots)") }
+        if !filters.isEmpty, SuiteCatalog.select(filters: checks).isEmpty {
+            throw ValidationError("no check matches --check \(checks.joined(separator: ",")); p2plab check --list lists them")
+        }
     }
 
     /// The lab's limits with the ones these options set.
@@ -46,6 +66,7 @@ struct LabOptions: ParsableArguments {
         limits.suite = timeout
         limits.boot = bootTimeout
         limits.check = checkTimeout
+        if let maxReboots { limits.reboots = maxReboots }
         return limits
     }
 }
@@ -68,9 +89,11 @@ struct Lab {
         // The checks assert what the whole series does, known by its patches' effects.
         suite = SuitePlan(
             machine: try MachineDefinition.load(named: lab.machine, vmDirectory: setup.vmDirectory),
-            accel: lab.accel, checks: lab.filters, expectedNames: SuiteCatalog.names,
+            accel: lab.accel, checks: lab.checks, expectedNames: SuiteCatalog.select(filters: lab.checks).map(\.name),
             expect: IdentifiedSeries(series).reference.tokens)
         suite.prelude = lab.guestPrelude
+        suite.stopOnCrash = lab.stopOnCrash
+        suite.panicOnWarn = lab.panicOnWarn
     }
 
     /// The series the variants select from.

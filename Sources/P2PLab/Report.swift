@@ -122,12 +122,14 @@ extension P2PLabCommand {
 }
 
 /// Exits the way kselftest and `git bisect run` expect: 0 when all checks passed or skipped, 1 when
-/// one failed, crashed or timed out, 2 when the input held no results at all.
+/// one failed, 7 when one crashed or timed out (both bad to `git bisect run`), 2 when the input
+/// held no results at all.
 private func exitForVerdict(_ run: TestRun) throws {
     switch run.verdict {
     case .pass: return
     case .skipped: throw ExitCode(LabExit.skipped.rawValue)
-    case .fail, .crashed, .timeout: throw ExitCode(LabExit.failed.rawValue)
+    case .fail: throw ExitCode(LabExit.failed.rawValue)
+    case .crashed, .timeout: throw ExitCode(LabExit.crashed.rawValue)
     case .noResults:
         FileHandle.standardError.write(Data("p2plab: no KTAP results in the input\n".utf8))
         throw ExitCode(LabExit.usage.rawValue)

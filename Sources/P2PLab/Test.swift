@@ -13,7 +13,8 @@ extension P2PLabCommand {
             commandName: "test",
             abstract: "Build (cached), boot, load the module, run the suite, and print a verdict.",
             discussion: """
-                Exit status: 0 every check passed, 1 a check failed or the kernel crashed, 2 a usage \
+                Exit status: 0 every check passed, 1 a check failed, 7 a check crashed or hung the kernel \
+                (the lab boots again and goes on with the next check; --stop-on-crash stops there), 2 a usage \
                 error; when the kernel could not be tested, the cause's own code (3 a missing tool, 12 a \
                 bad series, 13 a patch that does not apply, 15 a failed build, 121 a boot timeout, …) or \
                 125 (an infrastructure failure: what git bisect run calls skip). --compare runs the baseline and the series side by side; --ablate adds \

@@ -338,3 +338,46 @@ struct EndToEndTests {
         #expect(byName["regmr.p2pmem"]?.errno == "EREMOTEIO")
     }
 }
+
+/// The positive controls of crash isolation: a real oops and a real hung task in a real guest.
+@Suite("End to end: a crash costs one check (real kernel, real QEMU)", .serialized,
+       .enabled(if: endToEnd, "set P2PLAB_INTEGRATION=1 (scripts/test does) to build kernels and boot them"))
+struct CrashIsolationEndToEndTests {
+    @Test("control.oops is CRASHED with a trace naming the module function; the checks after it PASS after a reboot (exit 7); --stop-on-crash leaves them NOT RUN",
+          .timeLimit(.minutes(20)))
+    func oops() throws {
+        let out = try tempDirectory("crash")
+        let result = try p2plab(["test", "--check", "control.oops,env.module,regmr.anon", "--accel", "tcg", "--output", out.path])
+        #expect(result.status == 7, "exit \(result.status)")
+        let run = try loadRun(out)
+        #expect(run.tests.map(\.name) == ["control.oops", "env.module", "regmr.anon"])
+        #expect(run.tests.map(\.status) == [.crashed, .pass, .pass])
+        #expect(run.tests[0].trace.contains { $0.contains("p2plab_control_oops") }, "\(run.tests[0].trace)")
+        #expect(run.tests[0].splats.first?.contains("kernel BUG at") == true)
+        #expect(run.metadata["boots"] == "2")
+        #expect(FileManager.default.fileExists(atPath: out.appendingPathComponent("boot-2/console.log").path))
+        #expect(result.output.contains("trace: control.oops: p2plab_control_oops"))
+
+        let stop = try tempDirectory("crash-stop")
+        let stopped = try p2plab(["test", "--check", "control.oops,env.module,regmr.anon", "--stop-on-crash", "--accel", "tcg", "--output", stop.path])
+        #expect(stopped.status == 7)
+        let first = try loadRun(stop)
+        #expect(first.tests.map(\.status) == [.crashed, .notRun, .notRun])
+        #expect(!FileManager.default.fileExists(atPath: stop.appendingPathComponent("boot-2").path))
+    }
+
+    @Test("control.hang: the hung-task report that fires during a later check is charged to control.hang; that later check runs again and PASSes",
+          .timeLimit(.minutes(20)))
+    func hang() throws {
+        let out = try tempDirectory("hang")
+        let result = try p2plab(["test", "--check", "control.hang,env.module,regmr.anon,perftest.tmpfs", "--accel", "tcg", "--output", out.path])
+        #expect(result.status == 7, "exit \(result.status)")
+        let run = try loadRun(out)
+        let byName = Dictionary(run.tests.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        #expect(byName["control.hang"]?.status == .crashed, "\(byName["control.hang"]?.reason ?? "-")")
+        #expect(byName["control.hang"]?.reason?.contains("blocked for more than") == true)
+        for name in ["env.module", "regmr.anon", "perftest.tmpfs"] {
+            #expect(byName[name]?.status == .pass, "\(name): \(byName[name]?.status.label ?? "missing")")
+        }
+    }
+}

@@ -1,0 +1,75 @@
+/// The lines the suite writes into the kernel log around each check, and what the host reads back
+/// from them: which check was running, and which check a task belongs to.
+///
+/// Before each check's body the suite logs `p2plab: check N NAME begins` (the runner's marker) and,
+/// from the check's own thread, `p2plab: check N NAME pid P`. The kernel hands out PIDs in
+/// increasing order, so every thread and child a check starts has a PID at or above its own
+/// thread's and below the next check's: a task named by a hung-task report (`INFO: task
+/// NAME:PID blocked for more than N seconds`) belongs to the last check that started at or below
+/// its PID, whichever check was running when the report fired.
+public enum CheckMarkers {
+    /// One check's start, as the console showed it.
+    public struct Start: Sendable, Equatable {
+        public var number: Int
+        public var name: String
+        public var pid: Int
+
+        public init(number: Int, name: String, pid: Int) {
+            self.number = number
+            self.name = name
+            self.pid = pid
+        }
+    }
+
+    /// The line a check's thread logs as it starts.
+    public static func pidLine(number: Int, name: String, pid: Int) -> String {
+        "p2plab: check \(number) \(name) pid \(pid)"
+    }
+
+    /// The runner's marker before a check.
+    public static func beginLine(number: Int, name: String) -> String {
+        "p2plab: check \(number) \(name) begins"
+    }
+
+    /// Every check start in `text` (a console capture), in order.
+    public static func starts(in text: String) -> [Start] {
+        var starts: [Start] = []
+        for line in text.split(whereSeparator: \.isConsoleLineBreak) {
+            guard let range = line.firstRange(of: "p2plab: check ") else { continue }
+            let words = line[range.upperBound...].split(separator: " ")
+            guard words.count == 4, words[2] == "pid", let number = Int(words[0]),
+                  let pid = Int(words[3].filter(\.isNumber)) else { continue }
+            starts.append(Start(number: number, name: String(words[1]), pid: pid))
+        }
+        return starts
+    }
+
+    /// The names of the checks whose begin marker `text` shows.
+    public static func begun(in text: String) -> [String] {
+        text.split(whereSeparator: \.isConsoleLineBreak).compactMap { line in
+            guard let range = line.firstRange(of: "p2plab: check ") else { return nil }
+            let words = line[range.upperBound...].split(separator: " ")
+            guard words.count == 3, words[2].hasPrefix("begins"), Int(words[0]) != nil else { return nil }
+            return String(words[1])
+        }
+    }
+
+    /// A hung-task report's task: `INFO: task p2plab-guest:1234 blocked for more than 3 seconds.`
+    public static func hungTask(_ line: String) -> (comm: String, pid: Int)? {
+        guard let start = line.firstRange(of: "INFO: task "), let end = line.firstRange(of: " blocked for more than") else { return nil }
+        let task = line[start.upperBound..<end.lowerBound]
+        guard let colon = task.lastIndex(of: ":"), let pid = Int(task[task.index(after: colon)...]) else { return nil }
+        return (String(task[..<colon]), pid)
+    }
+
+    /// The check that started the task `pid`: its own thread's PID exactly, else the last check
+    /// that started at or below it. Nil when the task is older than every check (the suite's
+    /// main thread, or a task of the system).
+    public static func owner(of pid: Int, starts: [Start]) -> Start? {
+        if let exact = starts.last(where: { $0.pid == pid }) { return exact }
+        // PIDs wrap at pid_max; only starts in increasing order can be compared.
+        var increasing: [Start] = []
+        for start in starts where start.pid > (increasing.last?.pid ?? Int.min) { increasing.append(start) }
+        return increasing.last { $0.pid <= pid }
+    }
+}

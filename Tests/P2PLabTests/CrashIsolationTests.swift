@@ -1,0 +1,176 @@
+import Foundation
+import KTAP
+import KernelConsole
+import LabPipeline
+import Machine
+import Testing
+
+/// Recorded consoles and results shares of boots that crashed, and what the lab makes of them.
+private func fixture(_ name: String) throws -> String {
+    try String(contentsOf: repoRoot.appendingPathComponent("Tests/P2PLabTests/Fixtures/crash/\(name)"), encoding: .utf8)
+}
+
+/// A boot as the pipeline hands it over: the results share's KTAP parsed with the console beside it.
+private func boot(_ ktap: String, _ console: String, checks: [String], kind: BootOutcome.Kind, directory: String = "") throws -> CrashIsolation.Boot {
+    let consoleText = try fixture(console)
+    let run = KTAPParser.parse(try fixture(ktap), options: .init(
+        timedOut: kind == .commandTimeout, consoleLog: consoleText, expectedNames: checks))
+    return CrashIsolation.Boot(checks: checks, run: run, console: consoleText, kind: kind, directory: directory)
+}
+
+/// Stands in for decode_stacktrace.sh: file:line for the module's frames, as a debug-info kernel gives.
+private struct FakeDecoder: TraceDecoder {
+    var lineInfo = true
+    func decode(_ report: [String]) async -> DecodedReport {
+        guard lineInfo else { return DecodedReport(lines: report) }
+        return DecodedReport(lines: report.map { line in
+            line.replacingOccurrences(of: "p2plab_control_oops+0x1a/0x20", with: "p2plab_control_oops (kernel/module/p2plab_test.c:447)")
+                .replacingOccurrences(of: "p2plab_ioctl+0x1c3/0x3a0", with: "p2plab_ioctl (kernel/module/p2plab_test.c:512)")
+                .replacingOccurrences(of: "__x64_sys_ioctl+0x94/0xc0", with: "__x64_sys_ioctl (fs/ioctl.c:51)")
+        })
+    }
+}
+
+private let three = ["env.module", "control.oops", "regmr.anon"]
+
+@Suite("A crash costs one check: reboot and continue, hung-task attribution, decoded traces")
+struct CrashIsolationTests {
+    @Test("an oops in check 2 of 3: CRASHED with its trace, the lab boots again for check 3, check 1 keeps its PASS")
+    func rebootAndContinue() async throws {
+        var isolation = CrashIsolation(names: three, stopOnCrash: false, maxReboots: 5)
+        let first = isolation.take(try boot("boot1-oops-results.ktap", "boot1-oops-console.log", checks: three, kind: .kernelPanic))
+        #expect(first == .reboot(["regmr.anon"]))
+        #expect(isolation.casualties == ["control.oops"])
+        let second = isolation.take(try boot("boot2-results.ktap", "boot2-console.log", checks: ["regmr.anon"], kind: .exited(0), directory: "boot-2"))
+        #expect(second == .done)
+        await VariantPipeline.decodeReports(&isolation, decoder: FakeDecoder())
+        let run = isolation.merged()
+        #expect(run.tests.map(\.name) == three)
+        #expect(run.tests.map(\.status) == [.pass, .crashed, .pass])
+        #expect(run.tests.map(\.number) == [1, 2, 3])
+        let oops = run.tests[1]
+        #expect(oops.reason?.hasPrefix("Kernel panic - not syncing: Fatal exception") == true)
+        #expect(oops.splats.first?.hasPrefix("kernel BUG at") == true)
+        #expect(oops.traceSummary == "p2plab_control_oops (kernel/module/p2plab_test.c:447) ← p2plab_ioctl (kernel/module/p2plab_test.c:512) ← __x64_sys_ioctl (fs/ioctl.c:51) ← do_syscall_64+0x82/0x160")
+        #expect(oops.summary.hasPrefix("at p2plab_control_oops (kernel/module/p2plab_test.c:447)"))
+        #expect(run.verdict == .crashed)
+        #expect(run.metadata["boots"] == "2")
+        #expect(run.diagnostics.contains { $0.hasPrefix("boot 2 (boot-2/console.log): 1 check(s) left after control.oops CRASHED") })
+        // The table shows the trace's first frames unclipped, under the rows.
+        #expect(TableRenderer.render(run).contains("trace: control.oops: p2plab_control_oops (kernel/module/p2plab_test.c:447) ←"))
+        // results.json and results.ktap keep the decoded trace.
+        let reparsed = KTAPParser.parse(KTAPEmitter.render(run))
+        #expect(reparsed.tests[1].status == .crashed)
+        #expect(reparsed.tests[1].trace.contains { $0.contains("p2plab_test.c:447") })
+        #expect(try JSONRenderer.decode(Data(JSONRenderer.render(run).utf8)).tests[1].trace == oops.trace)
+    }
+
+    @Test("--stop-on-crash: the checks after the crash are NOT RUN and no second boot is asked for")
+    func stopOnCrash() throws {
+        var isolation = CrashIsolation(names: three, stopOnCrash: true, maxReboots: 5)
+        let next = isolation.take(try boot("boot1-oops-results.ktap", "boot1-oops-console.log", checks: three, kind: .kernelPanic))
+        guard case .stop(let reason) = next else { Issue.record("expected a stop, got \(next)"); return }
+        #expect(reason.contains("--stop-on-crash"))
+        let run = isolation.merged()
+        #expect(run.tests.map(\.status) == [.pass, .crashed, .notRun])
+        #expect(run.tests[2].reason?.contains("--stop-on-crash") == true)
+    }
+
+    @Test("a kernel that crashes at every boot stops after the reboot limit, in one line")
+    func rebootLimit() throws {
+        var isolation = CrashIsolation(names: three, stopOnCrash: false, maxReboots: 0)
+        let next = isolation.take(try boot("boot1-oops-results.ktap", "boot1-oops-console.log", checks: three, kind: .kernelPanic))
+        #expect(next == .stop("the kernel went down 1 times (control.oops); p2plab stops after 0 reboots"))
+        #expect(isolation.merged().tests[2].status == .notRun)
+    }
+
+    @Test("a hung-task report is charged to the check that started the task, not the one running; that one runs again")
+    func hungTaskAttribution() async throws {
+        let checks = ["env.module", "control.hang", "regmr.anon"]
+        var isolation = CrashIsolation(names: checks, stopOnCrash: false, maxReboots: 5)
+        let next = isolation.take(try boot("hang-results.ktap", "hang-console.log", checks: checks, kind: .kernelPanic))
+        #expect(next == .reboot(["regmr.anon"]))
+        #expect(isolation.casualties == ["control.hang"])
+        _ = isolation.take(try boot("boot2-results.ktap", "boot2-console.log", checks: ["regmr.anon"], kind: .exited(0), directory: "boot-2"))
+        await VariantPipeline.decodeReports(&isolation, decoder: FakeDecoder(lineInfo: false))
+        let run = isolation.merged()
+        #expect(run.tests.map(\.status) == [.pass, .crashed, .pass])
+        let hang = run.tests[1]
+        #expect(hang.reason == "INFO: task p2plab-guest:244 blocked for more than 3 seconds.")
+        #expect(hang.diagnostics.contains { $0.contains("came while regmr.anon ran; PID 244 was started by this check") })
+        // The scheduler frames say nothing; the module's function does.
+        #expect(hang.traceSummary?.hasPrefix("p2plab_control_hang+0x2c/0x40 [p2plab_test] ← p2plab_ioctl+0x1d0/0x3a0 [p2plab_test]") == true)
+        // No debug info: said once, not pretended.
+        #expect(run.diagnostics.filter { $0.hasPrefix("no line info:") }.count == 1)
+    }
+
+    @Test("PIDs map to the check that started them; older tasks to none; the check's own thread exactly")
+    func owners() {
+        let starts = CheckMarkers.starts(in: (try? fixture("hang-console.log")) ?? "")
+        #expect(starts.map(\.name) == ["env.module", "control.hang", "regmr.anon"])
+        #expect(CheckMarkers.owner(of: 244, starts: starts)?.name == "control.hang")
+        #expect(CheckMarkers.owner(of: 243, starts: starts)?.name == "control.hang")
+        #expect(CheckMarkers.owner(of: 300, starts: starts)?.name == "regmr.anon")
+        #expect(CheckMarkers.owner(of: 100, starts: starts) == nil)
+        #expect(CheckMarkers.hungTask("[ 22.4] INFO: task kworker/0:1:17 blocked for more than 120 seconds.")! == ("kworker/0:1", 17))
+        // After a PID wrap only the exact thread still maps.
+        let wrapped = [CheckMarkers.Start(number: 1, name: "a", pid: 32000), CheckMarkers.Start(number: 2, name: "b", pid: 12)]
+        #expect(CheckMarkers.owner(of: 12, starts: wrapped)?.name == "b")
+        #expect(CheckMarkers.owner(of: 32010, starts: wrapped)?.name == "a")
+    }
+
+    @Test("a report is cut where it ends; frames skip the unwinder's guesses; a decoded frame keeps file:line")
+    func reportAndFrames() throws {
+        let console = try fixture("boot1-oops-console.log")
+        let finding = try #require(ConsoleScanner.scan(console).first { $0.kind == .bug })
+        let report = StackTrace.report(in: console, at: finding.line)
+        #expect(report.first?.hasPrefix("kernel BUG at") == true)
+        #expect(report.last == "---[ end trace 0000000000000000 ]---")
+        let frames = StackTrace.frames(report)
+        #expect(frames.map(\.function) == ["p2plab_control_oops", "asm_exc_invalid_op", "p2plab_ioctl", "__x64_sys_ioctl", "do_syscall_64", "entry_SYSCALL_64_after_hwframe"])
+        #expect(frames[0].isIP && frames[0].module == "p2plab_test")
+        let decoded = StackTrace.parseFrame("p2plab_ioctl (/root/.cache/p2plab/builds/module-1f2e/p2plab_test.c:512) [p2plab_test]", isIP: false)
+        #expect(decoded?.short == "p2plab_ioctl (module-1f2e/p2plab_test.c:512)")
+    }
+
+    @Test("a recorded oops of the lab's lean kernel (no frame pointers, no DEBUG_INFO): frames are the unwinder's guesses, decode gives no lines, and the run says so once")
+    func realLeanOops() async throws {
+        let checks = ["env.module", "regmr.anon", "control.oops"]
+        var isolation = CrashIsolation(names: checks, stopOnCrash: false, maxReboots: 5)
+        #expect(isolation.take(try boot("real-oops-results.ktap", "real-oops-console.log", checks: checks, kind: .kernelPanic)) == .done)
+        let decoded = try fixture("real-oops-decoded-lean.txt").split(separator: "\n").map(String.init)
+        struct Replay: TraceDecoder {
+            let lines: [String]
+            func decode(_ report: [String]) async -> DecodedReport { DecodedReport(lines: lines) }
+        }
+        await VariantPipeline.decodeReports(&isolation, decoder: Replay(lines: decoded))
+        let run = isolation.merged()
+        #expect(run.tests.map(\.status) == [.pass, .pass, .crashed])
+        let oops = run.tests[2]
+        #expect(oops.splats.first?.contains("p2plab_test.c:448!") == true)
+        #expect(oops.traceSummary == "p2plab_control_oops+0xc/0xe [p2plab_test] ← ? p2plab_ioctl+0x279/0x693 [p2plab_test] ← ? full_proxy_unlocked_ioctl ← ? vfs_ioctl")
+        #expect(run.diagnostics == [VariantPipeline.noLineInfo])
+    }
+
+    @Test("control.hang that finished as a PASS proves nothing: it fails, saying why")
+    func silentHangControl() {
+        var isolation = CrashIsolation(names: ["control.hang"], stopOnCrash: false, maxReboots: 5)
+        let run = TestRun(plan: 1, tests: [TestResult(number: 1, name: "control.hang", status: .pass)])
+        #expect(isolation.take(.init(checks: ["control.hang"], run: run, console: "", kind: .exited(0), directory: "")) == .done)
+        let merged = isolation.merged()
+        #expect(merged.tests[0].status == .fail)
+        #expect(merged.tests[0].reason?.hasPrefix("the control did not take the kernel down") == true)
+    }
+
+    @Test("a recorded hung-task panic of the lab's kernel: the child control.hang forked is charged to it while perftest.tmpfs ran")
+    func realHang() throws {
+        let checks = ["control.hang", "env.module", "regmr.anon", "perftest.tmpfs"]
+        var isolation = CrashIsolation(names: checks, stopOnCrash: false, maxReboots: 5)
+        #expect(isolation.take(try boot("real-hang-results.ktap", "real-hang-console.log", checks: checks, kind: .kernelPanic)) == .reboot(["perftest.tmpfs"]))
+        let hang = try #require(isolation.results["control.hang"])
+        #expect(hang.status == .crashed)
+        #expect(hang.reason?.hasPrefix("INFO: task ") == true)
+        #expect(hang.diagnostics.contains { $0.contains("came while perftest.tmpfs ran") })
+        #expect(isolation.results["regmr.anon"]?.status == .pass)
+    }
+}
