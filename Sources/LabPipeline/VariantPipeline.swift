@@ -197,7 +197,8 @@ public struct VariantPipeline: Sendable {
         try FileManager.default.ensureDirectory(directory)
         let command: String
         switch job {
-        case .invocation(let invocation):
+        case .invocation(var invocation):
+            invocation.host = machine.hostAccess
             try invocation.write(into: RunDirectory(directory).guest)
             command = guestCommand(prelude: prelude)
         case .shell(let line):

@@ -65,6 +65,10 @@ public struct GuestInvocation: Sendable, Codable, Equatable {
     /// The RDMA device and p2pmem provider to use (nil: the first of each).
     public var device: String?
     public var provider: String?
+    /// What the host of the lab machine can do for a check while it runs (nil: nothing, as on
+    /// real hardware): the request channel below the results share, and the devices it can
+    /// unplug and plug again.
+    public var host: HostAccess?
 
     public init(job: Job, expect: String? = nil, limits: LabLimits = .standard, module: String? = nil, kernel: Kernel? = nil,
                 device: String? = nil, provider: String? = nil) {
@@ -90,6 +94,19 @@ public struct GuestInvocation: Sendable, Codable, Equatable {
 /// The one JSON style of everything p2plab writes: pretty, keys sorted (so two runs diff line by
 /// line), slashes as they are, dates in ISO 8601, and a non-finite number as a string (one can
 /// only come from a bug, and writing it keeps a report from failing).
+/// The host's offer to the checks in a lab machine (`GuestInvocation.host`).
+public struct HostAccess: Sendable, Codable, Equatable {
+    /// The channel's directory below the results share.
+    public var channel: String
+    /// Devices the host can `device_del` and `device_add` through QEMU's monitor.
+    public var devices: [HostDevice]
+
+    public init(channel: String = HostChannel.directoryName, devices: [HostDevice]) {
+        self.channel = channel
+        self.devices = devices
+    }
+}
+
 public enum LabJSON {
     public static var encoder: JSONEncoder {
         let encoder = JSONEncoder()

@@ -48,6 +48,12 @@ public struct LabLimits: Sendable, Codable, Equatable {
     /// Boots after the first, per variant, when checks crash or hang the kernel: a kernel that
     /// crashes at every boot stops here, the checks left NOT RUN (a count, not seconds).
     public var reboots: Int = 5
+    /// Connecting to QEMU's monitor (QMP), and one command's reply there.
+    public var qmp: Double = 10
+    /// A hot-unplug or re-add through QEMU's monitor once nothing holds the device: until
+    /// DEVICE_DELETED (the guest's pciehp waits 5 s after the button press first), or until the
+    /// re-added device publishes p2pmem again.
+    public var hotplug: Double = 60
 
     public init() {}
 

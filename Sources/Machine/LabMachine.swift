@@ -85,11 +85,22 @@ public enum LabMachine {
         var echo = onConsoleLine
         if plan.interactive { echo = { _ in } }
         let watcher = ConsoleWatcher(console: run.console, limits: request.limits, onLine: echo)
-        let result = try await runner.supervise(
-            Command(line.commandLine), io: plan.interactive ? .terminal : .logFile(run.qemuLog)
-        ) { exited in
-            await watcher.tick(exited: exited)
+        // The checks' requests to the host (device_del, device_add) are answered while QEMU runs.
+        let hostChannel = HostChannelService(plan: plan, definition: request.definition)
+        hostChannel.start()
+        let supervised: SupervisedResult
+        do {
+            supervised = try await runner.supervise(
+                Command(line.commandLine), io: plan.interactive ? .terminal : .logFile(run.qemuLog)
+            ) { exited in
+                await watcher.tick(exited: exited)
+            }
+        } catch {
+            hostChannel.stop()
+            throw error
         }
+        hostChannel.stop()
+        let result = supervised
         if plan.interactive && result.neededKill { restoreTerminal() }
         let monitor = await watcher.monitor
         let stopReason = await watcher.stopReason
@@ -131,9 +142,11 @@ public enum LabMachine {
         } catch {
             throw MachineError.unusablePath(path: run.url.path, reason: "cannot create the run directory: \(error.localizedDescription)")
         }
-        for stale in [run.exitStatus, run.console, run.qemuLog, run.manifest] {
+        for stale in [run.exitStatus, run.console, run.qemuLog, run.manifest, run.qmpLog, run.hostChannel.directory] {
             try? fm.removeItem(at: stale)
         }
+        // QEMU does not replace a socket file another boot left behind.
+        try? fm.removeItem(atPath: run.qmpSocket)
         _ = fm.createFile(atPath: run.console.path, contents: nil)
     }
 

@@ -102,6 +102,11 @@ public struct MachineDefinition: Codable, Sendable, Equatable {
         self.rxe = rxe
     }
 
+    /// What the host can unplug and plug again through QEMU's monitor while a check runs.
+    public var hostAccess: HostAccess {
+        HostAccess(devices: nvme.map { HostDevice(id: $0.id, serial: $0.serial, bus: $0.bus) })
+    }
+
     /// The name of the machine `p2plab boot` uses without `--machine`.
     public static let defaultName = "lab"
 

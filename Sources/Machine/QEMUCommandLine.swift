@@ -71,17 +71,27 @@ public struct QEMUCommandLine: Sendable, Equatable {
         add("-device", "x3130-upstream,id=\(spec.upstreamPortID),bus=\(spec.rootPortID)")
         for (index, port) in spec.downstreamPortIDs.enumerated() {
             // Slot 0 of this chassis is the root port's.
-            add("-device", "xio3130-downstream,id=\(port),bus=\(spec.upstreamPortID),chassis=\(spec.chassis),slot=\(index + 1)")
+            // hotplug=on: its slot takes device_del/device_add (native PCIe hotplug: the guest's pciehp).
+            add("-device", "xio3130-downstream,id=\(port),bus=\(spec.upstreamPortID),chassis=\(spec.chassis),slot=\(index + 1),hotplug=on")
         }
         return spec.downstreamPortIDs
     }
 
     /// An NVMe controller on `bus` with one raw namespace, and a CMB of `cmbMiB` if given.
+    ///
+    /// The namespace is a `-blockdev` node, not a `-drive`: QEMU deletes a `-drive` together with
+    /// its device, so a `device_add` after a `device_del` would find no drive.
     public mutating func addNVMe(id: String, serial: String, image: URL, cmbMiB: Int?, bus: String) {
-        add("-drive", "file=\(qemuEscape(image.path)),if=none,id=\(id)-ns,format=raw,cache=unsafe")
-        var device = "nvme,id=\(id),serial=\(serial),drive=\(id)-ns,bus=\(bus)"
-        if let cmbMiB { device += ",cmb_size_mb=\(cmbMiB)" }
-        add("-device", device)
+        // cache.no-flush: the image is scratch space (cache=unsafe).
+        add("-blockdev", "driver=raw,node-name=\(QEMUDevice.namespaceNode(id)),cache.no-flush=on,file.driver=file,file.filename=\(qemuEscape(image.path))")
+        add("-device", QEMUDevice.nvme(id: id, serial: serial, cmbMiB: cmbMiB, bus: bus).commandLine)
+    }
+
+    /// QEMU's machine protocol on a Unix socket (server, not waiting for a client): the host's
+    /// channel for device_del / device_add while the guest runs.
+    public mutating func addQMP(socket: String) {
+        add("-chardev", "socket,id=qmp,path=\(qemuEscape(socket)),server=on,wait=off")
+        add("-mon", "chardev=qmp,mode=control")
     }
 
     /// The first serial port (ttyS0), which is the kernel console.
@@ -122,6 +132,7 @@ extension QEMUCommandLine {
         addMachine(type: definition.machine, accel: plan.accel, cpu: definition.cpu, cpus: definition.cpus, memoryMiB: definition.memoryMiB)
         addKernel(plan.kernel, commandLine: plan.kernelCommandLine(definition))
         addSerialPort(plan.interactive ? .terminal(log: plan.run.console) : .file(plan.run.console))
+        addQMP(socket: plan.run.qmpSocket)
         addShare(tag: BootPlan.rootTag, path: "/", readOnly: true)
         addShare(tag: BootPlan.resultsTag, path: plan.run.guest.path, readOnly: false)
         for share in plan.extraShares {
@@ -139,6 +150,46 @@ extension QEMUCommandLine {
         if definition.network == .user {
             addUserNetwork()
         }
+    }
+}
+
+/// A `-device` as data: its driver and properties in order, for the command line and for the same
+/// device's `device_add` over QMP.
+public struct QEMUDevice: Sendable, Equatable {
+    public var driver: String
+    public var properties: [(key: String, value: QMPValue)]
+
+    public init(driver: String, properties: [(key: String, value: QMPValue)]) {
+        self.driver = driver
+        self.properties = properties
+    }
+
+    public static func == (lhs: QEMUDevice, rhs: QEMUDevice) -> Bool {
+        lhs.driver == rhs.driver && lhs.properties.map(\.key) == rhs.properties.map(\.key)
+            && lhs.properties.map(\.value) == rhs.properties.map(\.value)
+    }
+
+    /// The lab's NVMe controller on `bus`, its namespace the block node `namespaceNode(id)`.
+    public static func nvme(id: String, serial: String, cmbMiB: Int?, bus: String) -> QEMUDevice {
+        var properties: [(key: String, value: QMPValue)] = [
+            ("id", .string(id)), ("serial", .string(serial)), ("drive", .string(namespaceNode(id))), ("bus", .string(bus)),
+        ]
+        if let cmbMiB { properties.append(("cmb_size_mb", .int(cmbMiB))) }
+        return QEMUDevice(driver: "nvme", properties: properties)
+    }
+
+    public static func namespaceNode(_ id: String) -> String { "\(id)-ns" }
+
+    /// `nvme,id=nvme0,serial=…`
+    public var commandLine: String {
+        ([driver] + properties.map { "\($0.key)=\($0.value.commandLine)" }).joined(separator: ",")
+    }
+
+    /// The arguments of `device_add`.
+    public var qmpArguments: [String: QMPValue] {
+        var arguments = ["driver": QMPValue.string(driver)]
+        for (key, value) in properties { arguments[key] = value }
+        return arguments
     }
 }
 

@@ -33,6 +33,19 @@ public struct RunDirectory: Sendable, Equatable {
     /// The exit status of the guest's command, written by init.
     public var exitStatus: URL { guest.appendingPathComponent("exit-status") }
     public var manifest: URL { url.appendingPathComponent("manifest.json") }
+    /// Every QMP line sent and received, with the host's seconds since QEMU started.
+    public var qmpLog: URL { url.appendingPathComponent("qmp.log") }
+    /// The checks' requests to the host and its responses (`HostChannel`), in the results share.
+    public var hostChannel: HostChannel { HostChannel(directory: guest.appendingPathComponent(HostChannel.directoryName)) }
+
+    /// QEMU's QMP socket: `qmp.sock` in the run directory, or, when that path is too long for a
+    /// Unix socket address (108 bytes), one in the temporary directory named after the run.
+    public var qmpSocket: String {
+        let inside = url.appendingPathComponent("qmp.sock").path
+        if inside.utf8.count < 100 { return inside }
+        let name = "p2plab-qmp-\(SHA256.hex(url.path).prefix(16)).sock"
+        return FileManager.default.temporaryDirectory.appendingPathComponent(name).path
+    }
 
     /// The sparse namespace image of an NVMe device.
     public func image(for device: MachineDefinition.NVMe) -> URL {

@@ -179,11 +179,11 @@ struct LavaJob {
         for device in machine.nvme {
             var nvme = QEMUCommandLine()
             nvme.addNVMe(id: device.id, serial: device.serial, image: URL(fileURLWithPath: "/{\(device.id)}"), cmbMiB: device.cmbMiB, bus: device.bus)
-            // -drive NAME, -device nvme,…: the drive names the image LAVA downloads.
-            let args = nvme.arguments  // -drive SPEC -device SPEC
+            // -blockdev NODE, -device nvme,…: the block node names the image LAVA downloads.
+            let args = nvme.arguments  // -blockdev SPEC -device SPEC
             images.append((device.id, .map([
                 ("url", .string(namespaceURLs[device.id] ?? "")),
-                ("image_arg", .string("-drive " + args[1].replacingOccurrences(of: "file=/{", with: "file={"))),
+                ("image_arg", .string("-blockdev " + args[1].replacingOccurrences(of: "file.filename=/{", with: "file.filename={"))),
             ])))
             devices.append("-device " + args[3])
         }

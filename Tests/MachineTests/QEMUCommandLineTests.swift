@@ -82,17 +82,38 @@ struct QEMUCommandLineTests {
         #expect(line.commandLine == expected)
     }
 
-    @Test("addNVMe: a namespace drive, and cmb_size_mb only when there is a CMB")
+    @Test("addNVMe: a namespace block node that outlives device_del, and cmb_size_mb only when there is a CMB")
     func nvme() {
         var line = QEMUCommandLine()
         line.addNVMe(id: "n0", serial: "s0", image: URL(fileURLWithPath: "/r/n0.img"), cmbMiB: 64, bus: "sw0-dp0")
         line.addNVMe(id: "n1", serial: "s1", image: URL(fileURLWithPath: "/r/n1.img"), cmbMiB: nil, bus: "sw0-dp1")
         #expect(line.arguments == [
-            "-drive", "file=/r/n0.img,if=none,id=n0-ns,format=raw,cache=unsafe",
+            "-blockdev", "driver=raw,node-name=n0-ns,cache.no-flush=on,file.driver=file,file.filename=/r/n0.img",
             "-device", "nvme,id=n0,serial=s0,drive=n0-ns,bus=sw0-dp0,cmb_size_mb=64",
-            "-drive", "file=/r/n1.img,if=none,id=n1-ns,format=raw,cache=unsafe",
+            "-blockdev", "driver=raw,node-name=n1-ns,cache.no-flush=on,file.driver=file,file.filename=/r/n1.img",
             "-device", "nvme,id=n1,serial=s1,drive=n1-ns,bus=sw0-dp1",
         ])
+    }
+
+    @Test("device_add re-creates the NVMe with the command line's properties, typed")
+    func deviceAdd() {
+        let device = QEMUDevice.nvme(id: "nvme0", serial: "p2plab-cmb", cmbMiB: 64, bus: "sw0-dp0")
+        #expect(device.commandLine == "nvme,id=nvme0,serial=p2plab-cmb,drive=nvme0-ns,bus=sw0-dp0,cmb_size_mb=64")
+        #expect(device.qmpArguments == [
+            "driver": .string("nvme"), "id": .string("nvme0"), "serial": .string("p2plab-cmb"), "drive": .string("nvme0-ns"),
+            "bus": .string("sw0-dp0"), "cmb_size_mb": .int(64),
+        ])
+    }
+
+    @Test("every boot has a QMP socket in its run directory, or a short one when that path is too long")
+    func qmpSocket() throws {
+        let definition = try MachineDefinition.load(named: "lab", vmDirectory: TestPaths.vm)
+        let line = QEMUCommandLine(definition: definition, plan: plan())
+        #expect(line.arguments.contains("socket,id=qmp,path=/cache/runs/r1/qmp.sock,server=on,wait=off"))
+        #expect(line.arguments.contains("chardev=qmp,mode=control"))
+        let deep = RunDirectory(URL(fileURLWithPath: "/" + String(repeating: "d", count: 120)))
+        #expect(deep.qmpSocket.utf8.count < 108 && deep.qmpSocket.hasSuffix(".sock") && !deep.qmpSocket.hasPrefix(deep.url.path))
+        #expect(deep.qmpSocket == RunDirectory(deep.url).qmpSocket)
     }
 
     @Test("addSwitch: root port, upstream port, downstream ports with distinct slots")
@@ -103,9 +124,9 @@ struct QEMUCommandLineTests {
         #expect(line.arguments == [
             "-device", "ioh3420,id=sw1-rp,bus=pcie.0,chassis=3,slot=0",
             "-device", "x3130-upstream,id=sw1-up,bus=sw1-rp",
-            "-device", "xio3130-downstream,id=sw1-dp0,bus=sw1-up,chassis=3,slot=1",
-            "-device", "xio3130-downstream,id=sw1-dp1,bus=sw1-up,chassis=3,slot=2",
-            "-device", "xio3130-downstream,id=sw1-dp2,bus=sw1-up,chassis=3,slot=3",
+            "-device", "xio3130-downstream,id=sw1-dp0,bus=sw1-up,chassis=3,slot=1,hotplug=on",
+            "-device", "xio3130-downstream,id=sw1-dp1,bus=sw1-up,chassis=3,slot=2,hotplug=on",
+            "-device", "xio3130-downstream,id=sw1-dp2,bus=sw1-up,chassis=3,slot=3,hotplug=on",
         ])
     }
 

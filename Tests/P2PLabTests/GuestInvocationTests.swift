@@ -13,13 +13,23 @@ struct GuestInvocationTests {
             release: "6.12.117", variant: "without-2",
             patches: [.init(index: 1, subject: "kernfs: remove page_mkwrite() from vm_operations_struct", contentHash: "abc")])
         for job in [GuestInvocation.Job.suite(checks: ["pin.*", "regmr.p2pmem"]), .bench(only: ["kernel.pin_throughput"], repetitions: 3)] {
-            let invocation = GuestInvocation(job: job, limits: limits, module: "/cache/p2plab_test.ko", kernel: kernel, provider: "0000:01:00.0")
+            var invocation = GuestInvocation(job: job, limits: limits, module: "/cache/p2plab_test.ko", kernel: kernel, provider: "0000:01:00.0")
+            invocation.host = try MachineDefinition.load(named: "lab", vmDirectory: repoRoot.appendingPathComponent("vm")).hostAccess
             let directory = FileManager.default.temporaryDirectory.appendingPathComponent("p2plab-invocation-\(UUID().uuidString.prefix(8))")
             defer { try? FileManager.default.removeItem(at: directory) }
             try invocation.write(into: directory)
             let read = try GuestInvocation.read(from: directory.appendingPathComponent(GuestInvocation.fileName))
             #expect(read == invocation)
         }
+    }
+
+    @Test("the lab machine offers its NVMe controllers to the checks, by QEMU id and the serial the guest sees")
+    func hostAccess() throws {
+        let lab = try MachineDefinition.load(named: "lab", vmDirectory: repoRoot.appendingPathComponent("vm"))
+        #expect(lab.hostAccess == HostAccess(channel: "host", devices: [
+            HostDevice(id: "nvme0", serial: "p2plab-cmb", bus: "sw0-dp0"), HostDevice(id: "nvme1", serial: "p2plab-client", bus: "sw0-dp1"),
+        ]))
+        #expect(RunDirectory(URL(fileURLWithPath: "/r")).hostChannel.directory.path == "/r/guest/host")
     }
 
     @Test("how a boot ended is a value, with one name and exit code per case")
