@@ -57,7 +57,7 @@ let package = Package(
         .target(name: "CP2PLabUAPI"),
         .testTarget(name: "KTAPTests", dependencies: ["KTAP", "KernelConsole"], resources: [.copy("Fixtures")]),
         .testTarget(name: "KernelTreeTests", dependencies: ["KernelTree"], resources: [.copy("Fixtures")]),
-        .testTarget(name: "MachineTests", dependencies: ["Machine"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "MachineTests", dependencies: ["Machine", "KTAP"], resources: [.copy("Fixtures")]),
         .testTarget(name: "CatalogTests", dependencies: ["Catalog", "KernelTree"], resources: [.copy("Fixtures")]),
         .testTarget(name: "ChecksTests", dependencies: ["Checks", "Catalog"], resources: [.copy("Fixtures")]),
         .testTarget(name: "P2PLabTests", dependencies: ["P2PLab", "Checks", "LabPipeline", "LabCommandLine", "Machine", "LabSupport"], resources: [.copy("Fixtures")]),
