@@ -96,9 +96,11 @@ extension Suite {
         var client: (end: ProgramEnd, output: String)?
         let clientCommand = [strace, "-f", "-qq", "-e", "trace=ioctl,write", "-e", "status=failed", "-o", trace] + common + ["127.0.0.1"]
         rec.note("+ \(shellQuote(clientCommand))")
-        // Under TCG the server takes a moment to listen: retry only "couldn't connect".
+        // Under TCG the server takes a moment to listen: start the client once the server's port
+        // is in LISTEN (or the server is gone), and retry only "couldn't connect".
+        _ = waitUntil(seconds: 10) { server.finished || tcpListening(port: port) }
         for attempt in 0..<8 {
-            pause(seconds: attempt == 0 ? 1.5 : 1)
+            if attempt > 0 { pause(seconds: 1) }
             let run = try BoundedProcess(clientCommand, output: scratch.appendingPathComponent("client.log"))
             let end = run.wait(seconds: 90) ?? run.reap(grace: 2)
             let output = run.output
@@ -125,6 +127,19 @@ extension Suite {
         pair.errno = uverbsErrno(strace: (try? String(contentsOfFile: trace, encoding: .utf8)) ?? "")
         if pair.mrRefused, let errno = pair.errno { rec.note("\(tool): strace: the failing uverbs call returned \(errno.name)") }
         return pair
+    }
+
+    /// Whether a socket listens on TCP `port` (IPv4 or IPv6), from /proc/net/tcp{,6}: state 0A.
+    static func tcpListening(port: Int, proc: String = "/proc/net") -> Bool {
+        let local = String(format: ":%04X", port)
+        for table in ["tcp", "tcp6"] {
+            guard let text = try? String(contentsOfFile: "\(proc)/\(table)", encoding: .utf8) else { continue }
+            for line in text.split(whereSeparator: \.isNewline).dropFirst() {
+                let fields = line.split(separator: " ")
+                if fields.count > 3, fields[1].hasSuffix(local), fields[3] == "0A" { return true }
+            }
+        }
+        return false
     }
 
     /// The errno of the last failed ioctl/write in a `strace -e status=failed` log that is not a

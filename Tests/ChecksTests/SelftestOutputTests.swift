@@ -112,4 +112,20 @@ struct SelftestOutputTests {
         #expect(Suite.uverbsErrno(strace: "412 write(3, \"...\", 24) = -1 EFAULT (Bad address)\n") == .EFAULT)
         #expect(Suite.uverbsErrno(strace: "") == nil)
     }
+
+    @Test("perftest's server counts as listening once /proc/net/tcp or tcp6 shows its port in LISTEN")
+    func perftestListening() throws {
+        let proc = FileManager.default.temporaryDirectory.appendingPathComponent("p2plab-net-\(getpid())")
+        try FileManager.default.createDirectory(at: proc, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: proc) }
+        let header = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
+        // 18610 = 0x48B2: established on tcp, listening on tcp6; 18611 = 0x48B3 nowhere.
+        try (header + "   0: 0100007F:48B2 0100007F:D2A4 01 00000000:00000000 00:00000000 00000000     0        0 1 1\n")
+            .write(to: proc.appendingPathComponent("tcp"), atomically: true, encoding: .utf8)
+        #expect(!Suite.tcpListening(port: 18610, proc: proc.path))
+        try (header + "   0: 00000000000000000000000000000000:48B2 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 2 1\n")
+            .write(to: proc.appendingPathComponent("tcp6"), atomically: true, encoding: .utf8)
+        #expect(Suite.tcpListening(port: 18610, proc: proc.path))
+        #expect(!Suite.tcpListening(port: 18611, proc: proc.path))
+    }
 }
