@@ -58,10 +58,20 @@ extension P2PLabCommand {
         @Option(help: ArgumentHelp("Seconds one guest run may take.", valueName: "SECONDS"))
         var timeout: Double = LabLimits.standard.benchGuest
 
+        @Option(help: ArgumentHelp(
+            "Another built p2plab checkout to compare with in the warm cycles: its boots (its own p2plab boot, machine, init and guest binary, on the same kernel) alternate with this checkout's, and each cycle figure gets a ratio to it.",
+            valueName: "DIR"))
+        var against: String?
+
         func validate() throws {
             if repetitions < 1 { throw ValidationError("--repeat takes 1 or more, got \(repetitions)") }
             if coldRepeat < 1 { throw ValidationError("--cold-repeat takes 1 or more, got \(coldRepeat)") }
             if let jobs, jobs < 1 { throw ValidationError("--jobs takes 1 or more, got \(jobs)") }
+            if let against {
+                for name in ["p2plab", "p2plab-guest"] where !FileManager.default.isExecutableFile(atPath: AgainstCheckout(against).binary(name)) {
+                    throw ValidationError("--against \(against): no .build/debug/\(name) there; run swift build in it first")
+                }
+            }
             if !list && !render && chosen.isEmpty {
                 throw ValidationError("no measurement matches --only \(only.joined(separator: " ")) --skip \(skip.joined(separator: " ")); see --list")
             }
@@ -379,30 +389,59 @@ struct BenchSession {
             var bootSeconds: [Double] = []
             var suiteFailures = 0
             var problem: String?
+            // The other checkout's boots, one after each of ours (TCG only: that is where it is compared).
+            let other = accel == .tcg ? command.against.map(AgainstCheckout.init) : nil
+            var otherSamples: [Double] = []
+            var otherProblem: String?
+            // A suite that ran to its end took the time a user waits even if a check failed
+            // (exit 1); a crash, a timeout or a suite that could not start is no sample.
+            let finished = measurement == .warmCycleTrue ? [Int32(0)] : [0, 1, LabExit.skipped.rawValue]
             do {
                 let job: GuestJob = measurement == .warmCycleTrue ? .shell("true") : .invocation(suiteInvocation(kernel))
                 for index in 0...command.repetitions {
                     let directory = session.appendingPathComponent("\(measurement.rawValue)-\(accel.rawValue)-\(index)")
                     let outcome = try await benchPipeline.boot(kernel, machine: definition, accel: accel, job: job, directory: directory,
                                                                timeout: benchPipeline.setup.limits.suite)
-                    // A suite that ran to its end took the time a user waits even if a check failed
-                    // (exit 1); a crash, a timeout or a suite that could not start is no sample.
-                    let finished = measurement == .warmCycleTrue ? [Int32(0)] : [0, 1, LabExit.skipped.rawValue]
                     guard case .exited(let status) = outcome.kind, finished.contains(status) else {
                         problem = "cycle \(index) ended \(outcome.kind.name) (exit \(outcome.exitCode)); see \(directory.path)"
                         break
                     }
                     if status != 0 && index > 0 { suiteFailures += 1 }
+                    var line = String(format: "bench: %@ %@ cycle %d: %.2f s", measurement.rawValue, accel.rawValue, index, outcome.seconds)
+                    if let other, otherProblem == nil {
+                        let otherDirectory = session.appendingPathComponent("\(measurement.rawValue)-against-\(index)")
+                        do {
+                            var selftests: URL?
+                            if case .success(let dir)? = kernel.selftests { selftests = dir }
+                            let seconds = try await other.boot(measurement, bzImage: kernel.manifest.bzImage, module: kernel.module, selftests: selftests,
+                                                               invocation: suiteInvocation(kernel),
+                                                               finished: finished, directory: otherDirectory, limits: benchPipeline.setup.limits, runner: runner)
+                            if index > 0 { otherSamples.append(seconds) }
+                            line += String(format: "; --against %.2f s", seconds)
+                        } catch {
+                            otherProblem = "\(error)"
+                        }
+                    }
                     // The first boot only warms the page cache with the kernel, the binary and the libraries.
                     if index == 0 { continue }
                     samples.append(outcome.seconds)
                     if let ready = outcome.bootSeconds { bootSeconds.append(ready) }
-                    progressLine(String(format: "bench: %@ %@ cycle %d: %.2f s", measurement.rawValue, accel.rawValue, index, outcome.seconds))
+                    progressLine(line + "; load " + Self.loadAverage())
                 }
             } catch {
                 problem = "\(error)"
             }
             if problem != nil { samples = [] }
+            if let other {
+                let what = measurement == .warmCycleTrue ? "boot → true → poweroff" : "boot → full suite → poweroff"
+                let described = await other.described(runner: runner)
+                record(measurement, "against", GuestMeasurement(key: "\(measurement.rawValue).against", what: "\(measurement.summary), by \(described)",
+                                                               unit: .seconds, samples: otherProblem == nil ? otherSamples : [], problem: otherProblem))
+                add([BenchFigure.make(measurement, "\(what), series kernel, TCG, this checkout (\(ProjectPaths.version))", unit: .seconds,
+                                      samples: samples, problem: problem, comparedWith: "the same by \(described)",
+                                      baselineSamples: otherProblem == nil ? otherSamples : [], baselineProblem: otherProblem,
+                                      note: "alternating boot by boot, each side through its own p2plab boot, machine, init and guest binary")])
+            }
             var notes: [String] = []
             if !bootSeconds.isEmpty { notes.append("QEMU start → init ready: median \(BenchStatistics.significant(BenchStatistics.median(bootSeconds))) s") }
             if suiteFailures > 0 { notes.append("the suite reported a failed check in \(suiteFailures) of \(samples.count) cycles") }
@@ -640,4 +679,59 @@ struct BenchSession {
              LabFigures.coldBuild(lean: cpuSamples["lean"]!, defconfig: cpuSamples["defconfig"]!, problem: problem, defconfigProblem: problem,
                                   note: note + "; CPU time of every process the build ran, which other load on the machine does not inflate", cpu: true)])
     }
+}
+
+/// Another p2plab checkout that `bench --against` boots alternately with this one: through its own
+/// built `p2plab boot` (so its machine definition, init and kernel command line) and, for the suite,
+/// its own guest binary, on the same kernel, test module and selftests.
+struct AgainstCheckout: Sendable {
+    let root: URL
+
+    init(_ path: String) { root = URL(fileURLWithPath: path).standardizedFileURL }
+
+    func binary(_ name: String) -> String { root.appendingPathComponent(".build/debug/\(name)").path }
+
+    /// `DIR at COMMIT` (and "with uncommitted changes" when its tree is dirty).
+    func described(runner: Runner) async -> String {
+        let head = (try? await runner.capture(Command(["git", "-C", root.path, "rev-parse", "--short=12", "HEAD"]), timeout: LabLimits.standard.query))
+            .flatMap { $0.succeeded ? $0.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines) : nil }
+        let dirty = (try? await runner.capture(Command(["git", "-C", root.path, "status", "--porcelain", "--untracked-files=no"]), timeout: LabLimits.standard.query))
+            .map { $0.succeeded && !$0.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty } ?? false
+        return "the checkout \(root.path)" + (head.map { " at \($0)" } ?? "") + (dirty ? " with uncommitted changes" : "")
+    }
+
+    /// One boot of `measurement`'s job on `kernel`; returns QEMU's start → exit seconds from the
+    /// run's manifest (what this checkout's own boots report too).
+    func boot(_ measurement: BenchMeasurement, bzImage: String, module: URL?, selftests: URL?, invocation: GuestInvocation,
+              finished: [Int32], directory: URL, limits: LabLimits, runner: Runner, environment: [String: String] = [:]) async throws -> Double {
+        let run = RunDirectory(directory)
+        try FileManager.default.ensureDirectory(run.guest)
+        var arguments = [binary("p2plab"), "boot", "--accel", "tcg", "--kernel", bzImage, "--output", directory.path,
+                         "--timeout", String(limits.suite), "--env", "P2PLAB_ROOT=\(root.path)"]
+        if measurement == .warmCycleTrue {
+            arguments += ["--exec", "true"]
+        } else {
+            try invocation.write(into: run.guest)
+            var shared = [binary("p2plab-guest"), root.path]
+            if let module { shared.append(module.deletingLastPathComponent().path) }
+            if let selftests { shared.append(selftests.path) }
+            arguments += shared.flatMap { ["--share", $0] }
+            arguments += ["--exec", shellQuote([binary("p2plab-guest"), "check", "--invocation"]) + " \"$P2PLAB_RESULTS/\(GuestInvocation.fileName)\""]
+        }
+        let result = try await runner.capture(Command(arguments, in: root.path, environment: environment), timeout: limits.boot + limits.suite + 60)
+        guard let data = FileManager.default.contents(atPath: run.manifest.path),
+              let manifest = try? LabJSON.decoder.decode(LabMachine.Manifest.self, from: data) else {
+            let said = (result.standardOutput + "\n" + result.standardError).split(separator: "\n").suffix(3).joined(separator: " ")
+            throw BenchAgainstError(message: "\(binary("p2plab")) boot exited \(result.status) and wrote no manifest: \(said)")
+        }
+        guard manifest.outcome == "exited", let status = manifest.guestExitStatus, finished.contains(status) else {
+            throw BenchAgainstError(message: "its boot ended \(manifest.outcome) (guest exit \(manifest.guestExitStatus.map(String.init) ?? "-")); see \(directory.path)")
+        }
+        return manifest.seconds
+    }
+}
+
+struct BenchAgainstError: Error, CustomStringConvertible {
+    var message: String
+    var description: String { message }
 }

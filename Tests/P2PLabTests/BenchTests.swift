@@ -315,4 +315,41 @@ struct BenchGroupTests {
         #expect(BenchGroup.of(key: "regmr.dereg.4096") == .regMRLatency)
         #expect(BenchGroup.of(key: "rdma_write_bw.65536") == .rdmaWriteBandwidth)
     }
+
+    @Test("--against boots through the other checkout's p2plab boot and takes QEMU's seconds from its run manifest")
+    func againstCheckout() async throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("p2plab-against-\(getpid())")
+        defer { try? FileManager.default.removeItem(at: root) }
+        let bin = root.appendingPathComponent(".build/debug")
+        try FileManager.default.createDirectory(at: bin, withIntermediateDirectories: true)
+        // A stand-in for the other checkout's p2plab: records its arguments, writes the manifest a boot writes.
+        let script = """
+            #!/bin/sh
+            out=; prev=
+            for a in "$@"; do [ "$prev" = --output ] && out=$a; prev=$a; done
+            printf '%s\\n' "$@" > "$out/args"
+            status=${FAKE_STATUS:-0}
+            printf '{"accel":"tcg","accelNote":"","command":"true","ended":"2026-12-01T00:00:03Z","exitCode":0,"findings":[],"guestExitStatus":%s,"kernel":"k","machine":"lab","outcome":"exited","qemuStatus":"exit 0","seconds":2.75,"started":"2026-12-01T00:00:00Z"}' "$status" > "$out/manifest.json"
+            """
+        for name in ["p2plab", "p2plab-guest"] {
+            try script.write(to: bin.appendingPathComponent(name), atomically: true, encoding: .utf8)
+            try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: bin.appendingPathComponent(name).path)
+        }
+        let other = AgainstCheckout(root.path)
+        let run = root.appendingPathComponent("run")
+        let invocation = GuestInvocation(job: .suite(checks: []))
+        let seconds = try await other.boot(.warmCycleSuite, bzImage: "/k/bzImage", module: URL(fileURLWithPath: "/m/p2plab_test.ko"), selftests: nil,
+                                           invocation: invocation, finished: [0, 1], directory: run, limits: .standard, runner: Runner())
+        #expect(seconds == 2.75)
+        let args = try String(contentsOf: run.appendingPathComponent("args"), encoding: .utf8).split(separator: "\n").map(String.init)
+        #expect(args.starts(with: ["boot", "--accel", "tcg", "--kernel", "/k/bzImage"]))
+        #expect(args.contains("/m") && args.contains(other.binary("p2plab-guest")))
+        #expect(args.last?.hasPrefix(shellQuote([other.binary("p2plab-guest"), "check", "--invocation"])) == true)
+        #expect(FileManager.default.fileExists(atPath: run.appendingPathComponent("guest/\(GuestInvocation.fileName)").path))
+        // A guest that did not finish is no sample.
+        await #expect(throws: BenchAgainstError.self) {
+            _ = try await other.boot(.warmCycleTrue, bzImage: "/k/bzImage", module: nil, selftests: nil, invocation: invocation,
+                                     finished: [0], directory: run, limits: .standard, runner: Runner(), environment: ["FAKE_STATUS": "1"])
+        }
+    }
 }
