@@ -21,8 +21,7 @@ extension Suite {
             // path nor the rxe refusal: say why instead of failing.
             if let problem = device.p2pProblem { throw CheckSkip(problem) }
             let buffer = ctx.sysfs.allocatePath(provider.address)
-            for (index, tool) in perftestTools.enumerated() {
-                let pair = try perftestPair(ctx, tool: tool, device: device, buffer: buffer, port: 18610 + index, rec: rec)
+            for (tool, pair) in try perftestPairs(ctx, device: device, buffer: buffer, firstPort: 18610, rec: rec) {
                 let observed: Observation
                 if let result = pair.bandwidth {
                     observed = .succeeded
@@ -46,8 +45,7 @@ extension Suite {
                 throw CheckFailure("cannot create \(file)")
             }
             defer { try? FileManager.default.removeItem(atPath: file) }
-            for (index, tool) in perftestTools.enumerated() {
-                let pair = try perftestPair(ctx, tool: tool, device: device, buffer: file, port: 18620 + index, rec: rec)
+            for (tool, pair) in try perftestPairs(ctx, device: device, buffer: file, firstPort: 18620, rec: rec) {
                 let observed: Observation
                 if let result = pair.bandwidth {
                     observed = .succeeded
@@ -62,8 +60,39 @@ extension Suite {
         },
     ]
 
+    /// Runs every perftest tool's pair at once (each on its own port, buffer mapping and MR), since
+    /// under TCG each spends most of its time starting processes; their notes follow in tool order.
+    static func perftestPairs(
+        _ ctx: CheckContext, device: RDMADeviceInfo, buffer: String, firstPort: Int, rec: CheckRecorder
+    ) throws -> [(String, PerftestPair)] {
+        let results = PerftestResults(count: perftestTools.count)
+        DispatchQueue.concurrentPerform(iterations: perftestTools.count) { index in
+            results.set(index, Result { try perftestPair(ctx, tool: perftestTools[index], device: device, buffer: buffer, port: firstPort + index) })
+        }
+        var out: [(String, PerftestPair)] = []
+        for (index, tool) in perftestTools.enumerated() {
+            let pair = try results.get(index).get()
+            for line in pair.notes { rec.note(line) }
+            out.append((tool, pair))
+        }
+        return out
+    }
+
+    /// The pairs' outcomes, filled in from concurrent threads.
+    final class PerftestResults: @unchecked Sendable {
+        private let lock = NSLock()
+        private var slots: [Result<PerftestPair, any Error>?]
+        init(count: Int) { slots = Array(repeating: nil, count: count) }
+        func set(_ index: Int, _ result: Result<PerftestPair, any Error>) { lock.withLock { slots[index] = result } }
+        func get(_ index: Int) -> Result<PerftestPair, any Error> {
+            lock.withLock { slots[index] } ?? .failure(CheckFailure("\(perftestTools[index]) did not run"))
+        }
+    }
+
     /// What one perftest server/client pair did.
     struct PerftestPair {
+        /// What it ran and saw, for the check's diagnostics.
+        var notes: [String] = []
         var client: ProgramEnd
         var bandwidth: PerftestOutput?
         /// perftest said it could not register its buffer.
@@ -78,8 +107,9 @@ extension Suite {
     /// under strace (perftest does not print the errno). Both are bounded; the server, which waits
     /// for a client forever when the client gave up, is killed once the client is done.
     static func perftestPair(
-        _ ctx: CheckContext, tool: String, device: RDMADeviceInfo, buffer: String, port: Int, rec: CheckRecorder
+        _ ctx: CheckContext, tool: String, device: RDMADeviceInfo, buffer: String, port: Int
     ) throws -> PerftestPair {
+        var notes: [String] = []
         guard let path = which(tool) else { throw CheckSkip("\(tool) not found: apt-get install perftest") }
         guard let strace = which("strace") else { throw CheckSkip("strace not found: apt-get install strace (it shows the errno perftest does not print)") }
         var common = [path, "-d", device.name, "-s", "65536", "-n", "25", "-F", "--report_gbits", "--mmap=\(buffer)", "-p", String(port)]
@@ -91,11 +121,11 @@ extension Suite {
         let trace = scratch.appendingPathComponent("client.strace").path
 
         let server = try BoundedProcess(common, output: scratch.appendingPathComponent("server.log"))
-        rec.note("+ \(shellQuote(common)) &")
+        notes.append("+ \(shellQuote(common)) &")
         defer { _ = server.reap(grace: 0) }
         var client: (end: ProgramEnd, output: String)?
         let clientCommand = [strace, "-f", "-qq", "-e", "trace=ioctl,write", "-e", "status=failed", "-o", trace] + common + ["127.0.0.1"]
-        rec.note("+ \(shellQuote(clientCommand))")
+        notes.append("+ \(shellQuote(clientCommand))")
         // Under TCG the server takes a moment to listen: start the client once the server's port
         // is in LISTEN (or the server is gone), and retry only "couldn't connect".
         _ = waitUntil(seconds: 10) { server.finished || tcpListening(port: port) }
@@ -114,18 +144,19 @@ extension Suite {
         let serverEnd = server.wait(seconds: 10) ?? server.reap(grace: 2)
         let serverOutput = server.output
         let killed = server.wasKilled
-        rec.note("\(tool) client: \(client.end.description); server: \(killed ? "killed after the client ended (it was still waiting)" : serverEnd.description)")
+        notes.append("\(tool) client: \(client.end.description); server: \(killed ? "killed after the client ended (it was still waiting)" : serverEnd.description)")
         let said = (client.output + "\n" + serverOutput).split(whereSeparator: \.isNewline)
             .map { $0.trimmingCharacters(in: .whitespaces) }
             .filter { $0.contains("Couldn't") || $0.contains("failed") || $0.contains("Failed") || $0.contains("mmap buffer") }
-        for line in Array(NSOrderedSet(array: said)).prefix(8) { rec.note("\(tool): \(line)") }
+        for line in Array(NSOrderedSet(array: said)).prefix(8) { notes.append("\(tool): \(line)") }
         var pair = PerftestPair(client: client.end, mrRefused: false)
         if client.end.status == 0, !client.end.signaled { pair.bandwidth = PerftestOutput.parse(client.output) }
         let refusal = said.first { $0.contains("Couldn't allocate MR") || $0.lowercased().contains("failed to create mr") || $0.contains("ibv_reg_mr") }
         pair.mrRefused = refusal != nil
         pair.message = refusal ?? said.first
         pair.errno = uverbsErrno(strace: (try? String(contentsOfFile: trace, encoding: .utf8)) ?? "")
-        if pair.mrRefused, let errno = pair.errno { rec.note("\(tool): strace: the failing uverbs call returned \(errno.name)") }
+        if pair.mrRefused, let errno = pair.errno { notes.append("\(tool): strace: the failing uverbs call returned \(errno.name)") }
+        pair.notes = notes
         return pair
     }
 
