@@ -435,9 +435,10 @@ struct BenchSession {
             if let other {
                 let what = measurement == .warmCycleTrue ? "boot → true → poweroff" : "boot → full suite → poweroff"
                 let described = await other.described(runner: runner)
+                let this = await AgainstCheckout(root.path).described(runner: runner)
                 record(measurement, "against", GuestMeasurement(key: "\(measurement.rawValue).against", what: "\(measurement.summary), by \(described)",
                                                                unit: .seconds, samples: otherProblem == nil ? otherSamples : [], problem: otherProblem))
-                add([BenchFigure.make(measurement, "\(what), series kernel, TCG, this checkout (\(ProjectPaths.version))", unit: .seconds,
+                add([BenchFigure.make(measurement, "\(what), series kernel, TCG, \(this)", unit: .seconds,
                                       samples: samples, problem: problem, comparedWith: "the same by \(described)",
                                       baselineSamples: otherProblem == nil ? otherSamples : [], baselineProblem: otherProblem,
                                       note: "alternating boot by boot, each side through its own p2plab boot, machine, init and guest binary")])
