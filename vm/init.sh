@@ -10,14 +10,17 @@ export PATH HOME=/root TERM=@TERM@ P2PLAB_GUEST=1 P2PLAB_RESULTS=/run/p2plab/res
 @ENVIRONMENT@
 say() { echo "p2plab-init: $*"; }
 
+# eth0 got 10.0.2.15 (QEMU's user network) and came up from the kernel's ip= argument;
+# soft-RoCE goes on top of it. A failure is left for the checks to report. rdma needs netlink and
+# eth0, none of the mounts, so it starts beside mount: under TCG both wait on loading over 9p.
+@RXE@ &
+rxe=$!
+
 # Everything in the fstab p2plab wrote beside this script (from vm/fstab): proc, sys, dev, debugfs,
 # tmpfs on the directories that must be writable, and the results share. libmount reads the
 # whole table before mounting, so a run directory under /tmp is no problem.
 mount -a -T @FSTAB@
-
-# eth0 got 10.0.2.15 (QEMU's user network) and came up from the kernel's ip= argument;
-# soft-RoCE goes on top of it. A failure is left for the checks to report.
-@RXE@
+wait "$rxe"
 
 read -r release </proc/sys/kernel/osrelease
 # The host waits for this line: from here on its command timeout applies, not the boot timeout.
