@@ -71,9 +71,15 @@ public struct CheckInfo: Sendable, Hashable {
     /// kernel with `reference`'s effects does (the whole series under test): every operation must
     /// do what it does there, WARNINGs included. A change with no known effect on code the check
     /// depends on leaves it unpredicted.
-    public func prediction(on kernel: KernelEffects, reference: KernelEffects, device: DeviceKind = .virtualDMA) -> Prediction {
+    ///
+    /// With `panicOnWarn` (the kernel booted with panic_on_warn=1), a check that makes `kernel` print
+    /// a WARNING (any of its operations' outcomes carries one) is predicted to crash.
+    public func prediction(on kernel: KernelEffects, reference: KernelEffects, device: DeviceKind = .virtualDMA, panicOnWarn: Bool = false) -> Prediction {
         let unknown = affected(by: kernel.unknown + reference.unknown.filter { !kernel.unknown.contains($0) })
         if !unknown.isEmpty { return .notPredicted(because: unknown) }
+        if panicOnWarn, operations.contains(where: { ExpectationTable.expectation(for: $0, device: device)?.outcome(on: kernel).warning != nil }) {
+            return .crash
+        }
         let same = operations.allSatisfy { operation in
             guard let row = ExpectationTable.expectation(for: operation, device: device) else { return true }
             return row.outcome(on: kernel) == row.outcome(on: reference)
@@ -86,22 +92,36 @@ public struct CheckInfo: Sendable, Hashable {
 public enum Prediction: Sendable, Hashable, CustomStringConvertible {
     case pass
     case fail
+    /// The kernel WARNs doing what the check does, and runs with panic_on_warn=1: the check is CRASHED.
+    case crash
     /// A change with no known effect touches code the check depends on.
     case notPredicted(because: [UnknownChange])
+
+    /// Whether a check that ended with `status` (`pass`, `fail`, `crashed`, … as TestStatus names
+    /// them) did what this predicts: nil when there is nothing to compare.
+    public func agrees(withStatus status: String) -> Bool? {
+        switch self {
+        case .pass: status == "pass"
+        case .fail: status != "pass"
+        case .crash: status == "crashed"
+        case .notPredicted: nil
+        }
+    }
 
     public var description: String {
         switch self {
         case .pass: "pass"
         case .fail: "fail"
+        case .crash: "CRASHED"
         case .notPredicted: "not predicted"
         }
     }
 
-    /// true/false for pass/fail, nil when not predicted.
+    /// true for pass, false for fail or a crash, nil when not predicted.
     public var passes: Bool? {
         switch self {
         case .pass: true
-        case .fail: false
+        case .fail, .crash: false
         case .notPredicted: nil
         }
     }

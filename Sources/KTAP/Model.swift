@@ -190,6 +190,8 @@ public struct RunMetadata: Sendable, Equatable, Codable, ExpressibleByDictionary
         public static let accel = "accel"
         public static let qemuCommandLine = "qemu_command_line"
         public static let p2plabVersion = "p2plab_version"
+        /// "1" when the kernel ran with panic_on_warn=1.
+        public static let panicOnWarn = "panic_on_warn"
     }
 
     public struct Entry: Sendable, Equatable {

@@ -9,7 +9,8 @@ extension VariantPipeline {
     /// whose guest runs the torture `plan` instead of the suite; the guest's command may take the
     /// plan's duration plus `LabLimits.tortureGrace`. The summary is nil when the guest wrote none.
     public func torture(_ recipe: KernelRecipe, _ selection: PatchSelection, plan: TorturePlan, machine: MachineDefinition,
-                        accel: AccelChoice, expect: String?, prelude: String?, directory: URL) async -> (VariantResult, TortureSummary?) {
+                        accel: AccelChoice, expect: String?, prelude: String?, directory: URL,
+                        panicOnWarn: Bool = false) async -> (VariantResult, TortureSummary?) {
         let start = Date()
         let label = selection.label
         var result = VariantResult(label: label, selection: selection, runDirectory: directory)
@@ -24,7 +25,8 @@ extension VariantPipeline {
             progress("[\(label)] boot \(manifest.kernelRelease) on \(machine.name) (\(accel.rawValue)), torture for \(TorturePlan.number(plan.duration)) s with seed \(plan.seed)")
             let timeout = plan.duration + setup.limits.tortureGrace
             let outcome = try await boot(
-                kernel, machine: machine, accel: accel, job: .invocation(invocation), directory: directory, timeout: timeout, prelude: prelude
+                kernel, machine: machine, accel: accel, job: .invocation(invocation), directory: directory, timeout: timeout, prelude: prelude,
+                kernelArguments: panicOnWarn ? ["panic_on_warn=1"] : []
             ) { [progress] line in
                 let text = line.text.trimmingCharacters(in: .whitespacesAndNewlines)
                 if text.hasPrefix("ok ") || text.hasPrefix("not ok ") { progress("[\(label)] \(text)") }

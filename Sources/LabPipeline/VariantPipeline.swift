@@ -137,6 +137,9 @@ public struct VariantResult: Sendable {
         return nil
     }
 
+    /// The kernel ran with panic_on_warn=1 (`--panic-on-warn`): a check that WARNs is CRASHED.
+    public var panicOnWarn: Bool { run?.metadata[RunMetadata.Keys.panicOnWarn] == "1" }
+
     /// The variant's patches do not apply (one of them needs a patch the selection leaves out).
     public var doesNotApply: Bool { problemExit == .patchDoesNotApply }
 
@@ -281,8 +284,9 @@ public struct VariantPipeline: Sendable {
                     result.problemExit = LabExit(rawValue: outcome.exitCode)
                 }
                 let checks = bootNumber == 1 ? suite.expectedNames : invocation.job.checks
-                let parsed = Self.results(of: outcome, expectedNames: checks,
-                                          metadata: metadata(manifest: manifest, outcome: outcome, machine: suite.machine))
+                var bootMetadata = metadata(manifest: manifest, outcome: outcome, machine: suite.machine)
+                if suite.panicOnWarn { bootMetadata[RunMetadata.Keys.panicOnWarn] = "1" }
+                let parsed = Self.results(of: outcome, expectedNames: checks, metadata: bootMetadata)
                 let console = (try? String(contentsOf: outcome.console, encoding: .utf8)) ?? ""
                 let next = isolation.take(CrashIsolation.Boot(
                     checks: checks, run: parsed, console: console, kind: outcome.kind,

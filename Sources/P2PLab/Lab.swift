@@ -32,7 +32,7 @@ struct LabOptions: ParsableArguments {
     @Flag(help: "After a check crashes or hangs the kernel, stop: the checks left are NOT RUN (default: boot again and go on with them).")
     var stopOnCrash = false
 
-    @Option(help: ArgumentHelp("Boots after the first when checks crash the kernel, before the run stops (default \(LabLimits.standard.reboots)).", valueName: "N"))
+    @Option(help: ArgumentHelp("Boots after the first when checks crash the kernel, before the run stops (default \(LabLimits.standard.reboots); with --panic-on-warn, one per check).", valueName: "N"))
     var maxReboots: Int?
 
     @Flag(help: "Boot with panic_on_warn=1: a WARNING panics the kernel, and the check that made it is CRASHED.")
@@ -66,7 +66,12 @@ struct LabOptions: ParsableArguments {
         limits.suite = timeout
         limits.boot = bootTimeout
         limits.check = checkTimeout
-        if let maxReboots { limits.reboots = maxReboots }
+        if let maxReboots {
+            limits.reboots = maxReboots
+        } else if panicOnWarn {
+            // Every check that WARNs crashes on purpose: one boot each must not end the run early.
+            limits.reboots = max(limits.reboots, SuiteCatalog.select(filters: checks).count)
+        }
         return limits
     }
 }

@@ -260,24 +260,28 @@ struct Matrix {
         return ("verdict: PASS: the series passes every check (\(series.run?.counts.phrase ?? "no results")); it changes \(changed.count): \(changed.joined(separator: ", "))", LabExit.success.rawValue)
     }
 
-    /// What the expectation table predicts for `name` on `selection`: nil when there is nothing to
-    /// predict (a check the catalog does not know), `.notPredicted` when a patch of no known effect
-    /// touches code the check depends on.
-    func prediction(_ name: String, _ selection: PatchSelection) -> Prediction? {
+    /// What the expectation table predicts for `name` on `result`'s variant: nil when there is
+    /// nothing to predict (a check the catalog does not know), `.notPredicted` when a patch of no
+    /// known effect touches code the check depends on, `.crash` for a check that WARNs on a kernel
+    /// booted with panic_on_warn=1.
+    func prediction(_ name: String, _ result: VariantResult) -> Prediction? {
         guard let identity, let check = SuiteCatalog.check(named: name) else { return nil }
-        return check.prediction(on: identity.kernel(selection), reference: identity.reference)
+        return check.prediction(on: identity.kernel(result.selection), reference: identity.reference, panicOnWarn: result.panicOnWarn)
     }
 
-    /// Whether the check is predicted to pass (nil: no prediction, or not predicted).
-    func predicted(_ name: String, _ selection: PatchSelection) -> Bool? {
-        prediction(name, selection)?.passes
+    /// The prediction and whether the cell agrees with it (nil: skipped, not run, not predicted,
+    /// or could not test).
+    func agreement(_ name: String, _ result: VariantResult) -> (want: Prediction, agrees: Bool)? {
+        guard result.problem == nil, let test = result.status(of: name), test.status != .skip, test.status != .notRun,
+              let want = prediction(name, result), let agrees = want.agrees(withStatus: test.status.rawValue) else { return nil }
+        return (want, agrees)
     }
 
     /// Cells no prediction covers because of a patch with no known effect, as `check on variant`.
     func unpredicted() -> [String] {
         names.flatMap { name in
             results.compactMap { result -> String? in
-                guard result.status(of: name) != nil, case .notPredicted(let changes)? = prediction(name, result.selection) else { return nil }
+                guard result.status(of: name) != nil, case .notPredicted(let changes)? = prediction(name, result) else { return nil }
                 return "\(name) on \(result.label): not predicted (\(changes.map(\.patch).joined(separator: "; ")))"
             }
         }
@@ -287,9 +291,9 @@ struct Matrix {
         let rows = names.map { name -> [String] in
             [name] + results.map { result in
                 let c = cell(result, name)
-                if result.problem == nil, case .notPredicted? = prediction(name, result.selection) { return c + " (not predicted)" }
-                guard let want = predicted(name, result.selection), let got = passed(result, name) else { return c }
-                return want == got ? c : c + " (expected \(want ? "pass" : "fail"))"
+                if result.problem == nil, case .notPredicted? = prediction(name, result) { return c + " (not predicted)" }
+                guard let (want, agrees) = agreement(name, result), !agrees else { return c }
+                return c + " (expected \(want))"
             }
         }
         return table(["check"] + results.map(\.label), rows)
@@ -299,8 +303,8 @@ struct Matrix {
     func mismatches() -> [String] {
         names.flatMap { name in
             results.compactMap { result -> String? in
-                guard let want = predicted(name, result.selection), let got = passed(result, name), want != got else { return nil }
-                return "\(name) on \(result.label): expected \(want ? "pass" : "fail"), got \(cell(result, name))"
+                guard let (want, agrees) = agreement(name, result), !agrees else { return nil }
+                return "\(name) on \(result.label): expected \(want), got \(cell(result, name))"
             }
         }
     }

@@ -65,7 +65,8 @@ extension P2PLabCommand {
             progressLine("torture: seed \(plan.seed), \(plan.workers) workers, \(TorturePlan.number(plan.duration)) s")
             let (result, summary) = await session.pipeline.torture(
                 session.recipe, build.selection, plan: plan, machine: session.suite.machine, accel: session.suite.accel,
-                expect: session.suite.expect, prelude: session.suite.prelude, directory: directory)
+                expect: session.suite.expect, prelude: session.suite.prelude, directory: directory,
+                panicOnWarn: session.suite.panicOnWarn)
             try? session.writeReproduce(["torture"] + plan.arguments + variant, into: directory)
             session.writeRecord(result, into: directory)
             let report = TortureReport(plan: plan, result: result, summary: summary, variantArguments: variant)

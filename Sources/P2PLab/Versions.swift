@@ -29,7 +29,8 @@ struct VersionMatrix {
 
     /// What the table predicts for `name` on `run`'s kernel (nil: a check the catalog does not know).
     func prediction(_ name: String, _ run: VersionRun) -> Prediction? {
-        SuiteCatalog.check(named: name)?.prediction(on: run.identity.reference, reference: run.identity.reference)
+        SuiteCatalog.check(named: name)?.prediction(
+            on: run.identity.reference, reference: run.identity.reference, panicOnWarn: run.result.panicOnWarn)
     }
 
     /// `pass EINVAL+WARN`, `pass slow path`, `FAIL EFAULT`, `skip`, `CRASHED`, `n/a` (could not test).
@@ -59,6 +60,13 @@ struct VersionMatrix {
         return parts.joined(separator: " ")
     }
 
+    /// The prediction and whether the cell agrees with it (nil: nothing to compare).
+    func agreement(_ name: String, _ run: VersionRun) -> (want: Prediction, agrees: Bool)? {
+        guard run.result.problem == nil, let test = run.result.status(of: name), test.status != .skip, test.status != .notRun,
+              let want = prediction(name, run), let agrees = want.agrees(withStatus: test.status.rawValue) else { return nil }
+        return (want, agrees)
+    }
+
     /// Whether the check passed (nil: skipped, not run, or the version could not be tested).
     func passed(_ run: VersionRun, _ name: String) -> Bool? {
         guard run.result.problem == nil, let test = run.result.status(of: name), test.status != .skip else { return nil }
@@ -69,8 +77,8 @@ struct VersionMatrix {
         let rows = names.map { name -> [String] in
             [name] + runs.map { run in
                 let c = cell(run, name)
-                guard let want = prediction(name, run)?.passes, let got = passed(run, name), want != got else { return c }
-                return c + " (expected \(want ? "pass" : "fail"))"
+                guard let (want, agrees) = agreement(name, run), !agrees else { return c }
+                return c + " (expected \(want))"
             }
         }
         return ColumnTable(headers: ["check"] + runs.map(\.name), rows: rows).text
@@ -80,8 +88,8 @@ struct VersionMatrix {
     func mismatches() -> [String] {
         names.flatMap { name in
             runs.compactMap { run -> String? in
-                guard let want = prediction(name, run)?.passes, let got = passed(run, name), want != got else { return nil }
-                return "\(name) on \(run.name): expected \(want ? "pass" : "fail"), got \(cell(run, name))"
+                guard let (want, agrees) = agreement(name, run), !agrees else { return nil }
+                return "\(name) on \(run.name): expected \(want), got \(cell(run, name))"
             }
         }
     }

@@ -381,3 +381,23 @@ struct CrashIsolationEndToEndTests {
         }
     }
 }
+
+/// decode_stacktrace.sh against a kernel with line tables: a cold build of another config, so opt-in.
+@Suite("End to end: a crash decoded to file:line (opt-in: P2PLAB_E2E_DECODE=1, a cold build)", .serialized,
+       .enabled(if: endToEnd && ProcessInfo.processInfo.environment["P2PLAB_E2E_DECODE"] == "1",
+                "set P2PLAB_E2E_DECODE=1 too: it builds the lab kernel with reduced DWARF (a cold build)"))
+struct DecodeEndToEndTests {
+    @Test("control.oops on a kernel with DEBUG_INFO_REDUCED: its trace names p2plab_test.c with a line, the table shows it", .timeLimit(.minutes(40)))
+    func decodedWithLines() throws {
+        let out = try tempDirectory("decode")
+        let fragment = repoRoot.appendingPathComponent("Tests/P2PLabTests/Fixtures/debuginfo.config").path
+        let result = try p2plab(["test", "--config", fragment, "--check", "control.oops,env.module", "--accel", "tcg", "--output", out.path])
+        #expect(result.status == 7, "exit \(result.status)")
+        let run = try loadRun(out)
+        let oops = try #require(run.tests.first { $0.name == "control.oops" })
+        #expect(oops.status == .crashed)
+        #expect(oops.traceSummary?.contains("p2plab_test.c:") == true, "\(oops.trace)")
+        #expect(!run.diagnostics.contains { $0.hasPrefix("no line info:") })
+        #expect(run.tests.first { $0.name == "env.module" }?.status == .pass)
+    }
+}

@@ -273,3 +273,48 @@ struct StabilityTests {
         #expect(variant(.full, passing).exitCode == 0)
     }
 }
+
+/// `--panic-on-warn`: a check whose operations WARN on the kernel under test is predicted CRASHED.
+@Suite("panic_on_warn predictions follow content")
+struct PanicOnWarnPredictionTests {
+    func prediction(_ name: String, on kernel: KernelEffects, reference: KernelEffects) -> Prediction? {
+        SuiteCatalog.check(named: name)?.prediction(on: kernel, reference: reference, panicOnWarn: true)
+    }
+
+    @Test("the rows that require a WARN crash: v3+ page_mkwrite, v5 ->close, the baseline's LONGTERM|P2PDMA; the rest are as without it")
+    func rows() {
+        for version in [SeriesVersion.v3, .v4, .v5] {
+            #expect(prediction("kernfs.page_mkwrite_attribute", on: version.effects, reference: version.effects) == .crash, "\(version.name)")
+        }
+        #expect(prediction("kernfs.page_mkwrite_attribute", on: SeriesVersion.v2.effects, reference: SeriesVersion.v2.effects) == .pass)
+        #expect(prediction("kernfs.close_attribute", on: SeriesVersion.v5.effects, reference: SeriesVersion.v5.effects) == .crash)
+        #expect(prediction("kernfs.close_attribute", on: SeriesVersion.v4.effects, reference: SeriesVersion.v4.effects) == .pass)
+        #expect(prediction("pin.longterm_p2pdma.fast", on: .baseline, reference: SeriesVersion.v2.effects) == .crash)
+        #expect(prediction("pin.longterm_p2pdma.fast", on: SeriesVersion.v2.effects, reference: SeriesVersion.v2.effects) == .pass)
+        #expect(prediction("regmr.p2pmem", on: .baseline, reference: SeriesVersion.v2.effects) == .fail)
+        // Without the flag nothing is predicted to crash.
+        #expect(SuiteCatalog.check(named: "kernfs.close_attribute")?.prediction(on: SeriesVersion.v5.effects, reference: SeriesVersion.v5.effects) == .pass)
+    }
+
+    @Test("an ablation cell CRASHED where the table predicts a crash agrees; a PASS there does not")
+    func ablationCells() {
+        var crashed = variant(.baseline, """
+            KTAP version 1
+            1..2
+            # errno: EFAULT
+            not ok 1 regmr.p2pmem
+            not ok 2 pin.longterm_p2pdma.fast # ERROR CRASHED: Kernel panic - not syncing: kernel: panic_on_warn set ...
+            """)
+        crashed.run?.metadata[RunMetadata.Keys.panicOnWarn] = "1"
+        #expect(crashed.panicOnWarn)
+        let m = Matrix(results: [crashed], identity: v2Identity)
+        #expect(m.mismatches().isEmpty, "\(m.mismatches())")
+        var passed = variant(.baseline, """
+            KTAP version 1
+            1..1
+            ok 1 pin.longterm_p2pdma.fast
+            """)
+        passed.run?.metadata[RunMetadata.Keys.panicOnWarn] = "1"
+        #expect(Matrix(results: [passed], identity: v2Identity).mismatches() == ["pin.longterm_p2pdma.fast on baseline: expected CRASHED, got pass"])
+    }
+}
