@@ -318,3 +318,21 @@ struct PanicOnWarnPredictionTests {
         #expect(Matrix(results: [passed], identity: v2Identity).mismatches() == ["pin.longterm_p2pdma.fast on baseline: expected CRASHED, got pass"])
     }
 }
+
+@Suite("bisect and a crash")
+struct BisectCrashTests {
+    @Test("a chosen check that crashed is bad (git bisect run gets 1, never the 7 of test or 125), even when the others ran after a reboot")
+    func crashedIsBad() {
+        let run = variant(.full, """
+            KTAP version 1
+            1..2
+            not ok 1 regmr.p2pmem # ERROR CRASHED: Kernel panic - not syncing: Fatal exception
+            ok 2 regmr.anon
+            """)
+        #expect(run.exitCode == 7)
+        let (verdict, why) = StepVerdict.of(run, checks: ["regmr.*"])
+        #expect(verdict == .bad)
+        #expect(why.hasPrefix("regmr.p2pmem CRASHED"))
+        #expect(StepVerdict.gitBisectRunExit(verdict, run) == 1)
+    }
+}
