@@ -78,6 +78,11 @@ public enum KernelOperation: Sendable, Hashable, CustomStringConvertible {
     case hungTaskReportsUnbind
     /// `remove` through sysfs waits for a held umem, then the device goes away; a rescan brings it back.
     case removeWaitsForUmem
+    /// A hot-unplug from QEMU's monitor (`device_del`) waits in the guest's pciehp for a held umem;
+    /// after the release QEMU deletes the device, and `device_add` brings it and its p2pmem back.
+    case hotUnplugWaitsForUmem
+    /// The same hot-unplug with nothing pinned completes, and the device comes back.
+    case hotUnplugUnpinned
     /// A held long-term pin's pages are not handed out again after munmap until it is released.
     case poolNotReusedWhilePinned
     /// fork() of a long-term pinned shared p2pmem mapping: the child maps the same pages (no COW);
@@ -112,6 +117,8 @@ public enum KernelOperation: Sendable, Hashable, CustomStringConvertible {
         case .unbindCompletesWhenHolderKilled: "unbind completes when the holder is killed"
         case .hungTaskReportsUnbind: "hung-task detector reports the unbind"
         case .removeWaitsForUmem: "sysfs remove waits for a held umem"
+        case .hotUnplugWaitsForUmem: "device_del hot-unplug waits for a held umem"
+        case .hotUnplugUnpinned: "device_del hot-unplug with nothing pinned"
         case .poolNotReusedWhilePinned: "pinned p2pmem not reused after munmap"
         case .forkSharesPinnedPages: "fork shares pinned p2pmem pages"
         case .remapWhilePinned: "mremap/munmap of pinned p2pmem"
@@ -150,8 +157,9 @@ public enum KernelOperation: Sendable, Hashable, CustomStringConvertible {
         case .gupTestLongtermP2PDMA: return p2pmem + ["mm/gup_test.c"]
         case .unbindWaitsForPin: return p2pmem + ["drivers/nvme/", "drivers/pci/"]
         case .exitReleases: return p2pmem + ["drivers/infiniband/", "kernel/exit.c"]
-        case .unbindWaitsForUmem, .unbindCompletesWhenHolderKilled, .removeWaitsForUmem:
+        case .unbindWaitsForUmem, .unbindCompletesWhenHolderKilled, .removeWaitsForUmem, .hotUnplugWaitsForUmem:
             return p2pmem + ["drivers/infiniband/core/umem.c", "include/rdma/", "drivers/nvme/", "drivers/pci/", "drivers/base/"]
+        case .hotUnplugUnpinned: return p2pmem + ["drivers/nvme/", "drivers/pci/", "drivers/base/"]
         case .hungTaskReportsUnbind:
             return p2pmem + ["drivers/infiniband/core/umem.c", "include/rdma/", "drivers/nvme/", "drivers/pci/", "kernel/hung_task.c"]
         case .poolNotReusedWhilePinned: return p2pmem + ["lib/genalloc.c"]
@@ -528,6 +536,12 @@ public enum ExpectationTable {
         Expectation(
             operation: .removeWaitsForUmem, device: nil, rules: umemRules,
             why: "remove releases the driver the same way unbind does"),
+        Expectation(
+            operation: .hotUnplugWaitsForUmem, device: nil, rules: umemRules,
+            why: "pciehp removes the slot's device as remove does, so memunmap_pages() waits for the held umem; QEMU deletes the device only once the guest has powered the slot off"),
+        Expectation(
+            operation: .hotUnplugUnpinned, device: nil, rules: [rule([], .succeeds)],
+            why: "with nothing pinned, pciehp powers the slot off after its 5 s attention-button delay and QEMU deletes the device; the series changes nothing here"),
         Expectation(
             operation: .poolNotReusedWhilePinned, device: nil, rules: longtermReadOnlyRules,
             why: "a pinned page's refcount keeps it out of p2pdma_page_free(), so gen_pool never gets it back"),

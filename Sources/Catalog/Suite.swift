@@ -277,6 +277,12 @@ public enum SuiteCatalog {
             "teardown.mprotect_while_pinned",
             "p2pmem mapped PROT_READ with a P2PDMA pin held, then mprotect()ed writable: a CPU write completes and ib_umem_get() pins it writable long-term (while kernfs has page_mkwrite the write faults forever and GUP says EFAULT)",
             operations: [.pin(.p2pmem, [.p2pdma]), .cpuWriteAfterMprotect, .umemGetAfterMprotect], requires: [.module, .provider]),
+        // Last: it takes the provider away and brings it back, so a failure to bring it back costs no other check.
+        CheckInfo(
+            "teardown.hot_unplug_while_pinned",
+            "in the lab machine, with an MR's umem on p2pmem, a hot-unplug of the NVMe from QEMU's monitor (device_del) starts the guest's PCIe hotplug removal, which waits in memunmap_pages with no DEVICE_DELETED and no oops; after the release the device goes away and QEMU reports DEVICE_DELETED, and device_add brings the NVMe and its p2pmem back; where no umem can be held, the same hot-unplug with nothing pinned must complete; the waits are reported",
+            operations: [.umemGet(writable: true), .hotUnplugWaitsForUmem, .hotUnplugUnpinned], requires: [.module, .provider],
+            code: ["drivers/pci/hotplug/"]),
     ]
 
     /// selftest.gup_test's operations: gup_test -L/-a with and without FOLL_PCI_P2PDMA (FOLL_WRITE

@@ -5,7 +5,7 @@ public enum Suite {
     /// Every body, by name.
     static let bodies: [String: CheckDefinition] = {
         let all = envChecks + regMRChecks + pinChecks + umemChecks + kernfsChecks + fsChecks + oracleChecks
-            + selftestChecks + perftestChecks + lifecycleChecks + teardownChecks + controlChecks
+            + selftestChecks + perftestChecks + lifecycleChecks + teardownChecks + hotplugChecks + controlChecks
         return Dictionary(all.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
     }()
 

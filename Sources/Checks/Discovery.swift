@@ -1,5 +1,6 @@
 import Catalog
 import Foundation
+import LabSupport
 
 #if canImport(Glibc)
 import Glibc
@@ -21,11 +22,14 @@ public struct SuiteOptions: Sendable {
     public var selftests: String?
     /// Why there are none (the host could not build them).
     public var selftestsProblem: String?
+    /// The lab machine's host (from the invocation); nil on real hardware.
+    public var host: HostLink?
 
     public init(
         device: String? = nil, provider: PCIAddress? = nil, modulePath: String? = nil, sysfs: Sysfs = Sysfs(),
-        debugfs: String = "/sys/kernel/debug", selftests: String? = nil, selftestsProblem: String? = nil
+        debugfs: String = "/sys/kernel/debug", selftests: String? = nil, selftestsProblem: String? = nil, host: HostLink? = nil
     ) {
+        self.host = host
         self.selftests = selftests
         self.selftestsProblem = selftestsProblem
         self.device = device
@@ -115,7 +119,7 @@ public enum Discovery {
             selftestsProblem: options.selftestsProblem ?? (options.selftests == nil
                 ? "no kernel selftests given: pass --selftests DIR with gup_longterm and gup_test built from this kernel's tree (p2plab test does)"
                 : nil),
-            log: log)
+            host: options.host, log: log)
     }
 
     /// Run-level diagnostics for the top of the KTAP output: kernel, provider, device, module.

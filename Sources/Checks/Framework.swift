@@ -1,6 +1,7 @@
 import Catalog
 import Foundation
 import KTAP
+import LabSupport
 
 /// Thrown from a check to skip it with a reason that says what to fix.
 public struct CheckSkip: Error, CustomStringConvertible, Sendable {
@@ -120,6 +121,21 @@ public final class CheckRecorder: @unchecked Sendable {
     }
 }
 
+/// The host of the lab machine as a check sees it: the request channel and the devices it can
+/// unplug and plug again.
+public struct HostLink: Sendable {
+    public var channel: HostChannel
+    public var devices: [HostDevice]
+    /// How long the host's monitor and a hot-plug may take (`qmp`, `hotplug`).
+    public var limits: LabLimits
+
+    public init(channel: HostChannel, devices: [HostDevice], limits: LabLimits = .standard) {
+        self.channel = channel
+        self.devices = devices
+        self.limits = limits
+    }
+}
+
 /// Everything a check may use; built once per run.
 public final class CheckContext: @unchecked Sendable {
     public let sysfs: Sysfs
@@ -146,13 +162,18 @@ public final class CheckContext: @unchecked Sendable {
     public let log: @Sendable (String) -> Void
     /// The kernel the checks assert (see `CheckRecorder.reference`).
     public let reference: KernelEffects
+    /// The lab machine's host, which can unplug and plug devices while a check runs; nil on real
+    /// hardware (no QEMU monitor).
+    public let host: HostLink?
 
     public init(
         sysfs: Sysfs, debugfs: String = "/sys/kernel/debug", provider: P2PMemProvider?, providerProblem: String?,
         rdma: RDMADeviceInfo?, rdmaProblem: String?, module: TestModule?, moduleProblem: String?,
         holderCommand: [String]? = nil, reference: KernelEffects = SeriesVersion.defaultVersion.effects,
-        selftests: String? = nil, selftestsProblem: String? = nil, log: @escaping @Sendable (String) -> Void = { _ in }
+        selftests: String? = nil, selftestsProblem: String? = nil, host: HostLink? = nil,
+        log: @escaping @Sendable (String) -> Void = { _ in }
     ) {
+        self.host = host
         self.selftests = selftests
         self.selftestsProblem = selftestsProblem
         self.reference = reference

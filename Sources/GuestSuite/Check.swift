@@ -85,12 +85,17 @@ extension GuestCommand {
             var filters = self.filters, timeout = self.timeout, results = self.results, module = self.module
             var device = self.device, provider = self.provider, reference = self.reference
             var selftests = self.selftests, selftestsProblem = self.selftestsProblem
+            var host: HostLink?
             if let invocation {
                 let file = URL(fileURLWithPath: invocation)
                 let request = try GuestInvocation.read(from: file)
                 (timeout, results, module) = (request.limits.check, file.deletingLastPathComponent().path, request.module)
                 (device, provider) = (request.device, request.provider)
                 (selftests, selftestsProblem) = (request.selftests, request.selftestsProblem)
+                if let access = request.host {
+                    let channel = HostChannel(directory: file.deletingLastPathComponent().appendingPathComponent(access.channel))
+                    host = HostLink(channel: channel, devices: access.devices, limits: request.limits)
+                }
                 if let expect = request.expect {
                     guard let named = Self.reference(expect) else { throw ValidationError("the invocation's expect \(expect) names no version or effects") }
                     reference = named
@@ -120,7 +125,7 @@ extension GuestCommand {
             let sink = try KTAPSink(resultsDirectory: results)
             let options = SuiteOptions(
                 device: device, provider: provider.flatMap(PCIAddress.init), modulePath: await modulePath(module),
-                selftests: selftests, selftestsProblem: selftestsProblem)
+                selftests: selftests, selftestsProblem: selftestsProblem, host: host)
             let context = Discovery.context(options: options, holderCommand: holderCommand(), reference: reference ?? .baseline)
             let runner = SuiteRunner(checks: selected, context: context, kernelLog: KmsgLog(), timeout: timeout) { sink.line($0) }
             let exit = runner.run(preamble: Discovery.preamble(context))

@@ -51,6 +51,11 @@ public struct QEMUCommandLine: Sendable, Equatable {
         add("-no-user-config")
         add("-display", "none")
         add("-no-reboot")
+        if type.hasPrefix("q35") {
+            // q35's ACPI hot-plug (QEMU 6.1+) keeps native PCIe hot-plug from the OS (_OSC), so the
+            // guest's pciehp would drive no port, and ACPI reaches no slot behind a switch.
+            add("-global", "ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off")
+        }
     }
 
     /// Boots a kernel directly, without a disk image.

@@ -107,10 +107,12 @@ struct ExpectationTableTests {
         ]
         let longtermPinners = ["teardown.no_reuse_while_pinned", "teardown.fork_while_pinned", "teardown.remap_while_pinned"]
         let mprotect = "teardown.mprotect_while_pinned"
+        // It holds a umem too, and comes last (it takes the provider away and brings it back).
+        let hotUnplug = "teardown.hot_unplug_while_pinned"
         let longterm = [
             "pin.longterm_p2pdma.fast", "pin.longterm_p2pdma.slow", "pin.fast_path", "umem.p2p_capable_device",
             "oracle.gup_test", "selftest.gup_test", "lifecycle.exit_releases", "lifecycle.unbind_while_pinned",
-        ] + umemHolders + longtermPinners + [mprotect]
+        ] + umemHolders + longtermPinners + [mprotect, hotUnplug]
         // Without kernfs dropping page_mkwrite: a write after a read still updates mtime, slow long-term
         // writable pins (gup_test -L, the exit holder) and rxe's MR (perftest) meet dirty tracking.
         let kernfs = ["kernfs.mtime_on_write_fault", "selftest.gup_test", "perftest.p2pmem", "lifecycle.exit_releases"]
@@ -121,18 +123,18 @@ struct ExpectationTableTests {
         ] + kernfs + [mprotect])
         #expect(Self.failing(.v2, without: .gupFastAcceptsZoneDevice) == ["pin.fast_path"])
         #expect(Self.failing(.v2, without: .gupAllowsLongtermP2PDMA) == longterm)
-        #expect(Self.failing(.v2, without: .umemAsksForP2PDMA) == ["umem.p2p_capable_device", "lifecycle.exit_releases"] + umemHolders + [mprotect])
+        #expect(Self.failing(.v2, without: .umemAsksForP2PDMA) == ["umem.p2p_capable_device", "lifecycle.exit_releases"] + umemHolders + [mprotect, hotUnplug])
         #expect(Self.failing(.v2, without: .umemAsksForP2PDMA, device: .p2pCapablePCI) == [
             "regmr.p2pmem", "umem.p2p_capable_device", "perftest.p2pmem", "lifecycle.exit_releases",
-        ] + umemHolders + [mprotect])
+        ] + umemHolders + [mprotect, hotUnplug])
         // v3…v5 have no gup-fast patch: without kernfs' patch the fast pins meet dirty tracking too.
         for version in [SeriesVersion.v3, .v4, .v5] {
             #expect(Self.failing(version, without: .kernfsDropsPageMkwrite) == [
                 "regmr.p2pmem", "pin.longterm_p2pdma.fast", "pin.longterm_p2pdma.slow", "pin.fast_path",
                 "pin.longterm_without_p2pdma_flag", "umem.p2p_capable_device", "kernfs.page_mkwrite_attribute",
-            ] + kernfs + umemHolders + [mprotect], "\(version.name)")
+            ] + kernfs + umemHolders + [mprotect, hotUnplug], "\(version.name)")
             #expect(Self.failing(version, without: .gupAllowsLongtermP2PDMA) == longterm, "\(version.name)")
-            #expect(Self.failing(version, without: .umemAsksForP2PDMA) == ["umem.p2p_capable_device", "lifecycle.exit_releases"] + umemHolders + [mprotect], "\(version.name)")
+            #expect(Self.failing(version, without: .umemAsksForP2PDMA) == ["umem.p2p_capable_device", "lifecycle.exit_releases"] + umemHolders + [mprotect, hotUnplug], "\(version.name)")
         }
         #expect(Self.failing(.v5, without: .kernfsWarnsOnClose) == ["kernfs.close_attribute"])
         for version in SeriesVersion.all {

@@ -121,6 +121,15 @@ struct EndToEndTests {
         let hung = seriesByName["teardown.hung_task_reported"]?.diagnostics.joined(separator: "\n") ?? ""
         #expect(hung.contains("the hung-task detector reported the unbinding task") && hung.contains("provoked: INFO: task"), "\(hung)")
         #expect(baselineByName["teardown.unbind_umem_held"]?.errno == "EFAULT")
+        // QEMU's device_del while pinned: pciehp's removal waits, QEMU deletes the device only after
+        // the release, device_add brings p2pmem back; on the baseline the unpinned hot-unplug completes.
+        let unplug = seriesByName["teardown.hot_unplug_while_pinned"]?.diagnostics.joined(separator: "\n") ?? ""
+        #expect(unplug.contains("pciehp") && unplug.contains("state D in memunmap_pages") && unplug.contains("no DEVICE_DELETED"), "\(unplug)")
+        #expect(unplug.contains("DEVICE_DELETED") && unplug.contains("after the release reached the host"), "\(unplug)")
+        #expect(unplug.contains("back with p2pmem published"), "\(unplug)")
+        let baseUnplug = baselineByName["teardown.hot_unplug_while_pinned"]
+        #expect(baseUnplug?.errno == "EFAULT")
+        #expect(baseUnplug?.diagnostics.contains { $0.hasPrefix("with nothing pinned: DEVICE_DELETED") } == true, "\(baseUnplug?.diagnostics ?? [])")
         let mprotect = baselineByName["teardown.mprotect_while_pinned"]?.diagnostics.joined(separator: "\n") ?? ""
         #expect(mprotect.contains("observed never completes") && mprotect.contains("observed EFAULT"), "\(mprotect)")
 
