@@ -287,3 +287,28 @@ public enum TortureReproducer {
         return out
     }
 }
+
+/// Shorter runs that may fail the same way, tried one after the other by `p2plab torture --shrink`.
+public enum TortureShrink {
+    /// The next smaller plan to try after `plan` failed: a failing worker's prefix alone (its
+    /// schedule does not depend on how many workers run, so `--workers W` keeps worker W's steps),
+    /// then the same without the unbind loop; without a failing worker (an invariant failed), half
+    /// the workers and half the duration, down to one worker and 5 s. Nil: nothing smaller to try.
+    public static func next(after plan: TorturePlan, failure: TortureFailure?) -> TorturePlan? {
+        if let failure {
+            var prefix = plan
+            prefix.workers = failure.worker
+            prefix.operations = min(plan.operations ?? Int.max, failure.index + 1)
+            if prefix != plan { return prefix }
+            if plan.unbind {
+                prefix.unbind = false
+                return prefix
+            }
+            return nil
+        }
+        var half = plan
+        half.workers = max(1, (plan.workers + 1) / 2)
+        half.duration = max(5, (plan.duration / 2).rounded())
+        return half == plan ? nil : half
+    }
+}

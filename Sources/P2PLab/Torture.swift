@@ -43,6 +43,11 @@ extension P2PLabCommand {
         @Flag(help: "Keep the provider bound (no unbind/rebind loop).")
         var noUnbind = false
 
+        @Option(help: ArgumentHelp(
+            "After a failure, try up to N smaller runs (the failing worker's prefix alone, fewer workers, shorter) and print the smallest that still fails.",
+            valueName: "N"))
+        var shrink: Int = 0
+
         @Option(help: ArgumentHelp("Results format on stdout.", valueName: "FORMAT"))
         var format: String = "table"
 
@@ -50,6 +55,7 @@ extension P2PLabCommand {
             if duration <= 0 || duration > 3600 { throw ValidationError("--duration is 1–3600 seconds, not \(duration)") }
             if workers < 1 || workers > 32 { throw ValidationError("--workers is 1–32, not \(workers)") }
             if let operations, operations < 1 { throw ValidationError("--ops must be at least 1, not \(operations)") }
+            if shrink < 0 || shrink > 10 { throw ValidationError("--shrink is 0–10 runs, not \(shrink)") }
             if !lab.filters.isEmpty { throw ValidationError("--check chooses checks of the suite; the torture runs no checks") }
             if ReportFormat(rawValue: format) == nil {
                 throw ValidationError("--format is one of \(ReportFormat.allCases.map(\.rawValue).joined(separator: ", "))")
@@ -76,8 +82,40 @@ extension P2PLabCommand {
             for line in report.lines() { print(line) }
             try? (report.lines().joined(separator: "\n") + "\n").write(
                 to: directory.appendingPathComponent("torture.txt"), atomically: true, encoding: .utf8)
+            if shrink > 0, result.exitCode == LabExit.failed.rawValue {
+                await shrinkRuns(from: plan, summary: summary, session: session, directory: directory, variant: variant)
+            }
             print("runs: \(directory.path)")
             throw ExitCode(result.exitCode)
+        }
+
+        /// `--shrink`: smaller plans one after the other; each that still fails becomes the one to shrink further.
+        func shrinkRuns(from plan: TorturePlan, summary: TortureSummary?, session: Lab, directory: URL, variant: [String]) async {
+            var smallest = plan
+            var failure = summary.flatMap { $0.failures.min { ($0.index, $0.worker) < ($1.index, $1.worker) } }
+            var tried = 0
+            while tried < shrink, let candidate = TortureShrink.next(after: smallest, failure: failure) {
+                tried += 1
+                let command = TortureReproducer.commands(plan: candidate, failure: nil, variantArguments: variant)[0]
+                progressLine("shrink \(tried)/\(shrink): \(command)")
+                let (result, summary) = await session.pipeline.torture(
+                    session.recipe, build.selection, plan: candidate, machine: session.suite.machine, accel: session.suite.accel,
+                    expect: session.suite.expect, prelude: session.suite.prelude, directory: directory.appendingPathComponent("shrink-\(tried)"))
+                let failed = result.exitCode == LabExit.failed.rawValue
+                print("shrink \(tried): \(failed ? "still fails" : "does not fail (\(result.run?.verdictLine ?? result.problem ?? "no results"))"): \(command)")
+                if failed {
+                    smallest = candidate
+                    failure = summary.flatMap { $0.failures.min { ($0.index, $0.worker) < ($1.index, $1.worker) } }
+                } else {
+                    // A smaller run that passes ends the search: what it left out mattered.
+                    break
+                }
+            }
+            if smallest != plan {
+                print("shortest reproducer: \(TortureReproducer.commands(plan: smallest, failure: nil, variantArguments: variant)[0])")
+            } else {
+                print("shortest reproducer: the run itself (no smaller run failed)")
+            }
         }
     }
 }

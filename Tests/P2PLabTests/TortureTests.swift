@@ -127,3 +127,29 @@ struct TortureTests {
 enum RecordedSchedule {
     static let seed1Worker0 = ["pin.slow 4 pages, held 89 µs", "mmap.p2pmem 8 pages, held 546 µs", "pin.fast 2 pages, held 1247 µs"]
 }
+
+@Suite("p2plab torture --shrink: the smaller runs it tries")
+struct TortureShrinkTests {
+    @Test("a failing worker: its prefix alone, then without the unbind loop, then nothing")
+    func worker() {
+        let plan = TorturePlan(seed: 3, workers: 4, duration: 30)
+        let failure = TortureFailure(worker: 2, index: 9, step: TortureStep(operation: .fork, pages: 1, holdMicroseconds: 0),
+                                     observed: "child signal 11", allowed: ["succeeds"], providerDisturbed: false)
+        let first = TortureShrink.next(after: plan, failure: failure)
+        #expect(first == TorturePlan(seed: 3, workers: 2, duration: 30, operations: 10))
+        let second = first.flatMap { TortureShrink.next(after: $0, failure: failure) }
+        #expect(second == TorturePlan(seed: 3, workers: 2, duration: 30, operations: 10, unbind: false))
+        #expect(second.flatMap { TortureShrink.next(after: $0, failure: failure) } == nil)
+    }
+
+    @Test("an invariant failed: half the workers and half the time, down to one worker and 5 s")
+    func invariant() {
+        var plan = TorturePlan(seed: 3, workers: 5, duration: 30)
+        var seen: [String] = []
+        while let next = TortureShrink.next(after: plan, failure: nil) {
+            seen.append("\(next.workers)×\(TorturePlan.number(next.duration))")
+            plan = next
+        }
+        #expect(seen == ["3×15", "2×8", "1×5"])
+    }
+}
