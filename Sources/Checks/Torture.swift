@@ -615,8 +615,10 @@ final class TortureWorker: @unchecked Sendable {
             defer { region.unmap() }
             var report = p2plab_fork_report()
             let rc = p2plab_fork_probe(region.base, step.pages, 0x746f_7274_7572_6500 | UInt64(index), &report)
-            if rc != 0 { return (operation, .failed("fork: \(Errno(rawValue: -rc))")) }
             let status = WaitStatus(report.child_status)
+            // A child killed before it reported closes the pipe unread: EPIPE, and its status says why.
+            if rc == -EPIPE, let signal = status.signal { return (operation, .childSignal(signal)) }
+            if rc != 0 { return (operation, .failed("fork: \(Errno(rawValue: -rc))")) }
             if let signal = status.signal { return (operation, .childSignal(signal)) }
             if !status.exitedCleanly || report.wrote == 0 { return (operation, .failed("the child ended with wait status \(report.child_status)")) }
             return (operation, .result(.succeeded))
