@@ -69,9 +69,13 @@ extension P2PLabCommand {
             let directory = try session.sessionDirectory(kind: "torture")
             let variant = TortureReproducer.variantArguments(Array(CommandLine.arguments.dropFirst()))
             progressLine("torture: seed \(plan.seed), \(plan.workers) workers, \(TorturePlan.number(plan.duration)) s")
+            // Unlike the suite, which asserts the whole series, every step is judged against the kernel
+            // under test: the baseline's refusals are its right results here.
+            let effects = IdentifiedSeries(session.series).kernel(build.selection)
+            progressLine("torture: judged against \(effects)")
             let (result, summary) = await session.pipeline.torture(
                 session.recipe, build.selection, plan: plan, machine: session.suite.machine, accel: session.suite.accel,
-                expect: session.suite.expect, prelude: session.suite.prelude, directory: directory,
+                expect: effects.tokens, prelude: session.suite.prelude, directory: directory,
                 panicOnWarn: session.suite.panicOnWarn)
             try? session.writeReproduce(["torture"] + plan.arguments + variant, into: directory)
             session.writeRecord(result, into: directory)
@@ -100,7 +104,8 @@ extension P2PLabCommand {
                 progressLine("shrink \(tried)/\(shrink): \(command)")
                 let (result, summary) = await session.pipeline.torture(
                     session.recipe, build.selection, plan: candidate, machine: session.suite.machine, accel: session.suite.accel,
-                    expect: session.suite.expect, prelude: session.suite.prelude, directory: directory.appendingPathComponent("shrink-\(tried)"))
+                    expect: IdentifiedSeries(session.series).kernel(build.selection).tokens, prelude: session.suite.prelude,
+                    directory: directory.appendingPathComponent("shrink-\(tried)"), panicOnWarn: session.suite.panicOnWarn)
                 let failed = result.exitCode == LabExit.failed.rawValue
                 print("shrink \(tried): \(failed ? "still fails" : "does not fail (\(result.run?.verdictLine ?? result.problem ?? "no results"))"): \(command)")
                 if failed {
