@@ -173,4 +173,40 @@ struct CrashIsolationTests {
         #expect(hang.diagnostics.contains { $0.contains("came while perftest.tmpfs ran") })
         #expect(isolation.results["regmr.anon"]?.status == .pass)
     }
+
+    @Test("a WARNING that failed a check without crashing is decoded too, from its own check's part of the console")
+    func splatDecoded() async {
+        let console = """
+            [    9.10] p2plab: check 1 kernfs.close_attribute begins
+            [    9.11] p2plab: check 1 kernfs.close_attribute pid 70
+            [    9.12] ------------[ cut here ]------------
+            [    9.12] WARNING: CPU: 1 PID: 70 at fs/kernfs/file.c:478 kernfs_fop_mmap+0x1a2/0x1c0
+            [    9.13] RIP: 0010:kernfs_fop_mmap+0x1a2/0x1c0
+            [    9.13] Call Trace:
+            [    9.13]  <TASK>
+            [    9.13]  mmap_region+0x2f1/0x8c0
+            [    9.13]  do_mmap+0x3d6/0x5a0
+            [    9.13]  </TASK>
+            [    9.14] ---[ end trace 0000000000000000 ]---
+            not ok 1 kernfs.close_attribute
+            """
+        let ktap = """
+            KTAP version 1
+            1..1
+            # splat: WARNING: CPU: 1 PID: 70 at fs/kernfs/file.c:478 kernfs_fop_mmap+0x1a2/0x1c0
+            not ok 1 kernfs.close_attribute
+            """
+        var isolation = CrashIsolation(names: ["kernfs.close_attribute"], stopOnCrash: false, maxReboots: 5)
+        let run = KTAPParser.parse(ktap, options: .init(consoleLog: console, expectedNames: ["kernfs.close_attribute"]))
+        #expect(isolation.take(.init(checks: ["kernfs.close_attribute"], run: run, console: console, kind: .exited(1), directory: "")) == .done)
+        struct Lines: TraceDecoder {
+            func decode(_ report: [String]) async -> DecodedReport {
+                DecodedReport(lines: report.map { $0.replacingOccurrences(of: "kernfs_fop_mmap+0x1a2/0x1c0", with: "kernfs_fop_mmap (fs/kernfs/file.c:478)") })
+            }
+        }
+        await VariantPipeline.decodeReports(&isolation, decoder: Lines())
+        let test = isolation.merged().tests[0]
+        #expect(test.status == .fail)
+        #expect(test.traceSummary == "kernfs_fop_mmap (fs/kernfs/file.c:478) ← mmap_region+0x2f1/0x8c0 ← do_mmap+0x3d6/0x5a0")
+    }
 }
