@@ -98,24 +98,31 @@ public enum StackTrace {
     /// One frame as printed (`func+0x5a/0x1c0 [mod]`) or as decode_stacktrace.sh prints it
     /// (`func (path/file.c:123) mod`, `func (??:?)` where there is no line info).
     public static func parseFrame(_ text: String, isIP: Bool) -> Frame? {
+        let text = text.trimmingSpaces
+        // Decoded: `func (path:line[ path:line…][ (discriminator N)]) [mod]`; the first location is
+        // the innermost (addr2line -i lists inlined frames first).
+        if let open = text.firstRange(of: " ("), let close = text.lastIndex(of: ")"), close > open.upperBound {
+            let name = String(text[..<open.lowerBound])
+            guard !name.isEmpty, name.allSatisfy(isSymbolCharacter) else { return nil }
+            let inside = text[open.upperBound..<close]
+            let first = inside.split(separator: " ").first.map(String.init) ?? ""
+            var rest = String(text[text.index(after: close)...]).trimmingSpaces
+            if rest.hasPrefix("["), rest.hasSuffix("]") { rest = String(rest.dropFirst().dropLast()) }
+            let module = rest.isEmpty || !rest.allSatisfy(isSymbolCharacter) ? nil : rest
+            return Frame(function: name, offset: nil, location: location(first), module: module, isIP: isIP)
+        }
         var words = text.split(separator: " ").map(String.init)
         guard !words.isEmpty else { return nil }
         var module: String?
         if let last = words.last, last.hasPrefix("["), last.hasSuffix("]") {
             module = String(last.dropFirst().dropLast())
             words.removeLast()
-        } else if words.count >= 2, let last = words.last, !last.hasPrefix("("), !last.contains("+"), last.allSatisfy(isSymbolCharacter) {
-            // decode_stacktrace.sh prints the module bare after the symbol.
+        } else if words.count == 2, let last = words.last, !last.contains("+"), last.allSatisfy(isSymbolCharacter) {
+            // decode_stacktrace.sh prints the module bare after the symbol it could not decode.
             module = last
             words.removeLast()
         }
-        guard let first = words.first else { return nil }
-        if words.count >= 2, words[1].hasPrefix("("), let end = words[1].lastIndex(of: ")") {
-            let path = String(words[1][words[1].index(after: words[1].startIndex)..<end])
-            guard first.allSatisfy(isSymbolCharacter) else { return nil }
-            return Frame(function: first, offset: nil, location: location(path), module: module, isIP: isIP)
-        }
-        guard words.count == 1, let plus = first.firstIndex(of: "+"), first[plus...].contains("/0x") else { return nil }
+        guard words.count == 1, let first = words.first, let plus = first.firstIndex(of: "+"), first[plus...].contains("/0x") else { return nil }
         let name = String(first[..<plus])
         guard !name.isEmpty, name.allSatisfy(isSymbolCharacter) else { return nil }
         return Frame(function: name, offset: String(first[plus...]), location: nil, module: module, isIP: isIP)
@@ -131,11 +138,10 @@ public enum StackTrace {
 
     static func isSymbolCharacter(_ c: Character) -> Bool { c.isLetter || c.isNumber || c == "_" || c == "." || c == "$" }
 
-    /// `fs/kernfs/file.c:400` stays; an absolute path (an out-of-tree module's) keeps its last two parts.
+    /// `fs/kernfs/file.c:400` stays; an absolute path (an out-of-tree module's build directory) is its file.
     static func shortPath(_ path: String) -> String {
         guard path.hasPrefix("/") else { return path }
-        let parts = path.split(separator: "/")
-        return parts.suffix(2).joined(separator: "/")
+        return path.split(separator: "/").last.map(String.init) ?? path
     }
 
     /// Frames that say nothing about the cause: the scheduler and wait primitives a blocked task
