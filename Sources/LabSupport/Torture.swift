@@ -275,7 +275,7 @@ public enum TortureReproducer {
 
     /// The user's arguments without the ones a plan sets (`--seed 5`, `--seed=5`, `--no-unbind`, …).
     public static func variantArguments(_ arguments: [String]) -> [String] {
-        let valued: Set<String> = ["--seed", "--workers", "--duration", "--ops", "--output"]
+        let valued: Set<String> = ["--seed", "--workers", "--duration", "--ops", "--output", "--shrink"]
         var out: [String] = []
         var skip = false
         for argument in arguments {

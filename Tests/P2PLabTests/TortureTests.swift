@@ -47,7 +47,7 @@ struct TortureTests {
         let plan = TorturePlan(seed: 1234, workers: 4, duration: 25)
         let failure = TortureFailure(worker: 3, index: 41, step: TortureStep(operation: .umemHold, pages: 4, holdMicroseconds: 10),
                                      observed: "succeeds", allowed: ["EFAULT"], providerDisturbed: false)
-        let variant = TortureReproducer.variantArguments(["torture", "--seed", "1234", "--workers=4", "--duration", "25", "--baseline", "--sanitize", "kasan,lockdep", "--output", "/tmp/x"])
+        let variant = TortureReproducer.variantArguments(["torture", "--seed", "1234", "--workers=4", "--duration", "25", "--baseline", "--sanitize", "kasan,lockdep", "--output", "/tmp/x", "--shrink", "2"])
         #expect(variant == ["--baseline", "--sanitize", "kasan,lockdep"])
         #expect(TortureReproducer.commands(plan: plan, failure: failure, variantArguments: variant) == [
             "./p2plab torture --seed 1234 --workers 4 --duration 25 --ops 42 --baseline --sanitize kasan,lockdep",
