@@ -482,6 +482,7 @@ struct BenchSession {
         }
         var own: [Double] = [], anchor: [Double] = []
         var problem: String?
+        var vngNote: String?
         // vng finds virtme-run beside itself only through PATH.
         let path = URL(fileURLWithPath: vng).deletingLastPathComponent().path + ":" + (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin")
         do {
@@ -495,14 +496,16 @@ struct BenchSession {
                 }
                 let start = ContinuousClock.now
                 let result = try await runner.capture(
-                    Command([vng, "--run", build.bzImage, "--disable-kvm", "--exec", "true"], in: session.path, environment: ["PATH": path]),
+                    Command([vng, "--run", build.bzImage, "--disable-kvm", "--verbose", "--exec", "true"], in: session.path, environment: ["PATH": path]),
                     timeout: LabLimits.standard.benchGuest)
                 let seconds = elapsed(since: start)
-                guard result.succeeded else {
-                    let said = (result.standardOutput + "\n" + result.standardError).split(separator: "\n").suffix(3).joined(separator: " ")
-                    problem = "vng --run exited \(result.status)" + (said.isEmpty ? " and printed nothing" : ": \(said)")
-                    break
+                switch Self.vngEnding(status: result.status, console: result.standardOutput + "\n" + result.standardError) {
+                case .ran(let why):
+                    if let why { vngNote = why }
+                case .failed(let why):
+                    problem = why
                 }
+                if problem != nil { break }
                 if index == 0 { continue }
                 own.append(outcome.seconds)
                 anchor.append(seconds)
@@ -518,7 +521,34 @@ struct BenchSession {
         record(m, "vng", GuestMeasurement(key: "vng_anchor.vng", what: "vng --run --exec true", unit: .seconds, samples: anchor, problem: problem))
         add([BenchFigure.make(m, "boot → true → poweroff, p2plab's lab machine, series kernel, TCG", unit: .seconds, samples: own, problem: problem,
                               comparedWith: "\(version): vng --run BZIMAGE --disable-kvm --exec true, same bzImage", baselineSamples: anchor,
-                              note: "alternating boot by boot; vng boots its own default machine (no NVMe, no switch, no rxe)")])
+                              note: "alternating boot by boot; vng boots its own default machine (no NVMe, no switch, no rxe)" + (vngNote.map { "; \($0)" } ?? ""))])
+    }
+
+    /// How one `vng --run --verbose --exec true` ended.
+    enum VngEnding: Equatable {
+        /// `true` ran and exited 0 in vng's guest (with a note when that was read from its console).
+        case ran(String?)
+        case failed(String)
+    }
+
+    /// vng exits with the script's status, which its init sends back over a virtio-serial port
+    /// that udev names; 255 means that status never arrived. On a kernel without what udev needs
+    /// (inotify, file handles) the port is never named, and vng's init runs the script on the
+    /// console instead and prints its exit code there: that line is the ending then.
+    static func vngEnding(status: Int32, console: String) -> VngEnding {
+        if status == 0 { return .ran(nil) }
+        let marker = "virtme-ng-init: script exited with code "
+        let code = console.split(separator: "\n").last { $0.contains(marker) }
+            .flatMap { line in line.range(of: marker).map { line[$0.upperBound...].prefix { $0.isNumber } } }
+        if status == 255, code == "0" {
+            let udev = console.contains("cannot find script I/O ports")
+                ? " (its init found no script I/O ports: udev, which names them, needs CONFIG_INOTIFY_USER and CONFIG_FHANDLE)" : ""
+            return .ran("vng exited 255: the script's exit status never reached the host\(udev); its init's console says the script exited with code 0")
+        }
+        let said = console.split(separator: "\n").suffix(3).joined(separator: " ")
+        var why = "vng --run exited \(status)"
+        if let code { why += " (its init says the script exited with code \(code))" }
+        return .failed(why + (said.trimmingCharacters(in: .whitespaces).isEmpty ? " and printed nothing" : ": \(said)"))
     }
 
     // MARK: - the bench's own checkout

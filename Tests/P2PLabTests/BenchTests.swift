@@ -352,4 +352,25 @@ struct BenchGroupTests {
                                      finished: [0], directory: run, limits: .standard, runner: Runner(), environment: ["FAKE_STATUS": "1"])
         }
     }
+
+    @Test("vng's ending: 0 ran; 255 with its init's console saying code 0 ran, and says why; anything else failed")
+    func vngEnding() {
+        #expect(BenchSession.vngEnding(status: 0, console: "") == .ran(nil))
+        let console = """
+            [   47.2] virtme-ng-init: virtme-init: cannot find script I/O ports; make sure virtio-serial is available
+            [   47.3] virtme-ng-init: starting script (console fallback)
+            [   48.5] virtme-ng-init: script exited with code 0
+            """
+        guard case .ran(let note?) = BenchSession.vngEnding(status: 255, console: console) else {
+            Issue.record("a script that exited 0 on the console is a run")
+            return
+        }
+        #expect(note.contains("CONFIG_INOTIFY_USER"))
+        guard case .failed(let why) = BenchSession.vngEnding(status: 255, console: console.replacingOccurrences(of: "code 0", with: "code 1")) else {
+            Issue.record("a script that exited 1 is no run")
+            return
+        }
+        #expect(why.contains("exited with code 1"))
+        #expect(BenchSession.vngEnding(status: 255, console: "") == .failed("vng --run exited 255 and printed nothing"))
+    }
 }
