@@ -520,7 +520,7 @@ struct BenchSession {
         record(m, "p2plab", GuestMeasurement(key: "vng_anchor.p2plab", what: "p2plab boot --exec true", unit: .seconds, samples: own, problem: problem))
         record(m, "vng", GuestMeasurement(key: "vng_anchor.vng", what: "vng --run --exec true", unit: .seconds, samples: anchor, problem: problem))
         add([BenchFigure.make(m, "boot → true → poweroff, p2plab's lab machine, series kernel, TCG", unit: .seconds, samples: own, problem: problem,
-                              comparedWith: "\(version): vng --run BZIMAGE --disable-kvm --exec true, same bzImage", baselineSamples: anchor,
+                              comparedWith: "\(version): vng --run BZIMAGE --disable-kvm --verbose --exec true, same bzImage", baselineSamples: anchor,
                               note: "alternating boot by boot; vng boots its own default machine (no NVMe, no switch, no rxe)" + (vngNote.map { "; \($0)" } ?? ""))])
     }
 
