@@ -112,8 +112,15 @@ struct BenchResultsStore {
 
     func write(_ run: BenchRun) throws -> URL {
         try FileManager.default.ensureDirectory(directory)
-        let url = directory.appendingPathComponent(BenchRun.fileName(date: ISO8601DateFormatter().date(from: run.date) ?? Date(), host: run.machine.host))
-        try run.encoded().write(to: url)
+        let name = BenchRun.fileName(date: ISO8601DateFormatter().date(from: run.date) ?? Date(), host: run.machine.host)
+        // Two runs started in the same minute each keep their file: the second is NAME-2.json.
+        var url = directory.appendingPathComponent(name)
+        var n = 2
+        while FileManager.default.fileExists(atPath: url.path) {
+            url = directory.appendingPathComponent(name.replacingOccurrences(of: ".json", with: "-\(n).json"))
+            n += 1
+        }
+        try run.encoded().write(to: url, options: .withoutOverwriting)
         return url
     }
 

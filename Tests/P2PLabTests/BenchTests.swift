@@ -242,6 +242,18 @@ struct BenchRendererTests {
         #expect(BenchRun.fileName(date: date, host: "lab host.example") == "2026-11-21-2031-lab_host_example.json")
     }
 
+    @Test("two runs started in the same minute keep a file each")
+    func sameMinute() throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("p2plab-bench-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: root) }
+        let store = BenchResultsStore(root: root)
+        let first = try store.write(Self.run(date: "2026-11-21T20:31:05Z", measured: [.warmCycleTrue], figures: [], p2plab: "a"))
+        let second = try store.write(Self.run(date: "2026-11-21T20:31:58Z", measured: [.warmCycleSuite], figures: [], p2plab: "b"))
+        #expect(first.lastPathComponent.hasPrefix("2026-11-21-2031-"))
+        #expect(second.lastPathComponent.hasSuffix("-2.json"))
+        #expect(try JSONDecoder().decode(BenchRun.self, from: Data(contentsOf: first)).measured == ["lab.warm_cycle_true"])
+    }
+
     @Test("a results file round-trips through JSON")
     func roundTrip() throws {
         let original = Self.run(date: "2026-11-21T10:00:00Z", measured: [.warmCycleTrue], figures: [Self.figure(.warmCycleTrue, "t", 4)], p2plab: "c")
