@@ -42,13 +42,8 @@ extension VariantPipeline {
             try RunLoader.write(parsed, into: directory)
             result.run = parsed
             summary = try? TortureSummary.read(from: outcome.run.guest)
-        } catch let error as any LabError {
-            result.problem = error.description
-            result.problemExit = error.exitCode
-            progress("[\(label)] could not test: \(error.description.split(separator: "\n").first ?? "")")
         } catch {
-            result.problem = "\(error)"
-            progress("[\(label)] could not test: \(error)")
+            couldNotTest(error, result: &result, label: label)
         }
         result.seconds = Date().timeIntervalSince(start)
         return (result, summary)

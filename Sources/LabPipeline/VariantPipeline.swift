@@ -311,16 +311,24 @@ public struct VariantPipeline: Sendable {
             if let memory, let stepKey, result.problem == nil {
                 memory.remember(StepMemory.Entry(key: stepKey, directory: directory.path, bootOutcome: lastOutcome?.kind.name ?? "exited"))
             }
-        } catch let error as any LabError {
-            result.problem = error.description
-            result.problemExit = error.exitCode
-            progress("[\(label)] could not test: \(error.description.split(separator: "\n").first ?? "")")
         } catch {
-            result.problem = "\(error)"
-            progress("[\(label)] could not test: \(error)")
+            couldNotTest(error, result: &result, label: label)
         }
         result.seconds = Date().timeIntervalSince(start)
         return result
+    }
+
+    /// A variant that could not be tested: the error's own exit code where it has one, and one line
+    /// of it on the progress stream.
+    func couldNotTest(_ error: any Error, result: inout VariantResult, label: String) {
+        if let error = error as? any LabError {
+            result.problem = error.description
+            result.problemExit = error.exitCode
+            progress("[\(label)] could not test: \(error.description.split(separator: "\n").first ?? "")")
+        } else {
+            result.problem = "\(error)"
+            progress("[\(label)] could not test: \(error)")
+        }
     }
 
     /// Decodes the reports of the run's crashes and splats (at most `limit`, each bounded by

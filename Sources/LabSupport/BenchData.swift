@@ -119,20 +119,6 @@ public struct BenchComparison: Codable, Sendable, Equatable {
     }
 }
 
-/// A small deterministic generator (SplitMix64), so a bootstrap interval is the same on every
-/// render of the same samples.
-public struct SplitMix64: RandomNumberGenerator, Sendable {
-    var state: UInt64
-    public init(seed: UInt64) { state = seed }
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
 extension BenchStatistics {
     /// The percentile bootstrap interval of median(values) ÷ median(baseline): each side is
     /// resampled with replacement on its own (the two are independent boots), `resamples` times.

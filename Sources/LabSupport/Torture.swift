@@ -1,9 +1,10 @@
 import Foundation
 
 /// SplitMix64 (Steele, Lea and Flood, "Fast splittable pseudorandom number generators", 2014): the
-/// torture's one source of randomness. Swift's own generator cannot be seeded, and a schedule must
-/// replay exactly from its seed, on any machine, in any later version of p2plab.
-public struct TortureRandom: RandomNumberGenerator, Sendable, Equatable {
+/// lab's one seeded generator. Swift's own generator cannot be seeded; a torture schedule must replay
+/// exactly from its seed, on any machine, in any later version of p2plab, and a bench's bootstrap
+/// interval must be the same on every render of the same samples.
+public struct SplitMix64: RandomNumberGenerator, Sendable, Equatable {
     public private(set) var state: UInt64
 
     public init(seed: UInt64) { state = seed }
@@ -24,11 +25,14 @@ public struct TortureRandom: RandomNumberGenerator, Sendable, Equatable {
 
     /// The generator of stream `stream` of `seed`: each worker (and the provider loop) draws from its
     /// own stream, so one worker's schedule does not depend on how many others there are.
-    public static func stream(_ stream: Int, of seed: UInt64) -> TortureRandom {
-        var mixer = TortureRandom(seed: seed ^ (UInt64(truncatingIfNeeded: stream + 1) &* 0xD1B5_4A32_D192_ED03))
-        return TortureRandom(seed: mixer.next())
+    public static func stream(_ stream: Int, of seed: UInt64) -> SplitMix64 {
+        var mixer = SplitMix64(seed: seed ^ (UInt64(truncatingIfNeeded: stream + 1) &* 0xD1B5_4A32_D192_ED03))
+        return SplitMix64(seed: mixer.next())
     }
 }
+
+/// The torture's generator: SplitMix64, named for what it drives.
+public typealias TortureRandom = SplitMix64
 
 /// What a torture worker does in one step.
 public enum TortureOperation: String, Sendable, Codable, CaseIterable, Hashable {
