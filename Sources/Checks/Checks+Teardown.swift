@@ -23,7 +23,7 @@ extension Suite {
             let unbind = BlockingWrite(path: setup.unbindPath, text: setup.provider.address.description)
             var ok = setup.expectBlocked(unbind, rec, what: "unbind")
             let released = monotonicSeconds()
-            do { try setup.module.release(handle: held.handle) } catch { ok = false; rec.fail("RELEASE of the umem failed: \(error)") }
+            ok = setup.release(held, rec) && ok
             ok = setup.expectCompleted(unbind, after: released, rec, what: "unbind") && ok
             ok = setup.rebind(rec) && ok
             rec.expect(.unbindWaitsForUmem, observed: ok ? .succeeded : .refused(nil), detail: unbind.summary(releasedAt: released))
@@ -100,7 +100,7 @@ extension Suite {
                 }
             }
             let released = monotonicSeconds()
-            do { try setup.module.release(handle: held.handle) } catch { ok = false; rec.fail("RELEASE of the umem failed: \(error)") }
+            ok = setup.release(held, rec) && ok
             ok = setup.expectCompleted(unbind, after: released, rec, what: "unbind") && ok
             ok = setup.rebind(rec) && ok
             rec.expect(.hungTaskReportsUnbind, observed: ok ? .succeeded : .refused(nil), detail: unbind.summary(releasedAt: released))
@@ -113,7 +113,7 @@ extension Suite {
             var ok = setup.expectBlocked(remove, rec, what: "remove")
             if FileManager.default.fileExists(atPath: ctx.sysfs.path(devicePath)) { rec.note("\(setup.provider.address) still in sysfs while remove waits") }
             let released = monotonicSeconds()
-            do { try setup.module.release(handle: held.handle) } catch { ok = false; rec.fail("RELEASE of the umem failed: \(error)") }
+            ok = setup.release(held, rec) && ok
             ok = setup.expectCompleted(remove, after: released, rec, what: "remove") && ok
             if !waitUntil(seconds: 10, { !FileManager.default.fileExists(atPath: ctx.sysfs.path(devicePath)) }) {
                 ok = false
@@ -491,6 +491,17 @@ struct TeardownSetup {
     }
 
     /// After the pin went away at `releasedAt`, the write must return within the bound, successfully.
+    /// Releases the umem `holdUmem` took; false (and the failure recorded) if the module refuses.
+    func release(_ held: UmemReport, _ rec: CheckRecorder) -> Bool {
+        do {
+            try module.release(handle: held.handle)
+            return true
+        } catch {
+            rec.fail("RELEASE of the umem failed: \(error)")
+            return false
+        }
+    }
+
     func expectCompleted(_ write: BlockingWrite, after releasedAt: Double, _ rec: CheckRecorder, what: String) -> Bool {
         guard write.wait(seconds: Suite.teardownBound) else {
             // Leave the thread: the hung-task detector names it if it never returns.
