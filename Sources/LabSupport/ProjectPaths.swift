@@ -26,18 +26,34 @@ public enum ProjectPaths {
         return nil
     }
 
-    /// The version p2plab reports in results: the checkout's commit when it is a git checkout.
+    /// The version p2plab reports in results: the checkout's commit (12 hex digits), with `-dirty`
+    /// when tracked files differ from it; "unknown" outside a git checkout. Asked of git, so a
+    /// worktree (whose `.git` is a file) and packed refs read the same as a plain clone.
     public static let version: String = {
-        guard let root = root() else { return "unknown" }
-        let head = root.appendingPathComponent(".git/HEAD")
-        guard let ref = try? String(contentsOf: head, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines) else { return "unknown" }
-        if ref.hasPrefix("ref: ") {
-            let path = root.appendingPathComponent(".git/" + ref.dropFirst(5))
-            if let sha = try? String(contentsOf: path, encoding: .utf8) { return String(sha.prefix(12)) }
-            return String(ref.dropFirst(5))
-        }
-        return String(ref.prefix(12))
+        guard let root = root(), let head = git(["rev-parse", "--short=12", "HEAD"], in: root) else { return "unknown" }
+        let dirty = git(["status", "--porcelain", "--untracked-files=no"], in: root).map { !$0.isEmpty } ?? false
+        return head + (dirty ? "-dirty" : "")
     }()
+
+    /// The checkout's full commit, or nil outside a git checkout.
+    public static func commit(of root: URL) -> String? { git(["rev-parse", "HEAD"], in: root) }
+
+    /// `git -C DIRECTORY ARGUMENTS`' output, trimmed; nil when git is missing, fails, or takes more
+    /// than 10 s (it is killed then).
+    static func git(_ arguments: [String], in directory: URL) -> String? {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["git", "-C", directory.path] + arguments
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = FileHandle.nullDevice
+        do { try process.run() } catch { return nil }
+        DispatchQueue.global().asyncAfter(deadline: .now() + 10) { if process.isRunning { process.terminate() } }
+        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        guard process.terminationReason == .exit, process.terminationStatus == 0 else { return nil }
+        return text.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
 
     /// The running executable, symlinks resolved.
     public static var executable: URL {

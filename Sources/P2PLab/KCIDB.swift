@@ -226,21 +226,12 @@ struct KCIDBReport {
         return sha256(Data(hashes.map { $0 + "\n" }.joined().utf8)) ?? ""
     }
 
-    /// SHA-256 by coreutils' sha256sum, which every machine p2plab runs on has.
+    /// SHA-256 of `data` in hex (nil for no data).
     static func sha256(_ data: Data?) -> String? {
         guard let data else { return nil }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/sha256sum")
-        let input = Pipe(), output = Pipe()
-        process.standardInput = input
-        process.standardOutput = output
-        do { try process.run() } catch { return nil }
-        input.fileHandleForWriting.write(data)
-        try? input.fileHandleForWriting.close()
-        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        let hash = String(text.prefix(64))
-        return process.terminationStatus == 0 && hash.count == 64 ? hash : nil
+        var digest = SHA256()
+        digest.update(data)
+        return digest.finalizeHex()
     }
 
     /// The Message-ID the patchset was mailed with: the first patch's header (a mailed series' patches

@@ -324,20 +324,8 @@ extension P2PLabCommand {
             }
         }
 
-        /// The checkout's commit (a worktree's .git is a file, so ask git).
-        static func revision(_ root: URL) -> String {
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: "/usr/bin/git")
-            process.arguments = ["-C", root.path, "rev-parse", "HEAD"]
-            let pipe = Pipe()
-            process.standardOutput = pipe
-            process.standardError = FileHandle.nullDevice
-            guard (try? process.run()) != nil else { return ProjectPaths.version }
-            let text = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            process.waitUntilExit()
-            let sha = text.trimmingCharacters(in: .whitespacesAndNewlines)
-            return process.terminationStatus == 0 && !sha.isEmpty ? sha : ProjectPaths.version
-        }
+        /// The checkout's commit.
+        static func revision(_ root: URL) -> String { ProjectPaths.commit(of: root) ?? ProjectPaths.version }
 
         /// `git remote get-url origin` of the checkout, read from .git/config.
         static func originURL(_ root: URL) -> String? {
