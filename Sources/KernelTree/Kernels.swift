@@ -28,11 +28,14 @@ public struct BuiltKernel: Sendable {
     public var manifest: BuildManifest
     public var module: URL?
     public var selftests: Result<URL, BuildError>?
+    /// How long preparing it took, phase by phase (a cached build is a short `build`).
+    public var times: PhaseTimes
 
-    public init(manifest: BuildManifest, module: URL? = nil, selftests: Result<URL, BuildError>? = nil) {
+    public init(manifest: BuildManifest, module: URL? = nil, selftests: Result<URL, BuildError>? = nil, times: PhaseTimes = PhaseTimes()) {
         self.manifest = manifest
         self.module = module
         self.selftests = selftests
+        self.times = times
     }
 }
 
@@ -75,23 +78,29 @@ public struct Kernels: Sendable {
     public func build(_ recipe: KernelRecipe, _ selection: PatchSelection, moduleSource: URL? = nil,
                       selftests: Bool = false) async throws -> BuiltKernel {
         let series = try PatchSeries.load(from: recipe.series)
-        let source = try await CacheLock.withLock(Self.prepareLock(recipe.source), in: cache, timeout: limits.cacheLock, waiting: progress) {
-            try await sources.prepare(recipe.source)
+        var times = PhaseTimes()
+        let source = try await times.time("source") {
+            try await CacheLock.withLock(Self.prepareLock(recipe.source), in: cache, timeout: limits.cacheLock, waiting: progress) {
+                try await sources.prepare(recipe.source)
+            }
         }
         return try await withCheckout(source.workdir.path) {
             let variant: PreparedVariant
             do {
-                variant = try await sources.checkout(source, series: series, selection: selection)
+                variant = try await times.time("series") { try await sources.checkout(source, series: series, selection: selection) }
             } catch let SeriesError.doesNotApply(patch, file, hunk, detail, renames, nil)
                 where !renames.isEmpty && recipe.source == .defaultDebian && recipe.bundledRoot != nil {
                 throw SeriesError.doesNotApply(patch: patch, file: file, hunk: hunk, detail: detail, renames: renames,
                                                bundled: Self.bundledVersion(matching: series, root: recipe.bundledRoot!))
             }
-            let manifest = try await builder(recipe).build(variant, fragmentFiles: recipe.fragments)
-            guard let moduleSource else { return BuiltKernel(manifest: manifest, module: nil) }
-            let ko = try await ModuleBuilder(cache: cache, runner: runner, limits: limits)
-                .build(moduleSource: moduleSource, kernelBuildDir: manifest.objectDir)
-            return BuiltKernel(manifest: manifest, module: ko, selftests: selftests ? await self.selftests(manifest) : nil)
+            let manifest = try await times.time("build") { try await builder(recipe).build(variant, fragmentFiles: recipe.fragments) }
+            guard let moduleSource else { return BuiltKernel(manifest: manifest, module: nil, times: times) }
+            let ko = try await times.time("module") {
+                try await ModuleBuilder(cache: cache, runner: runner, limits: limits)
+                    .build(moduleSource: moduleSource, kernelBuildDir: manifest.objectDir)
+            }
+            let tests = selftests ? await times.time("selftests") { await self.selftests(manifest) } : nil
+            return BuiltKernel(manifest: manifest, module: ko, selftests: tests, times: times)
         }
     }
 

@@ -80,6 +80,10 @@ public struct VariantResult: Sendable {
     public var seconds: Double
     /// The earlier step whose results these are: it booted the same bzImage and test module.
     public var reusedFrom: URL?
+    /// Where the time went: the kernel's phases, then boot (QEMU start → the guest's init ready),
+    /// suite (the rest of each boot: the guest binary's start, the module, the checks, poweroff)
+    /// and decode.
+    public var times = PhaseTimes()
 
     public init(label: String, selection: PatchSelection, manifest: BuildManifest? = nil, run: TestRun? = nil, runDirectory: URL,
                 problem: String? = nil, problemExit: LabExit? = nil, ending: BootOutcome.Kind? = nil, seconds: Double = 0) {
@@ -232,6 +236,7 @@ public struct VariantPipeline: Sendable {
             let kernel = try await self.kernel(recipe, selection, selftests: true)
             let manifest = kernel.manifest
             result.manifest = manifest
+            result.times = kernel.times
             var stepKey: String?
             if let memory, let module = kernel.module {
                 let key = try await memory.key(bzImage: URL(fileURLWithPath: manifest.bzImage), module: module, suite: suite,
@@ -277,6 +282,8 @@ public struct VariantPipeline: Sendable {
                                     outcome.started.timeIntervalSince(lastOutcome.ended) + up, bootNumber - 1, up))
                 }
                 lastOutcome = outcome
+                result.times.add("boot", outcome.bootSeconds ?? outcome.seconds)
+                if let up = outcome.bootSeconds { result.times.add("suite", max(0, outcome.seconds - up)) }
                 result.ending = outcome.kind
                 if outcome.kind == .qemuFailed || outcome.kind == .bootTimeout, bootNumber == 1 {
                     let limits = ConsoleMonitor.Limits(boot: setup.limits.boot, command: setup.limits.suite)
@@ -304,7 +311,9 @@ public struct VariantPipeline: Sendable {
                     bootDirectory = directory.appendingPathComponent("boot-\(bootNumber)")
                 }
             }
+            let decodeStart = Date()
             await Self.decodeReports(&isolation, decoder: traceDecoder(kernel))
+            result.times.add("decode", Date().timeIntervalSince(decodeStart))
             let parsed = isolation.merged()
             try RunLoader.write(parsed, into: directory)
             result.run = parsed
@@ -315,6 +324,7 @@ public struct VariantPipeline: Sendable {
             couldNotTest(error, result: &result, label: label)
         }
         result.seconds = Date().timeIntervalSince(start)
+        if !result.times.phases.isEmpty { progress("[\(label)] time: \(result.times.summary)") }
         return result
     }
 

@@ -30,6 +30,8 @@ struct RunRecord: Codable, Sendable, Equatable {
     /// The exit code this variant alone would have given (`p2plab test`).
     var exitCode: Int32
     var p2plabVersion: String
+    /// Where the time went, phase by phase (absent in records of older versions).
+    var times: PhaseTimes?
 
     init(_ result: VariantResult, series: PatchSeries?) {
         label = result.label
@@ -44,6 +46,8 @@ struct RunRecord: Codable, Sendable, Equatable {
         seconds = (result.seconds * 10).rounded() / 10
         exitCode = result.exitCode
         p2plabVersion = ProjectPaths.version
+        times = result.times.phases.isEmpty ? nil
+            : PhaseTimes(result.times.phases.map { .init(name: $0.name, seconds: ($0.seconds * 1000).rounded() / 1000) })
     }
 
     func write(into directory: URL) throws {

@@ -41,3 +41,22 @@ struct VersionTests {
         #expect(sha.count == 12 && sha.allSatisfy(\.isHexDigit), "\(version)")
     }
 }
+
+@Suite("Where a variant's time went")
+struct PhaseTimesTests {
+    @Test("phases keep their order, a phase met again adds up, a throwing phase still counts; the summary leaves out what took < 0.05 s")
+    func phases() async {
+        var times = PhaseTimes()
+        times.add("source", 0.01)
+        times.add("build", 2.44)
+        times.add("boot", 1.5)
+        times.add("boot", 1.25)
+        struct Failed: Error {}
+        _ = try? await times.time("module") { try await Task.sleep(nanoseconds: 60_000_000); throw Failed() }
+        #expect(times.phases.map(\.name) == ["source", "build", "boot", "module"])
+        #expect(times.phases[2].seconds == 2.75)
+        #expect(times.phases[3].seconds >= 0.06)
+        times.add("suite", 123.4)
+        #expect(times.summary.hasPrefix("build 2.4 s, boot 2.8 s, module 0.1 s, suite 123 s"))
+    }
+}
