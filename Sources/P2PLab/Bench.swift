@@ -250,17 +250,15 @@ struct BenchSession {
             }
         }
         if !guests.isEmpty { await guestMeasurements(guests) }
-        var warmSuite: (samples: [Double], problem: String?) = ([], "not measured")
         for m in [BenchMeasurement.warmCycleTrue, .warmCycleSuite] where chosen.contains(m) {
-            let result = await warmCycles(m)
-            if m == .warmCycleSuite { warmSuite = result }
+            await warmCycles(m)
         }
         if chosen.contains(.vngAnchor) { await vngAnchor() }
         if chosen.contains(.seriesSwitch) || chosen.contains(.bisectStep) {
             do {
                 try await prepareBenchSource()
                 if chosen.contains(.seriesSwitch) { try await seriesSwitch() }
-                if chosen.contains(.bisectStep) { try await bisectStep(warmSuite: warmSuite) }
+                if chosen.contains(.bisectStep) { try await bisectStep() }
             } catch {
                 for m in [BenchMeasurement.seriesSwitch, .bisectStep] where chosen.contains(m) && !figures.contains(where: { $0.measurement == m.rawValue }) {
                     notReported.append(BenchNotReported(measurement: m.rawValue, title: m.summary, reason: "the bench checkout could not be built: \(error)"))
@@ -384,11 +382,11 @@ struct BenchSession {
     // MARK: - warm cycles
 
     /// Times `measurement`'s boots under TCG (after one untimed boot that warms the page cache),
-    /// and under KVM when the probe says it works; returns the TCG samples.
-    mutating func warmCycles(_ measurement: BenchMeasurement) async -> (samples: [Double], problem: String?) {
+    /// and under KVM when the probe says it works.
+    mutating func warmCycles(_ measurement: BenchMeasurement) async {
         guard let kernel = seriesKernel else {
             add([LabFigures.warmCycle(measurement, accel: "TCG", samples: [], problem: "no series kernel", note: nil)])
-            return ([], "no series kernel")
+            return
         }
         var tcg: (samples: [Double], problem: String?) = ([], nil)
         for accel in kvmWorks ? [AccelChoice.tcg, .kvm] : [.tcg] {
@@ -466,7 +464,6 @@ struct BenchSession {
             notReported.append(BenchNotReported(measurement: measurement.rawValue, title: "the same under KVM, compared with TCG",
                                                 reason: "KVM does not work here: \(accelNote)"))
         }
-        return tcg
     }
 
     // MARK: - virtme-ng, the anchor
@@ -630,15 +627,17 @@ struct BenchSession {
 
     // MARK: - bisect step
 
-    /// Bisect steps as `p2plab bisect --in-series` takes them: build (incrementally), test module,
-    /// boot, suite. Steps alternate between the first midpoint (2 patches) and the whole series,
-    /// so every step rebuilds what the two differ in (mm/gup.c, drivers/infiniband/core/umem.c).
-    mutating func bisectStep(warmSuite: (samples: [Double], problem: String?)) async throws {
-        let suite = SuitePlan(machine: definition, accel: .tcg, expectedNames: SuiteCatalog.names)
+    /// Bisect steps as `p2plab bisect --in-series --check 'pin.*'` takes them: build
+    /// (incrementally), test module, boot, the chosen checks. Steps alternate between the first
+    /// midpoint (2 patches) and the whole series, so every step rebuilds what the two differ in
+    /// (mm/gup.c, drivers/infiniband/core/umem.c).
+    mutating func bisectStep() async throws {
+        let checks = BenchMeasurement.bisectChecks
+        let suite = SuitePlan(machine: definition, accel: .tcg, checks: checks, expectedNames: SuiteCatalog.select(filters: checks).map(\.name))
         // Start from the whole series in the object directory, so the first step rebuilds.
         _ = try await benchPipeline.kernels.build(recipe, .full)
         var samples: [Double] = []
-        var rebuilds: [Double] = []
+        var phases: [String: [Double]] = [:]
         var problem: String?
         let steps = [PatchSelection(upto: 2), .full]
         for index in 0..<command.repetitions {
@@ -650,13 +649,17 @@ struct BenchSession {
                 break
             }
             samples.append(result.seconds)
-            if let manifest = result.manifest { rebuilds.append(manifest.buildSeconds) }
-            progressLine(String(format: "bench: lab.bisect_step %@: %.1f s (%@)", selection.label, result.seconds, result.run?.verdictLine ?? ""))
+            for phase in result.times.phases { phases[phase.name, default: []].append(phase.seconds) }
+            progressLine(String(format: "bench: lab.bisect_step %@: %.1f s (%@; %@)", selection.label, result.seconds,
+                                result.run?.verdictLine ?? "", result.times.summary))
         }
         if problem != nil { samples = [] }
-        let note = rebuilds.isEmpty ? nil : "steps alternate upto-2 ↔ series; make alone: median \(BenchStatistics.significant(BenchStatistics.median(rebuilds))) s"
+        let parts = ["build", "module", "boot", "suite"].compactMap { name in
+            phases[name].map { "\(name) \(BenchStatistics.significant(BenchStatistics.median($0))) s" }
+        }
+        let note = parts.isEmpty ? nil : "steps alternate upto-2 ↔ series, checks \(checks.joined(separator: " ")) (\(suite.expectedNames.count)); medians: " + parts.joined(separator: ", ")
         record(.bisectStep, "upto-2↔series", GuestMeasurement(key: "bisect_step", what: BenchMeasurement.bisectStep.summary, unit: .seconds, samples: samples, problem: problem, note: note))
-        add([LabFigures.bisectStep(samples: samples, problem: problem, warmSuite: warmSuite.samples, warmProblem: warmSuite.problem, note: note)])
+        add([LabFigures.bisectStep(samples: samples, problem: problem, note: note)])
     }
 
     // MARK: - cold builds

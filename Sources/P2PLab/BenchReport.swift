@@ -24,29 +24,24 @@ enum BenchMeasurement: String, CaseIterable, Sendable {
         case .vngAnchor: "boot → true → poweroff of the same series bzImage with virtme-ng (vng --run) and with p2plab, alternating"
         case .warmCycleSuite: "boot → full suite → poweroff on the cached series kernel (goal ≤ 6 s under TCG; KVM too where it works)"
         case .seriesSwitch: "baseline ↔ series incremental rebuild in the bench's own checkout and object directory (goal ≤ 60 s)"
-        case .bisectStep: "one in-series bisect step: rebuild + module + boot + full suite, vs the warm suite cycle (goal ≤ 15 s)"
+        case .bisectStep: "one in-series bisect step as `bisect --check 'pin.*'` takes it: rebuild + module + boot + the chosen checks (goal ≤ 15 s)"
         case .coldBuild: "cold build of the lean config vs defconfig + kvm_guest.config on the same source, wall clock and CPU seconds (ratio; goal ≤ 0.25)"
         }
     }
 
-    /// Measurements whose figures are compared with this one's, so they run with it.
-    var needs: [BenchMeasurement] {
-        self == .bisectStep ? [.warmCycleSuite] : []
-    }
+    /// The checks the bisect step runs: what README's in-series bisect chooses.
+    static let bisectChecks = ["pin.*"]
 
     var isGuest: Bool { BenchGroup(rawValue: rawValue) != nil }
 
     /// The measurement of a guest group (the guest names the groups; the cases spell them the same).
     init(_ group: BenchGroup) { self.init(rawValue: group.rawValue)! }
 
-    /// The chosen measurements: those matching `only` (all when empty), minus those matching `skip`,
-    /// plus what their comparisons need.
+    /// The chosen measurements: those matching `only` (all when empty), minus those matching `skip`.
     static func select(only: [String], skip: [String], matches: (String, String) -> Bool) -> [BenchMeasurement] {
-        var chosen = Set(allCases.filter { m in
+        allCases.filter { m in
             (only.isEmpty || only.contains { matches($0, m.rawValue) }) && !skip.contains { matches($0, m.rawValue) }
-        })
-        for m in chosen { chosen.formUnion(m.needs) }
-        return allCases.filter(chosen.contains)
+        }
     }
 }
 
