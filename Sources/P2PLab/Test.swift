@@ -19,6 +19,12 @@ extension P2PLabCommand {
                 bad series, 13 a patch that does not apply, 15 a failed build, 121 a boot timeout, …) or \
                 125 (an infrastructure failure: what git bisect run calls skip). --compare runs the baseline and the series side by side; --ablate adds \
                 each leave-one-out variant and checks the patch × check matrix against the expectations.
+
+                With --sanitize (or --torture SECONDS), the suite is followed by a torture of the same kernel: \
+                one more boot, 4 workers for 30 s by default (--torture sets it, at most 600 s; the guest's \
+                torture command is stopped after SECONDS + 240 s), its results in the run directory's torture/. \
+                One verdict covers both, and the exit status is the worse of the two (a kernel that could not \
+                be tested, then 7, then 1, then 4). --torture 0 runs the suite only.
                 """)
 
         @OptionGroup var build: BuildOptions
@@ -40,6 +46,20 @@ extension P2PLabCommand {
 
         @Option(help: ArgumentHelp("Run the suite N times, each on a fresh boot; a check whose verdict changes between runs is FLAKY and fails the run.", valueName: "N"))
         var `repeat`: Int = 1
+
+        @Option(help: ArgumentHelp(
+            "After the suite, boot the same kernel again for a torture of \(SuiteAndTorture.workers) workers for SECONDS (default \(Int(SuiteAndTorture.sanitizeDefault)) with --sanitize, else 0: none; at most \(Int(SuiteAndTorture.longest))); one verdict covers both.",
+            valueName: "SECONDS"))
+        var torture: Double?
+
+        @Option(help: ArgumentHelp("The torture's seed (default: a new one, printed and kept in reproduce.sh).", valueName: "N"))
+        var tortureSeed: UInt64?
+
+        /// Seconds of torture after the suite (0: none).
+        var tortureSeconds: Double { torture ?? (build.sanitize.isEmpty ? 0 : SuiteAndTorture.sanitizeDefault) }
+
+        /// Whether this invocation runs one variant once (the only mode that adds the torture).
+        var singleVariant: Bool { !compare && !ablate && versions == nil && `repeat` == 1 }
 
         func validate() throws {
             if (compare || ablate) && (build.upto != nil || build.baseline || !build.without.isEmpty) {
@@ -63,11 +83,25 @@ extension P2PLabCommand {
             if ReportFormat(rawValue: format) == nil {
                 throw ValidationError("--format is one of \(ReportFormat.allCases.map(\.rawValue).joined(separator: ", "))")
             }
+            if let torture {
+                if !(0...SuiteAndTorture.longest).contains(torture) {
+                    throw ValidationError("--torture is 0–\(Int(SuiteAndTorture.longest)) seconds, not \(TorturePlan.number(torture)); p2plab torture runs longer ones")
+                }
+                if torture > 0 && !singleVariant {
+                    throw ValidationError("--torture follows a single-variant test; drop --compare/--ablate/--versions/--repeat, or run p2plab torture for each variant")
+                }
+            }
+            if tortureSeed != nil && tortureSeconds == 0 {
+                throw ValidationError("--torture-seed goes with --torture SECONDS (or --sanitize, which runs a \(Int(SuiteAndTorture.sanitizeDefault)) s torture)")
+            }
         }
 
         func run() async throws {
             let arguments = Array(CommandLine.arguments.dropFirst())
             let session = try Lab(build: build, lab: lab)
+            if !build.sanitize.isEmpty && torture == nil && !singleVariant {
+                progressLine("note: the torture that --sanitize adds follows a single-variant test only; p2plab torture --sanitize … tortures one variant")
+            }
             if let versions {
                 try await runVersions(versions, arguments: arguments)
             }
@@ -92,6 +126,9 @@ extension P2PLabCommand {
             if !compare && !ablate {
                 let directory = try session.sessionDirectory(kind: "test")
                 let result = await session.runVariant(build.selection, directory: directory, reproduce: arguments)
+                if tortureSeconds > 0 {
+                    try await runWithTorture(result, session: session, directory: directory, arguments: arguments)
+                }
                 if let run = result.run, let rendered = ReportFormat(rawValue: format)?.render(run) {
                     print(rendered, terminator: rendered.hasSuffix("\n") ? "" : "\n")
                 }
@@ -126,6 +163,39 @@ extension P2PLabCommand {
             print(verdict.line)
             print("runs: \(directory.path)")
             throw ExitCode(verdict.exit)
+        }
+
+        /// The suite's results (`result`), then a torture of the same kernel in `directory/torture/`,
+        /// and one verdict for both (also in `verdict.txt`).
+        func runWithTorture(_ result: VariantResult, session: Lab, directory: URL, arguments: [String]) async throws -> Never {
+            let plan = TorturePlan(seed: tortureSeed ?? UInt64.random(in: 1...UInt64(Int64.max)), workers: SuiteAndTorture.workers,
+                                   duration: tortureSeconds)
+            try? session.writeReproduce(SuiteAndTorture.reproduceArguments(arguments, seed: plan.seed), into: directory)
+            let table = ReportFormat(rawValue: format) == .table
+            if let run = result.run, let rendered = ReportFormat(rawValue: format)?.render(run) {
+                let text = table ? SuiteAndTorture.renamingVerdicts(rendered, as: "suite") : rendered
+                print(text, terminator: text.hasSuffix("\n") ? "" : "\n")
+            }
+            var combined = SuiteAndTorture(suite: result, torture: nil, summary: nil, plan: plan)
+            if result.couldNotTest {
+                combined.skipped = "the kernel could not be tested"
+            } else if lab.stopOnCrash && result.exitCode == LabExit.crashed.rawValue {
+                combined.skipped = "--stop-on-crash: a check took the kernel down"
+            } else {
+                let (torture, summary, report) = await session.runTorture(
+                    plan, directory: directory.appendingPathComponent("torture"),
+                    variant: SuiteAndTorture.tortureVariantArguments(arguments))
+                if table, let run = torture.run {
+                    let text = SuiteAndTorture.renamingVerdicts(TableRenderer.render(run), as: "torture")
+                    print(text, terminator: text.hasSuffix("\n") ? "" : "\n")
+                }
+                for line in report.lines() { print(SuiteAndTorture.renamingVerdicts(line, as: "torture")) }
+                combined = SuiteAndTorture(suite: result, torture: torture, summary: summary, plan: plan)
+            }
+            print(combined.verdictLine)
+            try? (combined.verdictLine + "\n").write(to: directory.appendingPathComponent("verdict.txt"), atomically: true, encoding: .utf8)
+            printFooter(result)
+            throw ExitCode(combined.exitCode)
         }
 
         /// `--versions`: each version built (incrementally: they share the object directory), booted

@@ -68,24 +68,11 @@ extension P2PLabCommand {
             let session = try Lab(build: build, lab: lab)
             let directory = try session.sessionDirectory(kind: "torture")
             let variant = TortureReproducer.variantArguments(Array(CommandLine.arguments.dropFirst()))
-            progressLine("torture: seed \(plan.seed), \(plan.workers) workers, \(TorturePlan.number(plan.duration)) s")
-            // Unlike the suite, which asserts the whole series, every step is judged against the kernel
-            // under test: the baseline's refusals are its right results here.
-            let effects = IdentifiedSeries(session.series).kernel(build.selection)
-            progressLine("torture: judged against \(effects)")
-            let (result, summary) = await session.pipeline.torture(
-                session.recipe, build.selection, plan: plan, machine: session.suite.machine, accel: session.suite.accel,
-                expect: effects.tokens, prelude: session.suite.prelude, directory: directory,
-                panicOnWarn: session.suite.panicOnWarn)
-            try? session.writeReproduce(["torture"] + plan.arguments + variant, into: directory)
-            session.writeRecord(result, into: directory)
-            let report = TortureReport(plan: plan, result: result, summary: summary, variantArguments: variant)
+            let (result, summary, report) = await session.runTorture(plan, directory: directory, variant: variant)
             if let run = result.run, let rendered = ReportFormat(rawValue: format)?.render(run) {
                 print(rendered, terminator: rendered.hasSuffix("\n") ? "" : "\n")
             }
             for line in report.lines() { print(line) }
-            try? (report.lines().joined(separator: "\n") + "\n").write(
-                to: directory.appendingPathComponent("torture.txt"), atomically: true, encoding: .utf8)
             if shrink > 0, result.exitCode == LabExit.failed.rawValue {
                 await shrinkRuns(from: plan, summary: summary, session: session, directory: directory, variant: variant)
             }
@@ -122,6 +109,28 @@ extension P2PLabCommand {
                 print("shortest reproducer: the run itself (no smaller run failed)")
             }
         }
+    }
+}
+
+extension Lab {
+    /// One torture run of the selected variant into `directory`: the guest's KTAP and console there,
+    /// with `reproduce.sh` (the `p2plab torture` command that replays it, `variant` being the build
+    /// options), `variant.json` and `torture.txt` (the summary `TortureReport` prints).
+    func runTorture(_ plan: TorturePlan, directory: URL, variant: [String]) async -> (VariantResult, TortureSummary?, TortureReport) {
+        progressLine("torture: seed \(plan.seed), \(plan.workers) workers, \(TorturePlan.number(plan.duration)) s")
+        // Unlike the suite, which asserts the whole series, every step is judged against the kernel
+        // under test: the baseline's refusals are its right results here.
+        let effects = IdentifiedSeries(series).kernel(build.selection)
+        progressLine("torture: judged against \(effects)")
+        let (result, summary) = await pipeline.torture(
+            recipe, build.selection, plan: plan, machine: suite.machine, accel: suite.accel,
+            expect: effects.tokens, prelude: suite.prelude, directory: directory, panicOnWarn: suite.panicOnWarn)
+        try? writeReproduce(["torture"] + plan.arguments + variant, into: directory)
+        writeRecord(result, into: directory)
+        let report = TortureReport(plan: plan, result: result, summary: summary, variantArguments: variant)
+        try? (report.lines().joined(separator: "\n") + "\n").write(
+            to: directory.appendingPathComponent("torture.txt"), atomically: true, encoding: .utf8)
+        return (result, summary, report)
     }
 }
 
