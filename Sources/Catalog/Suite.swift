@@ -240,6 +240,10 @@ public enum SuiteCatalog {
             "control.hang",
             "a deliberate hang: a child process blocks in D state in the test module (p2plab_control_hang()) and the check returns; the hung-task detector (timeout 1 s, panic on) reports the child while a later check runs, and the report is attributed to this check, not to the one running",
             requires: [.module], optIn: true),
+        CheckInfo(
+            "control.hang_brief",
+            "a deliberate hang that ends: a child process blocks in D state in the test module for 8 s (p2plab_control_hang_brief()) and the check returns; the hung-task detector (timeout 1 s, panic off) reports the child while a later check runs; the report is attributed to this check by the child's PID (as provoked: it passes) and the check that was running keeps its own verdict",
+            requires: [.module], optIn: true),
     ]
 
     /// Teardown while pinned: what the reviewers' objection (a long-term pin blocks unbind, and the

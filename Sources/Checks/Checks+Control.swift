@@ -42,6 +42,43 @@ extension Suite {
             }
             rec.note("child \(pid) blocked in D state in p2plab_control_hang(); the hung-task detector (1 s, panic on) reports it during a later check")
         },
+        CheckDefinition("control.hang_brief") { ctx, rec in
+            let module = try ctx.requireModule()
+            try allowCrash(true)
+            defer { try? allowCrash(false) }
+            let tunables = try HungTaskTunables.read(ctx.sysfs)
+            // Panic off: the report is printed and the kernel goes on, as on a machine whose admin
+            // left hung_task_panic at 0. Put back once the child is done (after this check returned).
+            try tunables.arm(timeout: 1)
+            var pid: Int32 = 0
+            let rc = p2plab_spawn_control(module.path, UInt32(P2PLAB_CONTROL_HANG_BRIEF), &pid)
+            guard rc == 0 else {
+                tunables.restore(rec)
+                throw CheckFailure("fork for the hanging child failed: \(Errno(rawValue: -rc))")
+            }
+            let child = pid
+            rec.expectSplat(containing: ":\(child) blocked for more than",
+                            because: "this control's child waits \(P2PLAB_CONTROL_HANG_BRIEF_SECONDS) s in D state on purpose")
+            let deadline = monotonicSeconds() + 10
+            var state = "?"
+            while monotonicSeconds() < deadline {
+                state = processState(child)
+                if state == "D" || state == "gone" { break }
+                pause(seconds: 0.1)
+            }
+            // Reap the child and restore the detector's settings when it is done, whichever check runs then.
+            let restore = Thread {
+                var status: Int32 = 0
+                let end = monotonicSeconds() + Double(P2PLAB_CONTROL_HANG_BRIEF_SECONDS) + 30
+                while monotonicSeconds() < end, p2plab_poll_child(child, &status) == 0 { pause(seconds: 0.2) }
+                tunables.restore(nil)
+            }
+            restore.start()
+            guard state == "D" else {
+                throw CheckFailure("the child \(child) is not blocked in D state (state \(state)): the module did not hang it")
+            }
+            rec.note("child \(child) blocked in D state in p2plab_control_hang_brief() for \(P2PLAB_CONTROL_HANG_BRIEF_SECONDS) s; the hung-task detector (1 s, panic off) reports it during a later check")
+        },
     ]
 
     /// Sets the test module's `allow_crash` parameter.

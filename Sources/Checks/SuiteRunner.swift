@@ -25,6 +25,8 @@ public final class SuiteRunner: Sendable {
     /// Per-check watchdog, seconds.
     public let timeout: Double
     private let emit: @Sendable (String) -> Void
+    /// Every check's start so far: its number, name and thread PID, as it logged them.
+    private let starts = CheckStartLog()
 
     public init(
         checks: [CheckDefinition], context: CheckContext, kernelLog: any KernelLogSource, timeout: Double = LabLimits.standard.check,
@@ -81,12 +83,24 @@ public final class SuiteRunner: Sendable {
         let outcome = Watchdog.run(seconds: timeout) { () -> Result<Void, any Error> in
             // From the check's own thread: every task it starts gets a PID from here on, which is
             // how the host tells whose task a hung-task report names.
-            self.kernelLog.note(CheckMarkers.pidLine(number: number, name: check.name, pid: Int(p2plab_gettid())))
+            let pid = Int(p2plab_gettid())
+            self.starts.append(CheckMarkers.Start(number: number, name: check.name, pid: pid))
+            self.kernelLog.note(CheckMarkers.pidLine(number: number, name: check.name, pid: pid))
             return Result { try check.body(self.context, recorder) }
         }
         let duration = monotonicSeconds() - start
         let kernelLines = kernelLog.linesSinceMark()
         var found = splats(in: kernelLines)
+        // A hung-task report that names a task an earlier check started is that check's, not this
+        // one's: the host charges it there (by the same PID markers); this check keeps its verdict.
+        var elsewhere: [String] = []
+        let known = starts.all
+        found.removeAll { splat in
+            guard let task = CheckMarkers.hungTask(splat), let owner = CheckMarkers.owner(of: task.pid, starts: known),
+                  owner.name != check.name else { return false }
+            elsewhere.append("hung task of check \(owner.number) \(owner.name) (PID \(task.pid) is its task; its thread was PID \(owner.pid)), charged there: \(splat)")
+            return true
+        }
         // A splat the check provoked on purpose (and said so) is reported, not counted.
         var provoked: [String] = []
         found.removeAll { splat in
@@ -135,6 +149,10 @@ public final class SuiteRunner: Sendable {
         if let observed = recorder.observed { writer.diagnostic("observed: \(observed)") }
         for line in expectedSeen { writer.diagnostic(line) }
         for line in provoked { writer.diagnostic("provoked: \(line)") }
+        for line in elsewhere { writer.diagnostic(line) }
+        // What it provokes on purpose, for the host: a report of it that comes after the check ended
+        // (a hung task reported during a later check) is still provoked, not a splat.
+        for (fragment, why) in recorder.expectedSplats { writer.diagnostic(CheckMarkers.provokesLine(fragment: fragment, why: why)) }
         for splat in found { writer.diagnostic("splat: \(splat)") }
 
         if let instrumentError {
@@ -162,6 +180,16 @@ public final class SuiteRunner: Sendable {
             return [check.name, kinds.isEmpty ? "-" : kinds.joined(separator: ","), check.summary]
         }).lines
     }
+}
+
+/// The checks' starts as their threads logged them (written from each check's watchdog thread).
+final class CheckStartLog: @unchecked Sendable {
+    private let lock = NSLock()
+    private var starts: [CheckMarkers.Start] = []
+
+    func append(_ start: CheckMarkers.Start) { lock.withLock { starts.append(start) } }
+
+    var all: [CheckMarkers.Start] { lock.withLock { starts } }
 }
 
 /// Runs blocking work on its own thread and waits at most a given time for it.

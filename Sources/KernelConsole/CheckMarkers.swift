@@ -54,6 +54,23 @@ public enum CheckMarkers {
         }
     }
 
+    /// The diagnostic a check writes for each kernel report it provokes on purpose: `provokes
+    /// "FRAGMENT": WHY`, a report containing FRAGMENT being the one meant.
+    public static func provokesLine(fragment: String, why: String) -> String {
+        "provokes \"\(fragment)\": \(why)"
+    }
+
+    /// The fragments and reasons of a check's `provokes` diagnostics.
+    public static func provoked(in diagnostics: [String]) -> [(fragment: String, why: String)] {
+        diagnostics.compactMap { line in
+            guard line.hasPrefix("provokes \""), let close = line.dropFirst(10).firstIndex(of: "\"") else { return nil }
+            let fragment = String(line[line.index(line.startIndex, offsetBy: 10)..<close])
+            let rest = line[line.index(after: close)...]
+            let why = rest.hasPrefix(": ") ? String(rest.dropFirst(2)) : String(rest)
+            return fragment.isEmpty ? nil : (fragment, why)
+        }
+    }
+
     /// A hung-task report's task: `INFO: task p2plab-guest:1234 blocked for more than 3 seconds.`
     public static func hungTask(_ line: String) -> (comm: String, pid: Int)? {
         guard let start = line.firstRange(of: "INFO: task "), let end = line.firstRange(of: " blocked for more than") else { return nil }

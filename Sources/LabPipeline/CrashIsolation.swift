@@ -94,7 +94,9 @@ public struct CrashIsolation: Sendable {
         var culprit: String?
 
         // A hung-task report names its task: the check that started it is the one that hung.
-        if panicked, let (finding, start) = hungTaskOwner(boot, starts: starts) {
+        let panicking = panicked ? hungTaskOwner(boot, starts: starts) : nil
+        chargeHungTasks(boot, starts: starts, except: panicking?.0.line)
+        if let (finding, start) = panicking {
             let running = left.first
             var test = results[start.name] ?? boot.run.tests.first { $0.name == start.name }
                 ?? TestResult(number: 0, name: start.name, status: .crashed)
@@ -139,6 +141,49 @@ public struct CrashIsolation: Sendable {
             return (finding, owner)
         }
         return nil
+    }
+
+    /// Hung-task reports that did not panic and came after the check whose task hung had ended
+    /// (while a later check ran): each is charged to that check, found by the task's PID, once per
+    /// task. A report of what the check provokes on purpose (its `provokes` diagnostics) is noted as
+    /// provoked; any other fails it, with the report as its splat. The check that was running keeps
+    /// its own verdict (the guest left the report out of it). A report inside its own check's run
+    /// was judged by the guest already.
+    mutating func chargeHungTasks(_ boot: Boot, starts: [CheckMarkers.Start], except panicLine: Int?) {
+        var charged: Set<Int> = []
+        for finding in boot.run.consoleFindings where finding.kind == .hungTask && finding.line != panicLine {
+            guard let task = CheckMarkers.hungTask(finding.text), let owner = CheckMarkers.owner(of: task.pid, starts: starts),
+                  boot.checks.contains(owner.name), var test = results[owner.name] else { continue }
+            let running = Self.running(at: finding.line, in: boot.console)
+            guard running != owner.name, charged.insert(task.pid).inserted else { continue }
+            let line = ConsoleScanner.stripPrefix(finding.text)
+            let attribution = "reported while \(running ?? "no check") ran; PID \(task.pid) was started by this check (its thread was PID \(owner.pid))"
+            if let why = CheckMarkers.provoked(in: test.diagnostics).first(where: { line.contains($0.fragment) })?.why {
+                test.diagnostics.append("provoked: \(line) (\(attribution); expected: \(why))")
+            } else {
+                if test.status == .pass || test.status == .skip {
+                    test.status = .fail
+                    test.directive = nil
+                    test.reason = "its task hung: \(line)"
+                }
+                test.splats.append(line)
+                test.diagnostics.append("the hung-task report came after this check ended: \(attribution)")
+                reports.append(Report(check: owner.name, lines: StackTrace.report(in: boot.console, at: finding.line)))
+            }
+            results[owner.name] = test
+        }
+    }
+
+    /// The check whose begin marker is the last one at or before console line `line` (1-based).
+    static func running(at line: Int, in console: String) -> String? {
+        var current: String?
+        for (index, text) in console.split(omittingEmptySubsequences: false, whereSeparator: \.isConsoleLineBreak).enumerated() {
+            if index + 1 > line { break }
+            guard let range = text.firstRange(of: "p2plab: check "), text.hasSuffix(" begins") else { continue }
+            let words = text[range.upperBound...].split(separator: " ")
+            if words.count == 3, Int(words[0]) != nil { current = String(words[1]) }
+        }
+        return current
     }
 
     /// The check `next` was cut off: CRASHED or TIMEOUT, with what the console said. Nil when it
@@ -233,6 +278,11 @@ public struct CrashIsolation: Sendable {
         "control.hang": "the hung-task detector never reported the blocked child before the suite ended: name a check that runs longer after it (the report comes 1–2 s after the child blocks)",
     ]
 
+    /// Controls that pass only when the report they provoke was seen and charged to them.
+    public static let mustBeReported: [String: String] = [
+        "control.hang_brief": "the hung-task detector never reported the blocked child before the suite ended: name a check that runs longer after it (the report comes 1–2 s after the child blocks)",
+    ]
+
     /// The variant's results: every selected check once, in suite order, numbered afresh.
     public func merged() -> TestRun {
         guard var run = boots.first?.run else { return TestRun() }
@@ -241,6 +291,12 @@ public struct CrashIsolation: Sendable {
             guard var test = results[name], test.status == .pass else { continue }
             test.status = .fail
             test.reason = "the control did not take the kernel down: \(why)"
+            results[name] = test
+        }
+        for (name, why) in Self.mustBeReported {
+            guard var test = results[name], test.status == .pass, !test.diagnostics.contains(where: { $0.hasPrefix("provoked: ") }) else { continue }
+            test.status = .fail
+            test.reason = "the control's report was not seen: \(why)"
             results[name] = test
         }
         if boots.count == 1, casualties.isEmpty, stopReason == nil {

@@ -25,7 +25,7 @@ struct LabOptions: ParsableArguments {
     var checkTimeout: Double = LabLimits.standard.check
 
     @Option(name: .customLong("check"), help: ArgumentHelp(
-        "Run only checks matching this glob (repeatable, or comma-separated); a control (control.oops, control.hang) runs only when named exactly.",
+        "Run only checks matching this glob (repeatable, or comma-separated); a control (control.oops, control.hang, control.hang_brief) runs only when named exactly.",
         valueName: "GLOB"))
     var filters: [String] = []
 

@@ -1,6 +1,7 @@
 import Catalog
 import Foundation
 import KTAP
+import KernelConsole
 import LabSupport
 import Testing
 @testable import Checks
@@ -193,5 +194,69 @@ struct RunnerTests {
         #expect(KmsgLog.parseRecord(record[...]) == ["WARNING: CPU: 1 PID: 7 at mm/gup.c:2633 is_valid_gup_args"])
         #expect(KmsgLog.unescape("p2plab\\x20marker") == "p2plab marker")
         #expect(splats(in: ["nvme nvme0: 2/0/0 queues", "BUG: unable to handle page fault"]) == ["BUG: unable to handle page fault"])
+    }
+
+    @Test("a hung-task report naming an earlier check's task is left out of the running check's verdict, and said where it goes")
+    func hungTaskOfAnEarlierCheck() {
+        let checks = [
+            CheckDefinition(CheckInfo("sample.starts_task", "its thread's task hangs later")) { _, _ in },
+            CheckDefinition(CheckInfo("sample.running", "runs while the report fires")) { _, _ in },
+            CheckDefinition(CheckInfo("sample.system_task", "a task older than every check hangs while it runs")) { _, _ in },
+        ]
+        // The task is check 1's own thread, as the runner logged its PID.
+        let log = ClosureKernelLog { name, pids in
+            switch name {
+            case "sample.running": ["INFO: task p2plab-guest:\(pids["sample.starts_task"] ?? -1) blocked for more than 1 seconds."]
+            case "sample.system_task": ["INFO: task kworker/0:1:3 blocked for more than 1 seconds."]
+            default: []
+            }
+        }
+        let lines = Lines()
+        let exit = SuiteRunner(checks: checks, context: fakeContext(), kernelLog: log, emit: lines.append).run()
+        let run = KTAPParser.parse(lines.all.joined(separator: "\n"))
+        let tid = log.pids["sample.starts_task"] ?? -1
+        #expect(tid > 3)
+        #expect(run.tests.map(\.status) == [.pass, .pass, .fail])
+        #expect(run.tests[1].splats.isEmpty)
+        #expect(run.tests[1].diagnostics.contains { $0.hasPrefix("hung task of check 1 sample.starts_task (PID \(tid) is its task") && $0.hasSuffix("charged there: INFO: task p2plab-guest:\(tid) blocked for more than 1 seconds.") })
+        // A task older than every check cannot be placed: the running check keeps it.
+        #expect(run.tests[2].splats == ["INFO: task kworker/0:1:3 blocked for more than 1 seconds."])
+        #expect(exit == .failed)
+    }
+
+    @Test("what a check provokes on purpose is written as a provokes diagnostic, for reports that come after it ended")
+    func provokesDiagnostic() {
+        let checks = [CheckDefinition(CheckInfo("sample.provokes", "provokes a report")) { _, rec in
+            rec.expectSplat(containing: ":77 blocked for more than", because: "on purpose")
+        }]
+        let lines = Lines()
+        _ = SuiteRunner(checks: checks, context: fakeContext(), kernelLog: FakeKernelLog(), emit: lines.append).run()
+        #expect(lines.all.contains("# provokes \":77 blocked for more than\": on purpose"))
+    }
+}
+
+/// A kernel log whose lines per check are computed when they are read, from the check's name and
+/// the PIDs the checks' threads logged so far.
+final class ClosureKernelLog: KernelLogSource, @unchecked Sendable {
+    private let lock = NSLock()
+    private var current = ""
+    private var logged: [String: Int] = [:]
+    private let lines: @Sendable (String, [String: Int]) -> [String]
+
+    init(_ lines: @escaping @Sendable (String, [String: Int]) -> [String]) { self.lines = lines }
+
+    var pids: [String: Int] { lock.withLock { logged } }
+
+    func mark(_ marker: String) {
+        lock.withLock { current = marker.split(separator: " ").dropLast().last.map(String.init) ?? "" }
+    }
+
+    func note(_ line: String) {
+        lock.withLock { for start in CheckMarkers.starts(in: line) { logged[start.name] = start.pid } }
+    }
+
+    func linesSinceMark() -> [String] {
+        let (name, pids) = lock.withLock { (current, logged) }
+        return lines(name, pids)
     }
 }

@@ -179,6 +179,102 @@ struct CrashIsolationTests {
         #expect(isolation.results["regmr.anon"]?.status == .pass)
     }
 
+    /// A console where check 1's task 241 is reported hung, without a panic, while check 2 runs.
+    static func lateHungTask(first: String) -> String {
+        """
+        [    5.00] p2plab: check 1 \(first) begins
+        [    5.01] p2plab: check 1 \(first) pid 240
+        [    5.20] p2plab_test: control: pid 241 waits in D state for 8 s (allow_crash is set)
+        [    5.40] p2plab: check 2 regmr.anon begins
+        [    5.41] p2plab: check 2 regmr.anon pid 250
+        [    7.02] INFO: task p2plab-guest:241 blocked for more than 1 seconds.
+        [    7.02]       Not tainted 6.12.57 #1
+        [    7.02] task:p2plab-guest    state:D stack:0     pid:241   tgid:241   ppid:239    flags:0x00004002
+        [    7.02] Call Trace:
+        [    7.02]  <TASK>
+        [    7.02]  __schedule+0x2b5/0x6a0
+        [    7.02]  schedule_timeout+0x87/0x100
+        [    7.02]  p2plab_control_hang_brief+0x31/0x40 [p2plab_test]
+        [    7.02]  p2plab_ioctl+0x1d0/0x3a0 [p2plab_test]
+        [    7.02]  </TASK>
+        [    8.03] INFO: task p2plab-guest:241 blocked for more than 2 seconds.
+        [    8.03] Call Trace:
+        [    8.03]  <TASK>
+        [    8.03]  p2plab_control_hang_brief+0x31/0x40 [p2plab_test]
+        [    8.03]  </TASK>
+        [    8.50] p2plab: check 3 env.module begins
+        [    8.51] p2plab: check 3 env.module pid 260
+        """
+    }
+
+    /// The guest's KTAP for that console: check 2 left the report out (it is check 1's task).
+    static func lateHungTaskKTAP(first: String, provokes: Bool) -> String {
+        """
+        KTAP version 1
+        1..3
+        \(provokes ? "# provokes \":241 blocked for more than\": this control's child waits 8 s in D state on purpose" : "# child 241 held the umem")
+        ok 1 \(first)
+        # hung task of check 1 \(first) (PID 241 is its task; its thread was PID 240), charged there: INFO: task p2plab-guest:241 blocked for more than 1 seconds.
+        ok 2 regmr.anon
+        ok 3 env.module
+        """
+    }
+
+    @Test("a hung-task report without a panic, during a later check: provoked by check 1 (by PID), check 2 keeps its PASS")
+    func lateProvokedHungTask() throws {
+        let checks = ["control.hang_brief", "regmr.anon", "env.module"]
+        let console = Self.lateHungTask(first: "control.hang_brief")
+        let run = KTAPParser.parse(Self.lateHungTaskKTAP(first: "control.hang_brief", provokes: true), options: .init(consoleLog: console, expectedNames: checks))
+        var isolation = CrashIsolation(names: checks, stopOnCrash: false, maxReboots: 5)
+        #expect(isolation.take(.init(checks: checks, run: run, console: console, kind: .exited(0), directory: "")) == .done)
+        let merged = isolation.merged()
+        #expect(merged.tests.map(\.status) == [.pass, .pass, .pass])
+        let control = merged.tests[0]
+        // Charged once, though the detector reported the task twice.
+        #expect(control.diagnostics.filter { $0.hasPrefix("provoked: ") } == [
+            "provoked: INFO: task p2plab-guest:241 blocked for more than 1 seconds. (reported while regmr.anon ran; PID 241 was started by this check (its thread was PID 240); expected: this control's child waits 8 s in D state on purpose)",
+        ])
+        #expect(merged.tests[1].splats.isEmpty)
+        #expect(isolation.reports.isEmpty, "a provoked report is not a splat to decode")
+    }
+
+    @Test("a hung task nobody provoked, reported during a later check: charged to the check that started it (FAIL, its report decoded), not the running one")
+    func lateUnprovokedHungTask() async throws {
+        let checks = ["teardown.unbind_umem_held", "regmr.anon", "env.module"]
+        let console = Self.lateHungTask(first: "teardown.unbind_umem_held")
+        let run = KTAPParser.parse(Self.lateHungTaskKTAP(first: "teardown.unbind_umem_held", provokes: false), options: .init(consoleLog: console, expectedNames: checks))
+        var isolation = CrashIsolation(names: checks, stopOnCrash: false, maxReboots: 5)
+        #expect(isolation.take(.init(checks: checks, run: run, console: console, kind: .exited(1), directory: "")) == .done)
+        await VariantPipeline.decodeReports(&isolation, decoder: FakeDecoder(lineInfo: false))
+        let merged = isolation.merged()
+        #expect(merged.tests.map(\.status) == [.fail, .pass, .pass])
+        let owner = merged.tests[0]
+        #expect(owner.reason == "its task hung: INFO: task p2plab-guest:241 blocked for more than 1 seconds.")
+        #expect(owner.splats == ["INFO: task p2plab-guest:241 blocked for more than 1 seconds."])
+        #expect(owner.diagnostics.contains("the hung-task report came after this check ended: reported while regmr.anon ran; PID 241 was started by this check (its thread was PID 240)"))
+        #expect(owner.traceSummary?.contains("p2plab_control_hang_brief+0x31/0x40 [p2plab_test]") == true)
+        #expect(merged.verdict == .fail)
+    }
+
+    @Test("control.hang_brief passes only when its report was seen and charged to it")
+    func briefControlMustBeReported() throws {
+        let ktap = """
+            KTAP version 1
+            1..2
+            # provokes ":241 blocked for more than": on purpose
+            ok 1 control.hang_brief
+            ok 2 env.module
+            """
+        let checks = ["control.hang_brief", "env.module"]
+        var isolation = CrashIsolation(names: checks, stopOnCrash: false, maxReboots: 5)
+        let run = KTAPParser.parse(ktap, options: .init(consoleLog: "", expectedNames: checks))
+        _ = isolation.take(.init(checks: checks, run: run, console: "", kind: .exited(0), directory: ""))
+        let control = isolation.merged().tests[0]
+        #expect(control.status == .fail)
+        #expect(control.reason?.hasPrefix("the control's report was not seen: the hung-task detector never reported") == true)
+        #expect(CheckMarkers.provoked(in: ["provokes \":241 blocked for more than\": on purpose", "other"]).map(\.fragment) == [":241 blocked for more than"])
+    }
+
     @Test("a WARNING that failed a check without crashing is decoded too, from its own check's part of the console")
     func splatDecoded() async {
         let console = """

@@ -25,8 +25,9 @@
  *  CONTROL  a deliberate failure, refused with -EPERM unless the allow_crash
  *           parameter is set: P2PLAB_CONTROL_OOPS BUG()s, P2PLAB_CONTROL_HANG
  *           waits uninterruptibly forever (a D-state task for the hung-task
- *           detector). The suite's control.* checks prove with them that a
- *           crash or a hang costs one check, not the run.
+ *           detector), P2PLAB_CONTROL_HANG_BRIEF for a few seconds only. The
+ *           suite's control.* checks prove with them that a crash or a hang
+ *           costs one check, not the run, and is charged to the right check.
  *
  * The ioctl return value reports the module's own verdict on the request
  * (-EFAULT, -EINVAL for bad arguments, -ENOSPC when too much is held,
@@ -454,6 +455,14 @@ static noinline void p2plab_control_hang(void)
 	wait_for_completion(&p2plab_never);
 }
 
+/* Long enough for a 1 s hung-task timeout to report it, short enough to let the suite go on. */
+static noinline void p2plab_control_hang_brief(void)
+{
+	pr_info("control: pid %d waits in D state for %d s (allow_crash is set)\n",
+		task_pid_nr(current), P2PLAB_CONTROL_HANG_BRIEF_SECONDS);
+	schedule_timeout_uninterruptible(P2PLAB_CONTROL_HANG_BRIEF_SECONDS * HZ);
+}
+
 static int p2plab_ioctl_control(__u32 what)
 {
 	if (!READ_ONCE(allow_crash))
@@ -464,6 +473,9 @@ static int p2plab_ioctl_control(__u32 what)
 		return 0;
 	case P2PLAB_CONTROL_HANG:
 		p2plab_control_hang();
+		return 0;
+	case P2PLAB_CONTROL_HANG_BRIEF:
+		p2plab_control_hang_brief();
 		return 0;
 	default:
 		return -EINVAL;

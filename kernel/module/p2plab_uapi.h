@@ -97,6 +97,12 @@ struct p2plab_stats {
 enum {
 	P2PLAB_CONTROL_OOPS = 1, /* BUG() in p2plab_control_oops() */
 	P2PLAB_CONTROL_HANG = 2, /* wait uninterruptibly forever in p2plab_control_hang() */
+	/* wait uninterruptibly for P2PLAB_CONTROL_HANG_BRIEF_SECONDS in
+	 * p2plab_control_hang_brief(), then return 0: a hung task that ends */
+	P2PLAB_CONTROL_HANG_BRIEF = 3,
+};
+enum {
+	P2PLAB_CONTROL_HANG_BRIEF_SECONDS = 8,
 };
 #define P2PLAB_IOCTL_CONTROL _IO('P', 5)
 
