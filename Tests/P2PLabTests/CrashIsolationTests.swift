@@ -256,6 +256,22 @@ struct CrashIsolationTests {
         #expect(merged.verdict == .fail)
     }
 
+    @Test("a recorded run of control.hang_brief on the lab's kernel: five reports of its child (PID 64) while perftest.tmpfs ran, charged to it once as provoked; perftest.tmpfs keeps its PASS")
+    func realBriefHang() throws {
+        let checks = ["control.hang_brief", "perftest.tmpfs"]
+        var isolation = CrashIsolation(names: checks, stopOnCrash: false, maxReboots: 5)
+        let recorded = try boot("real-hang-brief-results.ktap", "real-hang-brief-console.log", checks: checks, kind: .exited(0))
+        #expect(recorded.run.consoleFindings.filter { $0.kind == .hungTask }.count == 5)
+        #expect(isolation.take(recorded) == .done)
+        let merged = isolation.merged()
+        #expect(merged.tests.map(\.status) == [.pass, .pass])
+        let provoked = merged.tests[0].diagnostics.filter { $0.hasPrefix("provoked: ") }
+        #expect(provoked == ["provoked: INFO: task oot.default-qos:64 blocked for more than 1 seconds. (reported while perftest.tmpfs ran; PID 64 was started by this check (its thread was PID 63); expected: this control's child waits 8 s in D state on purpose)"])
+        #expect(merged.tests[1].splats.isEmpty)
+        #expect(merged.tests[1].diagnostics.filter { $0.hasPrefix("hung task of check 1 control.hang_brief (PID 64 is its task") }.count == 5)
+        #expect(merged.verdict == .pass)
+    }
+
     @Test("control.hang_brief passes only when its report was seen and charged to it")
     func briefControlMustBeReported() throws {
         let ktap = """
