@@ -319,6 +319,52 @@ struct PanicOnWarnPredictionTests {
     }
 }
 
+@Suite("--compare --panic-on-warn")
+struct ComparePanicOnWarnTests {
+    /// v5 by its effects: kernfs refuses ->page_mkwrite with a WARN, ->close WARNs, GUP and umem as v2.
+    let v5Identity = IdentifiedSeries(patches: [
+        IdentifiedPatch(subject: "kernfs: WARN on ->close", effects: [.kernfsWarnsOnClose]),
+        IdentifiedPatch(subject: "kernfs: remove page_mkwrite() from vm_operations_struct", effects: [.kernfsDropsPageMkwrite(.warnedOnceAndRefused)]),
+        IdentifiedPatch(subject: "mm/gup: allow FOLL_LONGTERM & FOLL_PCI_P2PDMA", effects: [.gupAllowsLongtermP2PDMA]),
+        IdentifiedPatch(subject: "RDMA/umem: add support for P2P RDMA", effects: [.umemAsksForP2PDMA]),
+    ])
+
+    func panicking(_ selection: PatchSelection, _ ktap: String, crashed: [Int]) -> VariantResult {
+        var result = variant(selection, ktap)
+        for index in crashed { result.run?.tests[index].status = .crashed }
+        result.run?.metadata[RunMetadata.Keys.panicOnWarn] = "1"
+        return result
+    }
+
+    let ktap = """
+        KTAP version 1
+        1..3
+        ok 1 pin.longterm_p2pdma.fast
+        ok 2 kernfs.page_mkwrite_attribute
+        ok 3 regmr.anon
+        """
+
+    @Test("the series' WARNing checks CRASHED where the table predicts it, the baseline's too: PASS, exit 0")
+    func predictedCrashesPass() {
+        let baseline = panicking(.baseline, ktap, crashed: [0])
+        let series = panicking(.full, ktap, crashed: [1])
+        #expect(series.exitCode == LabExit.crashed.rawValue)
+        let verdict = Matrix(results: [baseline, series], identity: v5Identity).comparisonVerdict()
+        #expect(verdict.exit == 0, "\(verdict.line)")
+        #expect(verdict.line.contains("crashes only where panic_on_warn predicts (kernfs.page_mkwrite_attribute)"), "\(verdict.line)")
+        #expect(Matrix(results: [baseline, series], identity: v5Identity).comparisonTable().contains("CRASHED → pass"))
+    }
+
+    @Test("a series crash the table does not predict still fails the comparison")
+    func unpredictedCrashFails() {
+        let baseline = panicking(.baseline, ktap, crashed: [0])
+        let series = panicking(.full, ktap, crashed: [1, 2])
+        let verdict = Matrix(results: [baseline, series], identity: v5Identity).comparisonVerdict()
+        #expect(verdict.exit == LabExit.failed.rawValue)
+        #expect(verdict.line.hasPrefix("verdict: FAIL: the series does not pass"))
+    }
+}
+
 @Suite("bisect and a crash")
 struct BisectCrashTests {
     @Test("a chosen check that crashed is bad (git bisect run gets 1, never the 7 of test or 125), even when the others ran after a reboot")
