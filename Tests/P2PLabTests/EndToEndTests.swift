@@ -179,22 +179,43 @@ struct EndToEndTests {
         #expect(check.reason?.contains("no kprobe on __get_user_pages") == true, "\(check.reason ?? "")")
     }
 
-    @Test("a KASAN + lockdep kernel: the teardown and lifecycle checks pass with no sanitizer report (opt-in: P2PLAB_E2E_SANITIZE=1, a cold build)",
-          .enabled(if: ProcessInfo.processInfo.environment["P2PLAB_E2E_SANITIZE"] == "1", "set P2PLAB_E2E_SANITIZE=1 to build and boot a KASAN + lockdep kernel"),
-          .timeLimit(.minutes(60)))
+    @Test("a sanitizer kernel (P2PLAB_E2E_SANITIZE=1: KASAN + lockdep, or a list such as ubsan,kfence,debug-vm; a cold build): test --sanitize runs the teardown and lifecycle checks and a 60 s torture, both pass with no sanitizer report, one verdict",
+          .enabled(if: sanitizers != nil, "set P2PLAB_E2E_SANITIZE=1 (or a list of sanitizers) to build and boot a sanitizer kernel"),
+          .timeLimit(.minutes(90)))
     func sanitizedTeardown() throws {
+        let list = try #require(sanitizers)
         let out = try tempDirectory("sanitize")
-        let result = try p2plab(["test", "--sanitize", "kasan,lockdep", "--check", "teardown.*", "--check", "lifecycle.*",
-                                 "--check", "env.*", "--accel", "tcg", "--boot-timeout", "300", "--output", out.path])
+        let result = try p2plab(["test", "--sanitize", list, "--check", "teardown.*", "--check", "lifecycle.*",
+                                 "--check", "env.*", "--torture", "60", "--torture-seed", "3",
+                                 "--accel", "tcg", "--boot-timeout", "300", "--output", out.path])
         #expect(result.status == 0, "\(result.output)")
+        #expect(result.output.split(separator: "\n").filter { $0.hasPrefix("verdict: ") }.count == 1, "one verdict line")
+        #expect(result.output.contains("verdict: PASS: suite PASS") && result.output.contains("; torture PASS (9 passed) (4 workers, 60 s"))
         let run = try loadRun(out)
         #expect(run.leaves.contains { $0.test.name == "teardown.hung_task_reported" && $0.test.status == .pass })
-        let console = (try? String(contentsOf: out.appendingPathComponent("console.log"), encoding: .utf8)) ?? ""
-        #expect(console.contains("KernelAddressSanitizer initialized"), "the kernel under test is not a KASAN kernel")
-        let reports = console.split(separator: "\n").filter { line in
-            ["BUG: KASAN", "WARNING: possible", "WARNING: inconsistent lock state", "BUG: sleeping function", "Oops:"].contains { line.contains($0) }
+        let torture = try loadRun(out.appendingPathComponent("torture"))
+        #expect(torture.tests.count == 9 && torture.tests.allSatisfy { $0.status == .pass }, "\(torture.tests.map { "\($0.name) \($0.status)" })")
+        #expect(FileManager.default.fileExists(atPath: out.appendingPathComponent("torture/results.ktap").path))
+        let summary = try TortureSummary.read(from: out.appendingPathComponent("torture/guest"))
+        #expect(summary.operations > 0 && summary.providerCycles > 0)
+        #expect(try String(contentsOf: out.appendingPathComponent("verdict.txt"), encoding: .utf8).hasPrefix("verdict: PASS"))
+        // The kernel under test carries every sanitizer asked for.
+        let record = try JSONSerialization.jsonObject(with: Data(contentsOf: out.appendingPathComponent("variant.json"))) as? [String: Any]
+        let configPath = try #require((record?["manifest"] as? [String: Any])?["config"] as? String)
+        let config = try String(contentsOfFile: configPath, encoding: .utf8)
+        let options = ["kasan": "CONFIG_KASAN=y", "lockdep": "CONFIG_PROVE_LOCKING=y", "kfence": "CONFIG_KFENCE=y",
+                       "ubsan": "CONFIG_UBSAN=y", "debug-vm": "CONFIG_DEBUG_VM=y"]
+        for name in list.split(separator: ",") {
+            #expect(config.contains(options[String(name)] ?? "?"), "\(name) is not in the kernel's .config")
         }
-        #expect(reports.isEmpty, "\(reports)")
+        for console in [out.appendingPathComponent("console.log"), out.appendingPathComponent("torture/console.log")] {
+            let text = (try? String(contentsOf: console, encoding: .utf8)) ?? ""
+            let reports = text.split(separator: "\n").filter { line in
+                ["BUG: KASAN", "BUG: KFENCE", "UBSAN:", "WARNING: possible", "WARNING: inconsistent lock state", "BUG: sleeping function",
+                 "BUG: Bad page", "VM_BUG_ON", "Oops:"].contains { line.contains($0) }
+            }
+            #expect(reports.isEmpty, "\(console.lastPathComponent): \(reports)")
+        }
     }
 
     @Test("--ablate: each leave-one-out variant fails exactly the checks that depend on the missing patch",
@@ -389,7 +410,97 @@ struct CrashIsolationEndToEndTests {
             #expect(byName[name]?.status == .pass, "\(name): \(byName[name]?.status.label ?? "missing")")
         }
     }
+
+    @Test("control.hang_brief: a hung-task report without a panic, while perftest.tmpfs runs, is charged to the control by PID; perftest.tmpfs keeps its PASS; one boot",
+          .timeLimit(.minutes(20)))
+    func hangWithoutPanic() throws {
+        let out = try tempDirectory("hang-brief")
+        let result = try p2plab(["test", "--check", "control.hang_brief,perftest.tmpfs", "--accel", "tcg", "--output", out.path])
+        #expect(result.status == 0, "exit \(result.status)")
+        let run = try loadRun(out)
+        #expect(run.tests.map(\.name) == ["control.hang_brief", "perftest.tmpfs"])
+        #expect(run.tests.map(\.status) == [.pass, .pass])
+        #expect(run.metadata["boots"] == nil, "no reboot: nothing panicked")
+        #expect(run.consoleFindings.contains { $0.kind == .hungTask }, "the detector did report")
+        let provoked = run.tests[0].diagnostics.filter { $0.hasPrefix("provoked: INFO: task ") }
+        #expect(provoked.count == 1 && provoked[0].contains("reported while perftest.tmpfs ran; PID"), "\(run.tests[0].diagnostics)")
+        #expect(run.tests[1].splats.isEmpty)
+        #expect(run.tests[1].diagnostics.contains { $0.hasPrefix("hung task of check 1 control.hang_brief") })
+    }
 }
+
+/// --compare with panic_on_warn=1 on v5, whose kernfs patches WARN, against the baseline, whose GUP
+/// WARNs on FOLL_LONGTERM|FOLL_PCI_P2PDMA: each side crashes where it WARNs, and only there.
+@Suite("End to end: --compare --panic-on-warn (real kernel, real QEMU)", .serialized,
+       .enabled(if: endToEnd, "set P2PLAB_INTEGRATION=1 (scripts/test does) to build kernels and boot them"))
+struct ComparePanicOnWarnEndToEndTests {
+    @Test("v5 --compare --panic-on-warn: the baseline CRASHED in the LONGTERM|P2PDMA pins, v5 in its kernfs WARNs, every other cell as without the flag; PASS, exit 0",
+          .timeLimit(.minutes(30)))
+    func compare() throws {
+        let out = try tempDirectory("compare-pow")
+        let checks = "pin.longterm_p2pdma.fast,kernfs.page_mkwrite_attribute,kernfs.close_attribute,regmr.p2pmem,regmr.anon"
+        let result = try p2plab(["test", "--series", "v5", "--compare", "--panic-on-warn", "--check", checks, "--accel", "tcg", "--output", out.path])
+        #expect(result.status == 0, "exit \(result.status)")
+        #expect(result.output.contains("crashes only where panic_on_warn predicts (kernfs.page_mkwrite_attribute, kernfs.close_attribute)"), "\(result.output)")
+        let baseline = Dictionary(try loadRun(out.appendingPathComponent("baseline")).tests.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        let series = Dictionary(try loadRun(out.appendingPathComponent("series")).tests.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        #expect(baseline["pin.longterm_p2pdma.fast"]?.status == .crashed, "\(baseline["pin.longterm_p2pdma.fast"]?.reason ?? "-")")
+        #expect(baseline["pin.longterm_p2pdma.fast"]?.reason?.contains("panic_on_warn") == true)
+        #expect(series["pin.longterm_p2pdma.fast"]?.status == .pass)
+        for name in ["kernfs.page_mkwrite_attribute", "kernfs.close_attribute"] {
+            #expect(series[name]?.status == .crashed, "\(name) on v5: \(series[name]?.status.label ?? "missing")")
+            #expect(baseline[name]?.status != .crashed, "\(name) on the baseline does not WARN")
+        }
+        #expect(baseline["regmr.p2pmem"]?.errno == "EFAULT")
+        #expect(series["regmr.anon"]?.status == .pass && baseline["regmr.anon"]?.status == .pass)
+    }
+}
+
+/// A leaked pin on a p2pmem page: the provider's unbind waits for that page forever. The torture's
+/// unbind loop gives up after 60 s and says so in one line; the run ends, it does not hang.
+@Suite("End to end: an unbind blocked forever by a leaked p2pmem pin (opt-in: P2PLAB_E2E_MORE=1)", .serialized,
+       .enabled(if: endToEnd && moreEndToEnd, "set P2PLAB_E2E_MORE=1 too: about 4 more minutes (the 60 s bound, an incremental build)"))
+struct LeakedP2PMemUnbindEndToEndTests {
+    @Test("v2 plus a planted leak of P2PDMA pins: torture.provider_cycled fails with 'still blocked after 60 s', the run ends within its bound, exit 1",
+          .timeLimit(.minutes(20)))
+    func blockedForever() throws {
+        let series = try tempDirectory("planted-p2pdma-series")
+        let v2 = repoRoot.appendingPathComponent("kernel/series/v2")
+        for name in try FileManager.default.contentsOfDirectory(atPath: v2.path) {
+            try FileManager.default.copyItem(at: v2.appendingPathComponent(name), to: series.appendingPathComponent(name))
+        }
+        let planted = "0005-planted-p2pdma-pin-leak.patch"
+        try FileManager.default.copyItem(
+            at: repoRoot.appendingPathComponent("Tests/P2PLabTests/Fixtures/planted-p2pdma-pin-leak.patch"), to: series.appendingPathComponent(planted))
+        let list = try String(contentsOf: series.appendingPathComponent("series"), encoding: .utf8)
+        try (list + planted + "\n").write(to: series.appendingPathComponent("series"), atomically: true, encoding: .utf8)
+
+        let out = try tempDirectory("torture-blocked")
+        let started = Date()
+        let result = try p2plab(["torture", "--series", series.path, "--seed", "5", "--workers", "2", "--duration", "10",
+                                 "--accel", "tcg", "--output", out.path])
+        let seconds = Date().timeIntervalSince(started)
+        #expect(result.status == LabExit.failed.rawValue, "exit \(result.status)")
+        let lines = result.output.split(separator: "\n").filter { $0.hasPrefix("invariant provider_cycled: ") }
+        #expect(lines.count == 1 && lines[0].contains("still blocked after 60 s") && lines[0].contains("something keeps a reference to the provider's pages"),
+                "\(result.output)")
+        let run = try loadRun(out)
+        #expect(run.tests.first { $0.name == TortureInvariant.providerCycled.testName }?.status == .fail)
+        #expect(run.tests.first { $0.name == TortureInvariant.noLeakedPins.testName }?.status == .fail)
+        // Bounded: 10 s of workers, the 60 s unbind bound, the poweroff that the blocked unbind holds up (30 s), and the build and boot.
+        #expect(seconds < 10 + 60 + 30 + 240, "took \(Int(seconds)) s")
+    }
+}
+
+/// Tests that cost CI more than they add every run: opt-in with P2PLAB_E2E_MORE=1.
+let moreEndToEnd = ProcessInfo.processInfo.environment["P2PLAB_E2E_MORE"] == "1"
+
+/// The sanitizers of the opt-in sanitizer tests: `P2PLAB_E2E_SANITIZE=1` is KASAN + lockdep, any
+/// other value a list as `--sanitize` takes it; nil when unset.
+let sanitizers: String? = {
+    guard let value = ProcessInfo.processInfo.environment["P2PLAB_E2E_SANITIZE"], !value.isEmpty, value != "0" else { return nil }
+    return value == "1" ? "kasan,lockdep" : value
+}()
 
 /// decode_stacktrace.sh against a kernel with line tables: a cold build of another config, so opt-in.
 @Suite("End to end: a crash decoded to file:line (opt-in: P2PLAB_E2E_DECODE=1, a cold build)", .serialized,

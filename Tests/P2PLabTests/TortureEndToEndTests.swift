@@ -82,13 +82,5 @@ struct TortureEndToEndTests {
         #expect(again.status == LabExit.failed.rawValue, "the replay exited \(again.status)")
         #expect(rerun.tests.first { $0.name == TortureInvariant.noLeakedPins.testName }?.status == .fail)
     }
-
-    @Test("a KASAN + lockdep kernel: 60 s of 4 workers on the series pass with no sanitizer report (opt-in: P2PLAB_E2E_SANITIZE=1, a cold build)",
-          .enabled(if: ProcessInfo.processInfo.environment["P2PLAB_E2E_SANITIZE"] == "1", "set P2PLAB_E2E_SANITIZE=1 to build and boot a KASAN + lockdep kernel"),
-          .timeLimit(.minutes(90)))
-    func sanitized() throws {
-        let (result, run, summary) = try torture("kasan", ["--sanitize", "kasan,lockdep", "--seed", "3", "--workers", "4", "--duration", "60"])
-        #expect(result.status == 0, "p2plab torture --sanitize kasan,lockdep exited \(result.status)")
-        expectPassed(run, summary, workers: 4)
-    }
+    // The sanitizer kernels' torture runs in EndToEndTests.sanitizedTeardown, through test --sanitize.
 }
