@@ -6,6 +6,9 @@ public enum Requirement: String, Sendable, Hashable, CaseIterable, Codable {
     case provider
     case rdmaDevice
     case module
+    /// The kernel's own mm selftests, built from the tree under test (the lab builds them only for
+    /// a run whose checks need them).
+    case selftests
 }
 
 /// One check of the suite as the host knows it: its name, what it asserts, what it needs, and the
@@ -200,11 +203,11 @@ public enum SuiteCatalog {
         CheckInfo(
             "selftest.gup_longterm",
             "the kernel's gup_longterm selftest (its cases nested): long-term R/W and R/O pins, GUP and GUP-fast, of memfd, tmpfs and ext4 mappings (hugetlb where the kernel has it); every case passes (ext4 R/W MAP_SHARED pins must be refused)",
-            operations: [.gupLongtermCases], code: ["tools/testing/selftests/mm/"]),
+            operations: [.gupLongtermCases], requires: [.selftests], code: ["tools/testing/selftests/mm/"]),
         CheckInfo(
             "selftest.gup_test",
             "the kernel's gup_test on p2pmem (-L PIN_LONGTERM_BENCHMARK and -a PIN_FAST_BENCHMARK, with and without FOLL_PCI_P2PDMA) and PIN_LONGTERM_TEST_START/READ (each run nested) agree with the module's pins of the same flags",
-            operations: selftestGupTestOperations, requires: [.module, .provider],
+            operations: selftestGupTestOperations, requires: [.module, .provider, .selftests],
             code: ["mm/gup_test.c", "tools/testing/selftests/mm/"]),
         CheckInfo(
             "perftest.p2pmem",
@@ -310,6 +313,11 @@ public enum SuiteCatalog {
     /// controls first.
     public static func select(filters: [String]) -> [CheckInfo] {
         all.filter { $0.selected(by: filters) }
+    }
+
+    /// Whether the checks `filters` select need the kernel's mm selftests built.
+    public static func needsSelftests(filters: [String]) -> Bool {
+        select(filters: filters).contains { $0.requirements.contains(.selftests) }
     }
 }
 

@@ -195,6 +195,7 @@ public final class CheckContext: @unchecked Sendable {
         case .provider: provider == nil ? (providerProblem ?? "no p2pmem provider published") : nil
         case .rdmaDevice: rdma == nil ? (rdmaProblem ?? "no RDMA device") : nil
         case .module: module == nil ? (moduleProblem ?? "test module not loaded") : nil
+        case .selftests: selftests == nil ? (selftestsProblem ?? "no kernel selftests given (--selftests DIR)") : nil
         }
     }
 

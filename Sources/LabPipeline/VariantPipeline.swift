@@ -47,6 +47,10 @@ public struct SuitePlan: Sendable {
     /// Boot with `panic_on_warn=1`: a WARNING panics the kernel, so a check that makes one is CRASHED.
     public var panicOnWarn = false
 
+    /// Whether a check the plan runs needs the kernel's mm selftests: building them for a new
+    /// commit takes ~10 s, which a bisect step on other checks should not wait for.
+    public var needsSelftests = true
+
     public init(machine: MachineDefinition, accel: AccelChoice, checks: [String] = [], expectedNames: [String], expect: String? = nil) {
         self.machine = machine
         self.accel = accel
@@ -233,7 +237,7 @@ public struct VariantPipeline: Sendable {
         var result = VariantResult(label: label, selection: selection, runDirectory: directory)
         do {
             progress("[\(label)] build")
-            let kernel = try await self.kernel(recipe, selection, selftests: true)
+            let kernel = try await self.kernel(recipe, selection, selftests: suite.needsSelftests)
             let manifest = kernel.manifest
             result.manifest = manifest
             result.times = kernel.times

@@ -633,7 +633,8 @@ struct BenchSession {
     /// (mm/gup.c, drivers/infiniband/core/umem.c).
     mutating func bisectStep() async throws {
         let checks = BenchMeasurement.bisectChecks
-        let suite = SuitePlan(machine: definition, accel: .tcg, checks: checks, expectedNames: SuiteCatalog.select(filters: checks).map(\.name))
+        var suite = SuitePlan(machine: definition, accel: .tcg, checks: checks, expectedNames: SuiteCatalog.select(filters: checks).map(\.name))
+        suite.needsSelftests = SuiteCatalog.needsSelftests(filters: checks)
         // Start from the whole series in the object directory, so the first step rebuilds.
         _ = try await benchPipeline.kernels.build(recipe, .full)
         var samples: [Double] = []

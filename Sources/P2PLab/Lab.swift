@@ -97,6 +97,7 @@ struct Lab {
             accel: lab.accel, checks: lab.checks, expectedNames: SuiteCatalog.select(filters: lab.checks).map(\.name),
             expect: IdentifiedSeries(series).reference.tokens)
         suite.prelude = lab.guestPrelude
+        suite.needsSelftests = SuiteCatalog.needsSelftests(filters: lab.checks)
         suite.stopOnCrash = lab.stopOnCrash
         suite.panicOnWarn = lab.panicOnWarn
     }

@@ -160,3 +160,15 @@ struct ExpectationTableTests {
         #expect(WarningSite.gupArguments.matches("WARNING: CPU: 0 PID: 312 at mm/gup.c:2634 is_valid_gup_args+0x6a/0x90"))
     }
 }
+
+@Suite("What a run's checks need built")
+struct SelftestNeedTests {
+    @Test("the kernel's selftests are built for the whole suite and the selftest checks, not for a bisect of pin.*")
+    func selftests() {
+        #expect(SuiteCatalog.needsSelftests(filters: []))
+        #expect(SuiteCatalog.needsSelftests(filters: ["selftest.gup_test"]))
+        #expect(!SuiteCatalog.needsSelftests(filters: ["pin.*"]))
+        #expect(!SuiteCatalog.needsSelftests(filters: ["regmr.p2pmem", "teardown.*"]))
+        #expect(SuiteCatalog.checks.filter { $0.requirements.contains(.selftests) }.map(\.name).allSatisfy { $0.hasPrefix("selftest.") })
+    }
+}
