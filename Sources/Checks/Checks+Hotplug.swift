@@ -9,15 +9,17 @@ import Musl
 #endif
 
 /// A hot-unplug of the provider from the lab machine's host while a long-term pin holds its p2pmem:
-/// QEMU's `device_del` presses the slot's attention button, the guest's pciehp powers the slot off
-/// after 5 s by removing the device, and that removal meets the pin in memunmap_pages.
+/// QEMU's `device_del` asks the guest to give the slot up (an ACPI eject request on q35, which the
+/// guest's acpiphp acts on at once; on a port with native PCIe hotplug an attention-button press,
+/// which pciehp acts on 5 s later), the guest removes the device, and that removal meets the pin
+/// in memunmap_pages. QEMU deletes the device once the guest has ejected or powered off the slot.
 extension Suite {
     static let hotplugChecks: [CheckDefinition] = [
         CheckDefinition("teardown.hot_unplug_while_pinned") { ctx, rec in
             let slot = try HotplugSlot(ctx)
             let limits = slot.host.limits
             let setup = try TeardownSetup(ctx)
-            rec.note("\(slot.address) is QEMU's \(slot.device.id) (serial \(slot.device.serial)) on \(slot.device.bus), port \(slot.port) driven by pciehp")
+            rec.note("\(slot.address) is QEMU's \(slot.device.id) (serial \(slot.device.serial)) on \(slot.device.bus), port \(slot.port), slot \(slot.slotName) driven by \(slot.driver)")
             guard let held = setup.holdUmem(rec) else {
                 // No long-term P2PDMA pin exists on this kernel: what is left to see is that the
                 // hot-unplug itself works when nothing holds the device.
@@ -33,16 +35,17 @@ extension Suite {
             let delAt = monotonicSeconds()
             rec.note(String(format: "device_del %@ sent (host %.2f s), QEMU replied in %.3f s", slot.device.id, del.sentAt ?? 0,
                             (del.repliedAt ?? 0) - (del.sentAt ?? 0)))
-            // pciehp waits 5 s after the button press, then its IRQ thread removes the device.
+            // acpiphp's removal starts at once (in a kworker of kacpi_hotplug); pciehp's IRQ thread
+            // starts 5 s after the button press.
             let waiter = waitUntil(seconds: 5 + limits.hotplug / 3) { slot.removalThread()?.waiting == true }
-            let messages = kmsg.read().filter { $0.contains("pciehp") || $0.contains(slot.port.description) }
+            let messages = kmsg.read().filter { $0.contains(slot.driver) || $0.contains(slot.port.description) }
             for line in messages.prefix(6) { rec.note("  kernel: \(line)") }
             guard waiter, let thread = slot.removalThread() else {
                 let gone = !slot.present
                 rec.fail(gone
                     ? "\(slot.address) went away while the umem was held: the removal did not wait"
-                    : String(format: "pciehp's removal did not start waiting in memunmap_pages within %.0f s of device_del (threads: %@)",
-                             5 + limits.hotplug / 3, slot.pciehpThreads().map(\.description).joined(separator: "; ")))
+                    : String(format: "%@'s removal did not start waiting in memunmap_pages within %.0f s of device_del (tasks in D state: %@)",
+                             slot.driver, 5 + limits.hotplug / 3, slot.blockedTasks().map(\.description).joined(separator: "; ")))
                 rec.expect(.hotUnplugWaitsForUmem, observed: .refused(nil))
                 return
             }
@@ -62,7 +65,7 @@ extension Suite {
             ok = setup.release(held, rec) && ok
             let waited = released - waitingSince
             // Asked now, so the host's clock stamps the release; the guest removes the device
-            // meanwhile, and QEMU deletes it once the slot is powered off.
+            // meanwhile, and QEMU deletes it once the guest has ejected (ACPI) or powered off the slot.
             let awaitRequest = HostRequest.awaitDeviceDeleted(device: slot.device.id, timeout: limits.hotplug)
             let awaitID = try slot.host.channel.submit(awaitRequest)
             let goneAt = waitUntil(seconds: limits.hotplug) { !slot.present } ? monotonicSeconds() : nil
@@ -91,15 +94,20 @@ extension Suite {
     ]
 }
 
-/// The provider's hot-plug slot in the lab machine: the QEMU device behind it and the pciehp port.
+/// The provider's hot-plug slot in the lab machine: the QEMU device behind it, the port above it,
+/// and the guest's hotplug driver for the slot (acpiphp on q35, pciehp on a native-hotplug port).
 struct HotplugSlot {
     let ctx: CheckContext
     let host: HostLink
     let device: HostDevice
     let address: PCIAddress
     let port: PCIAddress
+    /// The slot's name in /sys/bus/pci/slots.
+    let slotName: String
+    /// The driver that registered the slot (`acpiphp`, `pciehp`).
+    let driver: String
 
-    /// Finds the slot, or SKIPs with what is missing (a host monitor, the device, PCIe hotplug).
+    /// Finds the slot, or SKIPs with what is missing (a host monitor, the device, a hotplug driver).
     init(_ ctx: CheckContext) throws {
         guard let host = ctx.host else {
             throw CheckSkip("no host with a monitor: the hot-unplug is QEMU's device_del, so it runs in the lab machine (p2plab test); on real hardware teardown.remove_while_pinned covers the removal")
@@ -115,14 +123,11 @@ struct HotplugSlot {
         guard let port = sysfs.pciAncestry(provider.address).dropFirst().first else {
             throw CheckSkip("\(provider.address) has no upstream port in sysfs")
         }
-        let pciehp = "bus/pci_express/drivers/pciehp"
-        guard FileManager.default.fileExists(atPath: sysfs.path(pciehp)) else {
-            throw CheckSkip("this kernel has no PCIe native hotplug (CONFIG_HOTPLUG_PCI_PCIE): QEMU's device_del would never reach it; enable CONFIG_HOTPLUG_PCI and CONFIG_HOTPLUG_PCI_PCIE")
+        guard let slot = sysfs.hotplugSlot(of: provider.address, below: port) else {
+            throw CheckSkip("no hotplug driver has a slot for \(provider.address) (none in /sys/bus/pci/slots at \(HotplugSlot.slotAddress(provider.address))): QEMU's device_del would never reach this kernel; enable CONFIG_HOTPLUG_PCI and CONFIG_HOTPLUG_PCI_ACPI (the lab machine's ACPI hotplug), or CONFIG_HOTPLUG_PCI_PCIE for a port with native PCIe hotplug")
         }
-        let services = (try? FileManager.default.contentsOfDirectory(atPath: sysfs.path(pciehp))) ?? []
-        guard services.contains(where: { $0.hasPrefix("\(port):") }) else {
-            throw CheckSkip("pciehp does not drive \(port), the port above \(provider.address): its slot is not hot-pluggable")
-        }
+        self.slotName = slot.name
+        self.driver = slot.driver
         self.ctx = ctx
         self.host = host
         self.device = device
@@ -134,7 +139,12 @@ struct HotplugSlot {
 
     var present: Bool { FileManager.default.fileExists(atPath: ctx.sysfs.path("bus/pci/devices/\(address)")) }
 
-    /// A pciehp thread (`irq/N-pciehp`) with its state and where it sleeps.
+    /// `dddd:bb:ss`, how /sys/bus/pci/slots/NAME/address names the slot a function sits in.
+    static func slotAddress(_ address: PCIAddress) -> String {
+        String(format: "%04x:%02x:%02x", address.domain, address.bus, address.slot)
+    }
+
+    /// A task with its state and where it sleeps.
     struct Thread: CustomStringConvertible {
         var pid: Int32
         var name: String
@@ -144,23 +154,22 @@ struct HotplugSlot {
         var description: String { "\(name) (pid \(pid)) state \(state)" + (wchan.isEmpty ? "" : " in \(wchan)") }
     }
 
-    func pciehpThreads() -> [Thread] {
+    /// Every task in D state: the removal runs in the hotplug driver's own thread (acpiphp: a
+    /// kworker of kacpi_hotplug; pciehp: `irq/N-pciehp`), so it is found by where it sleeps.
+    func blockedTasks() -> [Thread] {
         let pids = ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap { Int32($0) }
         return pids.compactMap { pid -> Thread? in
-            guard let comm = try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8), comm.contains("pciehp") else { return nil }
-            var state = "?"
-            if let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") {
-                state = stat[stat.index(after: close)...].split(separator: " ").first.map(String.init) ?? "?"
-            }
+            guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")"),
+                  let state = stat[stat.index(after: close)...].split(separator: " ").first.map(String.init), state == "D" else { return nil }
+            let comm = (try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8)) ?? "?"
             let wchan = (try? String(contentsOfFile: "/proc/\(pid)/wchan", encoding: .utf8)).map { $0 == "0" ? "" : $0 } ?? ""
             return Thread(pid: pid, name: comm.trimmingCharacters(in: .whitespacesAndNewlines), state: state, wchan: wchan)
         }
     }
 
-    /// The pciehp thread that is removing the device, once it waits.
+    /// The task that is removing the device, once it waits in memunmap_pages.
     func removalThread() -> Thread? {
-        let threads = pciehpThreads()
-        return threads.first(where: \.waiting) ?? threads.first { $0.state == "D" }
+        blockedTasks().first(where: \.waiting)
     }
 
     /// device_del with nothing pinned: DEVICE_DELETED within the bound, the device gone; then back.
@@ -173,8 +182,8 @@ struct HotplugSlot {
                 rec.fail(String(format: "with nothing pinned, no DEVICE_DELETED within %.0f s of device_del", limits.hotplug))
                 return false
             }
-            rec.note(String(format: "with nothing pinned: DEVICE_DELETED %.2f s after device_del (host clock; pciehp waits 5 s after the button press)",
-                            at - (del.sentAt ?? 0)))
+            rec.note(String(format: "with nothing pinned: DEVICE_DELETED %.2f s after device_del (host clock)%@", at - (del.sentAt ?? 0),
+                            driver == "pciehp" ? "; pciehp waits 5 s after the button press" : ""))
             guard waitUntil(seconds: 10, { !present }) else {
                 rec.fail("\(address) still in sysfs after DEVICE_DELETED")
                 return false
@@ -205,5 +214,26 @@ struct HotplugSlot {
         rec.note(String(format: "device_add: %@ back with p2pmem published %.2f s later, available %llu", address.description,
                         monotonicSeconds() - start, ctx.sysfs.provider(address)?.available ?? 0))
         return true
+    }
+}
+
+
+extension Sysfs {
+    /// The hotplug slot `address` sits in, below `port`: its name in /sys/bus/pci/slots and the
+    /// driver that registered it, or nil when no hotplug driver has one there. A built-in driver
+    /// leaves no `module` link in the slot: pciehp is the one bound to the port as a PCIe port
+    /// service, else acpiphp where it is built in.
+    func hotplugSlot(of address: PCIAddress, below port: PCIAddress) -> (name: String, driver: String)? {
+        let fm = FileManager.default
+        let want = HotplugSlot.slotAddress(address)
+        let slots = ((try? fm.contentsOfDirectory(atPath: path("bus/pci/slots"))) ?? []).sorted()
+        guard let name = slots.first(where: { read("bus/pci/slots/\($0)/address") == want }) else { return nil }
+        if let module = try? fm.destinationOfSymbolicLink(atPath: path("bus/pci/slots/\(name)/module")) {
+            return (name, URL(fileURLWithPath: module).lastPathComponent)
+        }
+        let services = (try? fm.contentsOfDirectory(atPath: path("bus/pci_express/drivers/pciehp"))) ?? []
+        if services.contains(where: { $0.hasPrefix("\(port):") }) { return (name, "pciehp") }
+        if fm.fileExists(atPath: path("module/acpiphp")) { return (name, "acpiphp") }
+        return (name, "a hotplug driver")
     }
 }

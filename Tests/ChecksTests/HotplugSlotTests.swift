@@ -29,26 +29,37 @@ struct HotplugSlotTests {
         #expect(reason?.contains("no host with a monitor") == true && reason?.contains("teardown.remove_while_pinned") == true, "\(reason ?? "")")
     }
 
-    @Test("a kernel without pciehp: SKIP naming CONFIG_HOTPLUG_PCI_PCIE; pciehp on another port: SKIP naming the port")
-    func noPCIeHotplug() throws {
+    @Test("a kernel with no hotplug driver for the slot: SKIP naming CONFIG_HOTPLUG_PCI_ACPI; a slot at another address does not count")
+    func noHotplugDriver() throws {
         let fake = try FakeSysfs()
         try fake.write("devices/pci0000:00/0000:00:1c.0/0000:01:00.0/0000:02:00.0/0000:03:00.0/nvme/nvme0/serial", "p2plab-cmb   ")
         let reason = skipReason { _ = try HotplugSlot(try context(fake, host: host)) }
-        #expect(reason?.contains("CONFIG_HOTPLUG_PCI_PCIE") == true, "\(reason ?? "")")
-        try fake.dir("bus/pci_express/drivers/pciehp/0000:02:01.0:pcie204")
+        #expect(reason?.contains("CONFIG_HOTPLUG_PCI_ACPI") == true && reason?.contains("at 0000:03:00") == true, "\(reason ?? "")")
+        try fake.write("bus/pci/slots/0-1/address", "0000:04:00")
         let other = skipReason { _ = try HotplugSlot(try context(fake, host: host)) }
-        #expect(other?.contains("pciehp does not drive 0000:02:00.0") == true, "\(other ?? "")")
+        #expect(other?.contains("no hotplug driver has a slot for 0000:03:00.0") == true, "\(other ?? "")")
     }
 
-    @Test("the provider's serial names the QEMU device; its downstream port is the pciehp slot")
+    @Test("the provider's serial names the QEMU device; its slot and the driver that registered it are found")
     func found() throws {
         let fake = try FakeSysfs()
         try fake.write("devices/pci0000:00/0000:00:1c.0/0000:01:00.0/0000:02:00.0/0000:03:00.0/nvme/nvme0/serial", "p2plab-cmb   ")
-        try fake.dir("bus/pci_express/drivers/pciehp/0000:02:00.0:pcie204")
+        try fake.write("bus/pci/slots/0-1/address", "0000:04:00")
+        try fake.write("bus/pci/slots/0/address", "0000:03:00")
+        // Built in, as in the lab's kernel: no module link; acpiphp shows in /sys/module by its parameter.
+        #expect(try HotplugSlot(try context(fake, host: host)).driver == "a hotplug driver")
+        try fake.dir("module/acpiphp/parameters")
         let slot = try HotplugSlot(try context(fake, host: host))
         #expect(slot.device.id == "nvme0")
         #expect(slot.port.description == "0000:02:00.0")
+        #expect(slot.slotName == "0" && slot.driver == "acpiphp")
         #expect(slot.present)
+        // A native-hotplug port: pciehp is bound to it as a port service.
+        try fake.dir("bus/pci_express/drivers/pciehp/0000:02:00.0:pcie204")
+        #expect(try HotplugSlot(try context(fake, host: host)).driver == "pciehp")
+        // A driver built as a module links it from the slot.
+        try fake.link("bus/pci/slots/0/module", "../../../../module/acpiphp")
+        #expect(try HotplugSlot(try context(fake, host: host)).driver == "acpiphp")
         // A serial the host does not know: SKIP with what it has.
         try fake.write("devices/pci0000:00/0000:00:1c.0/0000:01:00.0/0000:02:00.0/0000:03:00.0/nvme/nvme0/serial", "someone-else")
         let reason = skipReason { _ = try HotplugSlot(try context(fake, host: host)) }
