@@ -78,7 +78,7 @@ public enum KernelOperation: Sendable, Hashable, CustomStringConvertible {
     case hungTaskReportsUnbind
     /// `remove` through sysfs waits for a held umem, then the device goes away; a rescan brings it back.
     case removeWaitsForUmem
-    /// A hot-unplug from QEMU's monitor (`device_del`) waits in the guest's pciehp for a held umem;
+    /// A hot-unplug from QEMU's monitor (`device_del`) waits in the guest's removal for a held umem;
     /// after the release QEMU deletes the device, and `device_add` brings it and its p2pmem back.
     case hotUnplugWaitsForUmem
     /// The same hot-unplug with nothing pinned completes, and the device comes back.
@@ -538,10 +538,10 @@ public enum ExpectationTable {
             why: "remove releases the driver the same way unbind does"),
         Expectation(
             operation: .hotUnplugWaitsForUmem, device: nil, rules: umemRules,
-            why: "pciehp removes the slot's device as remove does, so memunmap_pages() waits for the held umem; QEMU deletes the device only once the guest has powered the slot off"),
+            why: "the guest's hotplug driver removes the slot's device as remove does, so memunmap_pages() waits for the held umem; QEMU deletes the device only once the guest has ejected the slot"),
         Expectation(
             operation: .hotUnplugUnpinned, device: nil, rules: [rule([], .succeeds)],
-            why: "with nothing pinned, pciehp powers the slot off after its 5 s attention-button delay and QEMU deletes the device; the series changes nothing here"),
+            why: "with nothing pinned, the guest removes the device and ejects the slot, and QEMU deletes the device; the series changes nothing here"),
         Expectation(
             operation: .poolNotReusedWhilePinned, device: nil, rules: longtermReadOnlyRules,
             why: "a pinned page's refcount keeps it out of p2pdma_page_free(), so gen_pool never gets it back"),

@@ -287,7 +287,7 @@ public enum SuiteCatalog {
         // Last: it takes the provider away and brings it back, so a failure to bring it back costs no other check.
         CheckInfo(
             "teardown.hot_unplug_while_pinned",
-            "in the lab machine, with an MR's umem on p2pmem, a hot-unplug of the NVMe from QEMU's monitor (device_del) starts the guest's PCIe hotplug removal, which waits in memunmap_pages with no DEVICE_DELETED and no oops; after the release the device goes away and QEMU reports DEVICE_DELETED, and device_add brings the NVMe and its p2pmem back; where no umem can be held, the same hot-unplug with nothing pinned must complete; the waits are reported",
+            "in the lab machine, with an MR's umem on p2pmem, a hot-unplug of the NVMe from QEMU's monitor (device_del) starts the guest's hotplug removal (ACPI hotplug on the lab's q35), which waits in memunmap_pages with no DEVICE_DELETED and no oops; after the release the device goes away and QEMU reports DEVICE_DELETED, and device_add brings the NVMe and its p2pmem back; where no umem can be held, the same hot-unplug with nothing pinned must complete; the waits are reported",
             operations: [.umemGet(writable: true), .hotUnplugWaitsForUmem, .hotUnplugUnpinned], requires: [.module, .provider],
             code: ["drivers/pci/hotplug/"]),
     ]

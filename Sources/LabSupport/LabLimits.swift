@@ -51,8 +51,8 @@ public struct LabLimits: Sendable, Codable, Equatable {
     /// Connecting to QEMU's monitor (QMP), and one command's reply there.
     public var qmp: Double = 10
     /// A hot-unplug or re-add through QEMU's monitor once nothing holds the device: until
-    /// DEVICE_DELETED (the guest's pciehp waits 5 s after the button press first), or until the
-    /// re-added device publishes p2pmem again.
+    /// DEVICE_DELETED (pciehp, on a native-hotplug port, first waits 5 s after the button press),
+    /// or until the re-added device publishes p2pmem again.
     public var hotplug: Double = 60
 
     public init() {}

@@ -51,11 +51,10 @@ public struct QEMUCommandLine: Sendable, Equatable {
         add("-no-user-config")
         add("-display", "none")
         add("-no-reboot")
-        if type.hasPrefix("q35") {
-            // q35's ACPI hot-plug (QEMU 6.1+) keeps native PCIe hot-plug from the OS (_OSC), so the
-            // guest's pciehp would drive no port, and ACPI reaches no slot behind a switch.
-            add("-global", "ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off")
-        }
+        // q35's ACPI PCI hot-plug (on by default since QEMU 6.1) stays on: its DSDT describes the
+        // slots below every cold-plugged port, the switch's downstream ports included, and a
+        // device_del is an eject request the guest's acpiphp acts on at once (native PCIe hot-plug,
+        // which it keeps from the guest through _OSC, would wait 5 s after an attention-button press).
     }
 
     /// Boots a kernel directly, without a disk image.
@@ -76,7 +75,7 @@ public struct QEMUCommandLine: Sendable, Equatable {
         add("-device", "x3130-upstream,id=\(spec.upstreamPortID),bus=\(spec.rootPortID)")
         for (index, port) in spec.downstreamPortIDs.enumerated() {
             // Slot 0 of this chassis is the root port's.
-            // hotplug=on: its slot takes device_del/device_add (native PCIe hotplug: the guest's pciehp).
+            // hotplug=on: its slot takes device_del/device_add (through ACPI on q35, see addMachine).
             add("-device", "xio3130-downstream,id=\(port),bus=\(spec.upstreamPortID),chassis=\(spec.chassis),slot=\(index + 1),hotplug=on")
         }
         return spec.downstreamPortIDs

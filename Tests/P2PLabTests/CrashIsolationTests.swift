@@ -138,7 +138,7 @@ struct CrashIsolationTests {
         #expect(StackTrace.parseFrame("vfs_ioctl (??:?) ", isIP: false)?.location == nil)
     }
 
-    @Test("a recorded oops of the lab's lean kernel (no frame pointers, no DEBUG_INFO): frames are the unwinder's guesses, decode gives no lines, and the run says so once")
+    @Test("a recorded oops of a kernel with the guess unwinder (no frame pointers, no ORC, no DEBUG_INFO): frames are the unwinder's guesses, decode gives no lines, and the run says so once")
     func realLeanOops() async throws {
         let checks = ["env.module", "regmr.anon", "control.oops"]
         var isolation = CrashIsolation(names: checks, stopOnCrash: false, maxReboots: 5)
@@ -155,6 +155,31 @@ struct CrashIsolationTests {
         #expect(oops.splats.first?.contains("p2plab_test.c:448!") == true)
         #expect(oops.traceSummary == "p2plab_control_oops+0xc/0xe [p2plab_test] ← ? p2plab_ioctl+0x279/0x693 [p2plab_test] ← ? full_proxy_unlocked_ioctl ← ? vfs_ioctl")
         #expect(run.diagnostics == [VariantPipeline.noLineInfo])
+    }
+
+    @Test("a recorded oops of the lab's lean kernel (ORC, no DEBUG_INFO): the trace is the unwinder's frames and none of the `? ` addresses it also prints; decode gives no lines, said once")
+    func realLeanOopsORC() async throws {
+        let checks = ["control.oops", "env.module"]
+        var isolation = CrashIsolation(names: checks, stopOnCrash: false, maxReboots: 5)
+        #expect(isolation.take(try boot("real-oops-orc-results.ktap", "real-oops-orc-console.log", checks: checks, kind: .kernelPanic)) == .reboot(["env.module"]))
+        let console = try fixture("real-oops-orc-console.log")
+        let finding = try #require(ConsoleScanner.scan(console).first { $0.kind == .bug })
+        let report = StackTrace.report(in: console, at: finding.line)
+        // ORC also prints the stale return addresses it passes on the stack, marked `? `: not frames.
+        #expect(report.contains { $0.hasSuffix("? _raw_spin_lock_irqsave+0x9/0xe") })
+        #expect(StackTrace.frames(report).map(\.function) == ["p2plab_control_oops", "p2plab_ioctl", "full_proxy_unlocked_ioctl", "vfs_ioctl",
+                                                             "__x64_sys_ioctl", "do_syscall_64", "entry_SYSCALL_64_after_hwframe"])
+        #expect(StackTrace.frames(report).allSatisfy { !$0.guess })
+        let decoded = try fixture("real-oops-orc-decoded.txt").split(separator: "\n").map(String.init)
+        struct Replay: TraceDecoder {
+            let lines: [String]
+            func decode(_ report: [String]) async -> DecodedReport { DecodedReport(lines: lines) }
+        }
+        await VariantPipeline.decodeReports(&isolation, decoder: Replay(lines: decoded))
+        let oops = try #require(isolation.merged().tests.first { $0.name == "control.oops" })
+        #expect(oops.status == .crashed)
+        #expect(oops.traceSummary == "p2plab_control_oops+0xc/0xe [p2plab_test] ← p2plab_ioctl+0x275/0x68f [p2plab_test] ← full_proxy_unlocked_ioctl ← vfs_ioctl")
+        #expect(isolation.merged().diagnostics.filter { $0.hasPrefix("no line info:") } == [VariantPipeline.noLineInfo])
     }
 
     @Test("control.hang that finished as a PASS proves nothing: it fails, saying why")
