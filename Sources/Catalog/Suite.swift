@@ -254,7 +254,7 @@ public enum SuiteCatalog {
     static let teardown: [CheckInfo] = [
         CheckInfo(
             "teardown.unbind_umem_held",
-            "with an MR's umem (the module's held ib_umem_get) on p2pmem, unbinding the NVMe blocks; releasing the umem completes it; rebinding publishes p2pmem again; the blocking time is reported",
+            "with an MR's umem (the module's held ib_umem_get) on p2pmem, unbinding the NVMe blocks (its task in D state in memunmap_pages, still there 0.5 s later); releasing the umem completes it; rebinding publishes p2pmem again; the blocking time is reported",
             operations: [.umemGet(writable: true), .unbindWaitsForUmem], requires: [.module, .provider]),
         CheckInfo(
             "teardown.unbind_holder_killed",
@@ -262,7 +262,7 @@ public enum SuiteCatalog {
             operations: [.umemGet(writable: true), .unbindCompletesWhenHolderKilled], requires: [.module, .provider]),
         CheckInfo(
             "teardown.hung_task_reported",
-            "with the umem held past hung_task_timeout_secs (3 s for the check, hung-task panic off), the hung-task detector reports the unbinding task: the wait the reviewers objected to",
+            "with the umem held past hung_task_timeout_secs (1 s for the check, set once the unbinding task waits in memunmap_pages; hung-task panic off), the hung-task detector reports the unbinding task with its trace: the wait the reviewers objected to",
             operations: [.umemGet(writable: true), .hungTaskReportsUnbind], requires: [.module, .provider]),
         CheckInfo(
             "teardown.remove_while_pinned",

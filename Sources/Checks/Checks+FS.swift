@@ -23,24 +23,37 @@ extension Suite {
             let verbs = ctx.rdma.flatMap { try? Verbs.open($0.name) }
             if verbs == nil { rec.note("no RDMA device: ibv_reg_mr part not run") }
 
-            let ext4 = "/run/p2plab-ext4"
-            try runCommand(["mkfs.ext4", "-F", "-q", "-L", scratchLabel, device], recorder: rec)
-            try FileManager.default.createDirectory(atPath: ext4, withIntermediateDirectories: true)
-            try runCommand(["mount", "-t", "ext4", device, ext4], recorder: rec)
-            defer { try? runCommand(["umount", ext4], recorder: rec) }
-            try exercise(memory: .ext4Shared, file: "\(ext4)/pinme", module: module, verbs: verbs, rec: rec)
+            let ext4 = try mountScratch(device, at: "/run/p2plab-ext4", rec: rec)
+            defer { ext4.unmount(rec) }
+            try exercise(memory: .ext4Shared, file: "\(ext4.path)/pinme", module: module, verbs: verbs, rec: rec)
 
-            let tmpfs = "/run/p2plab-tmpfs"
-            try FileManager.default.createDirectory(atPath: tmpfs, withIntermediateDirectories: true)
-            try runCommand(["mount", "-t", "tmpfs", "-o", "size=16m", "p2plab-tmpfs", tmpfs], recorder: rec)
-            defer { try? runCommand(["umount", tmpfs], recorder: rec) }
-            try exercise(memory: .tmpfsShared, file: "\(tmpfs)/pinme", module: module, verbs: verbs, rec: rec)
+            let tmpfs = try Mount(source: "p2plab-tmpfs", at: "/run/p2plab-tmpfs", type: "tmpfs", options: "size=16m", rec: rec)
+            defer { tmpfs.unmount(rec) }
+            try exercise(memory: .tmpfsShared, file: "\(tmpfs.path)/pinme", module: module, verbs: verbs, rec: rec)
         },
     ]
 
+    /// Mounts the scratch namespace's ext4 at `directory`. The namespace is formatted only when it
+    /// does not already hold the suite's own ext4 (an earlier check of the run made it; mkfs.ext4
+    /// takes seconds under TCG), or when that one does not mount.
+    static func mountScratch(_ device: String, at directory: String, rec: CheckRecorder) throws -> Mount {
+        if try requireScratch(device) {
+            do {
+                let mount = try Mount(source: device, at: directory, type: "ext4", rec: rec)
+                rec.note("\(device) already held the suite's scratch ext4 (label \(scratchLabel)): mounted, not formatted again")
+                return mount
+            } catch {
+                rec.note("the suite's scratch ext4 on \(device) did not mount (\(error)): formatting it again")
+            }
+        }
+        try runCommand(["mkfs.ext4", "-F", "-q", "-L", scratchLabel, device], recorder: rec)
+        return try Mount(source: device, at: directory, type: "ext4", rec: rec)
+    }
+
     /// Refuses to format a namespace that holds anything but zeros or the suite's own ext4: on
-    /// real hardware the "second NVMe" may hold someone's data.
-    static func requireScratch(_ device: String) throws {
+    /// real hardware the "second NVMe" may hold someone's data. True when it holds the suite's ext4.
+    @discardableResult
+    static func requireScratch(_ device: String) throws -> Bool {
         if let mounts = try? String(contentsOfFile: "/proc/mounts", encoding: .utf8),
             mounts.split(separator: "\n").contains(where: { $0.hasPrefix(device + " ") })
         {
@@ -51,11 +64,11 @@ extension Suite {
         }
         defer { try? handle.close() }
         let head = [UInt8](handle.readData(ofLength: 1 << 20))
-        if head.allSatisfy({ $0 == 0 }) { return }
+        if head.allSatisfy({ $0 == 0 }) { return false }
         // ext4 superblock at 1024: magic 0xEF53 at +56, volume label at +120.
         if head.count >= 1024 + 136, head[1024 + 56] == 0x53, head[1024 + 57] == 0xEF {
             let label = String(decoding: head[(1024 + 120)..<(1024 + 136)].prefix { $0 != 0 }, as: UTF8.self)
-            if label == scratchLabel { return }
+            if label == scratchLabel { return true }
         }
         throw CheckSkip("\(device) holds data that is not the suite's scratch ext4; wipe it if it is yours to lose (wipefs -a \(device))")
     }
@@ -83,5 +96,24 @@ extension Suite {
             rec.expect(.registerMR(memory, writable: true), observed: CheckRecorder.observation(result))
             if case .success(let mr) = result { mr.deregister() }
         }
+    }
+}
+
+/// A file system the check mounted with mount(2) and unmounts with umount(2): mount(8) and
+/// umount(8) would each be another process start, a few hundred ms under TCG.
+struct Mount {
+    let path: String
+
+    init(source: String, at path: String, type: String, options: String? = nil, rec: CheckRecorder) throws {
+        self.path = path
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        rec.note("+ mount -t \(type)\(options.map { " -o \($0)" } ?? "") \(source) \(path)   (mount(2))")
+        let rc = options.map { data in data.withCString { mount(source, path, type, 0, $0) } } ?? mount(source, path, type, 0, nil)
+        guard rc == 0 else { throw CheckFailure("mount -t \(type) \(source) \(path): \(Errno.current)") }
+    }
+
+    func unmount(_ rec: CheckRecorder) {
+        rec.note("+ umount \(path)   (umount(2))")
+        if umount2(path, 0) != 0 { rec.fail("umount \(path): \(Errno.current)") }
     }
 }

@@ -63,7 +63,7 @@ extension Suite {
             let childFailed = process.terminationStatus != 0
             if childFailed { rec.fail("holder child exited with \(process.terminationStatus): it could not take everything it holds (FAILED lines above)") }
             var now = start
-            let back = waitUntil(seconds: 10) {
+            let back = waitUntil(seconds: 10, every: quickPoll) {
                 now = ctx.sysfs.provider(provider.address)?.available ?? 0
                 return now == start
             }
@@ -87,34 +87,18 @@ extension Suite {
             }
             rec.note("holding \(held.pinned) pages, handle \(held.handle)")
             let unbind = ctx.sysfs.path("bus/pci/drivers/\(driver)/unbind")
-            let done = DispatchSemaphore(value: 0)
-            let outcome = WatchdogBox<Result<Void, Errno>>()
-            let started = monotonicSeconds()
-            Thread {
-                outcome.value = writeSysfs(unbind, provider.address.description)
-                done.signal()
-            }.start()
-            var ok = true
-            // The semaphore is signalled once: remember whether the early wait already took it.
-            // Unpinned, the unbind takes about 0.1 s under TCG here; a second is ten times that.
-            let finishedEarly = done.wait(timeout: .now() + 1) == .success
-            if finishedEarly {
-                ok = false
-                rec.fail("unbind returned (\(outcome.value.map { "\($0)" } ?? "?")) while the pin was held")
-            } else {
-                rec.note("unbind still blocked after 1 s with the pin held")
-            }
+            let write = BlockingWrite(path: unbind, text: provider.address.description)
+            var ok = write.expectBlocked(rec, what: "unbind", holder: "the pin")
             do { try module.release(handle: held.handle) } catch { rec.fail("RELEASE failed: \(error)") }
             let released = monotonicSeconds()
-            if !finishedEarly && done.wait(timeout: .now() + 30) != .success {
+            if !write.wait(seconds: teardownBound) {
                 // Leave the thread: the hung-task detector will name it if it never returns.
-                rec.fail("unbind still blocked 30 s after RELEASE")
+                rec.fail("unbind still blocked \(Int(teardownBound)) s after RELEASE")
                 rec.expect(.unbindWaitsForPin, observed: .refused(nil))
                 return
             }
-            rec.note(String(format: "unbind completed %.2f s after RELEASE (%.2f s in all)", monotonicSeconds() - released,
-                            monotonicSeconds() - started))
-            if case .failure(let errno)? = outcome.value { ok = false; rec.fail("write to \(unbind) failed: \(errno)") }
+            rec.note("unbind " + write.summary(releasedAt: released, event: "RELEASE"))
+            if case .failure(let errno)? = write.result { ok = false; rec.fail("write to \(unbind) failed: \(errno)") }
             if ctx.sysfs.isBound(provider.address) { ok = false; rec.fail("\(provider.address) still bound after unbind") }
             region.unmap()
 
@@ -122,7 +106,7 @@ extension Suite {
             if case .failure(let errno) = writeSysfs(bind, provider.address.description) {
                 ok = false
                 rec.fail("rebinding \(provider.address) to \(driver) failed: \(errno)")
-            } else if !waitUntil(seconds: 20, { ctx.sysfs.provider(provider.address)?.published == true }) {
+            } else if !waitUntil(seconds: 20, every: quickPoll, { ctx.sysfs.provider(provider.address)?.published == true }) {
                 ok = false
                 rec.fail("p2pmem of \(provider.address) not published again 20 s after rebinding")
             } else {

@@ -128,7 +128,10 @@ extension Suite {
         notes.append("+ \(shellQuote(clientCommand))")
         // Under TCG the server takes a moment to listen: start the client once the server's port
         // is in LISTEN (or the server is gone), and retry only "couldn't connect".
-        _ = waitUntil(seconds: 10) { server.finished || tcpListening(port: port) }
+        let serverStarted = monotonicSeconds()
+        _ = waitUntil(seconds: 10, every: quickPoll) { server.finished || tcpListening(port: port) }
+        let listening = monotonicSeconds() - serverStarted
+        let clientStarted = monotonicSeconds()
         for attempt in 0..<8 {
             if attempt > 0 { pause(seconds: 1) }
             let run = try BoundedProcess(clientCommand, output: scratch.appendingPathComponent("client.log"))
@@ -140,11 +143,14 @@ extension Suite {
             if server.finished { break }
         }
         guard let client else { throw CheckFailure("\(tool) client did not run") }
+        let clientSeconds = monotonicSeconds() - clientStarted
         // The server either finished with the client, or waits for one forever.
         let serverEnd = server.wait(seconds: 10) ?? server.reap(grace: 2)
         let serverOutput = server.output
         let killed = server.wasKilled
-        notes.append("\(tool) client: \(client.end.description); server: \(killed ? "killed after the client ended (it was still waiting)" : serverEnd.description)")
+        notes.append(String(format: "%@ client: %@ after %.2f s; server: %@ (listening %.2f s after its start)", tool, client.end.description,
+                            clientSeconds,
+                            killed ? "killed after the client ended (it was still waiting)" : serverEnd.description, listening))
         let said = (client.output + "\n" + serverOutput).split(whereSeparator: \.isNewline)
             .map { $0.trimmingCharacters(in: .whitespaces) }
             .filter { $0.contains("Couldn't") || $0.contains("failed") || $0.contains("Failed") || $0.contains("mmap buffer") }
@@ -215,7 +221,7 @@ final class BoundedProcess: @unchecked Sendable {
 
     /// How it ended, or nil if it is still running after `seconds`.
     func wait(seconds: Double) -> ProgramEnd? {
-        waitUntil(seconds: seconds) { !self.process.isRunning } ? end : nil
+        waitUntil(seconds: seconds, every: quickPoll) { !self.process.isRunning } ? end : nil
     }
 
     /// Ends it: SIGTERM, then SIGKILL after `grace` seconds.
@@ -224,7 +230,7 @@ final class BoundedProcess: @unchecked Sendable {
         if process.isRunning {
             wasKilled = true
             process.terminate()
-            if !waitUntil(seconds: max(grace, 0.5), { !self.process.isRunning }) {
+            if !waitUntil(seconds: max(grace, 0.5), every: quickPoll, { !self.process.isRunning }) {
                 kill(process.processIdentifier, SIGKILL)
                 _ = waitUntil(seconds: 5) { !self.process.isRunning }
             }

@@ -16,6 +16,10 @@ extension Suite {
     /// How long an unbind or remove may take once the pin is gone (TCG included).
     static let teardownBound = 30.0
 
+    /// How long a blocked unbind or remove is watched waiting in `memunmap_pages` before the
+    /// release: five times the whole unpinned unbind under TCG (~0.1 s). See BlockingWrite.expectBlocked.
+    static let teardownHold = 0.5
+
     static let teardownChecks: [CheckDefinition] = [
         CheckDefinition("teardown.unbind_umem_held") { ctx, rec in
             let setup = try TeardownSetup(ctx)
@@ -69,22 +73,33 @@ extension Suite {
             var ok = true
             var report: [String] = []
             do {
-                try tunables.arm(timeout: hungTaskTimeout)
-                defer { tunables.restore(rec) }
                 guard let tid = unbind.waitForTID(seconds: 5) else { throw CheckFailure("the unbinding thread did not start") }
+                // Armed once the task waits: setting the timeout wakes the detector, whose first scan
+                // then sees the task already asleep and starts its clock; the report follows one
+                // timeout later instead of up to one check interval after that.
+                let waiting = unbind.waitUntilWaiting(in: "memunmap_pages", seconds: 1)
+                if waiting == nil { rec.note("the unbinding task \(tid) was not seen in memunmap_pages within 1 s: \(unbind.taskState)") }
+                try tunables.arm(timeout: hungTaskTimeout)
+                let armed = monotonicSeconds()
+                defer { tunables.restore(rec) }
                 let fragment = ":\(tid) blocked for more than"
                 rec.expectSplat(containing: fragment, because: "this check holds the pin past hung_task_timeout_secs on purpose")
-                let deadline = monotonicSeconds() + Double(hungTaskTimeout) * 4 + 20
+                let deadline = armed + Double(hungTaskTimeout) * 4 + 20
                 while monotonicSeconds() < deadline, report.isEmpty {
                     if unbind.finished { break }
                     let lines = kmsg.read()
                     if let start = lines.firstIndex(where: { $0.contains(fragment) }) {
                         report = Array(lines[start...].prefix(40))
-                        // The trace follows in its own records; give it a moment, then take it too.
-                        pause(seconds: 0.5)
-                        report += kmsg.read().prefix(40 - report.count)
+                        // The trace follows in its own records, printed by the same scan: take them
+                        // up to its end (or what came within half a second).
+                        let traceDeadline = monotonicSeconds() + 0.5
+                        while !report.contains(where: { $0.contains("</TASK>") }), report.count < 40, monotonicSeconds() < traceDeadline {
+                            pause(seconds: 0.02)
+                            report += kmsg.read().prefix(40 - report.count)
+                        }
+                        break
                     }
-                    pause(seconds: 0.2)
+                    pause(seconds: 0.05)
                 }
                 let blockedAt = monotonicSeconds() - unbind.started
                 if report.isEmpty {
@@ -92,7 +107,8 @@ extension Suite {
                     rec.fail(String(format: "no hung-task report for the unbinding task %d after %.1f s blocked (unbind %@)",
                                     tid, blockedAt, unbind.finished ? "returned" : "still blocked"))
                 } else {
-                    rec.note(String(format: "the hung-task detector reported the unbinding task %d after %.1f s blocked:", tid, blockedAt))
+                    rec.note(String(format: "the hung-task detector reported the unbinding task %d after %.1f s blocked (%.1f s after hung_task_timeout_secs was set to %d):",
+                                    tid, blockedAt, monotonicSeconds() - armed, hungTaskTimeout))
                     for line in report.prefix(while: { !$0.contains("p2plab: check") }) { rec.note("  kernel: \(line)") }
                     if !report.contains(where: { $0.contains("memunmap_pages") }) {
                         rec.note("the report's trace does not name memunmap_pages (no stack trace support in this kernel?)")
@@ -115,7 +131,7 @@ extension Suite {
             let released = monotonicSeconds()
             ok = setup.release(held, rec) && ok
             ok = setup.expectCompleted(remove, after: released, rec, what: "remove") && ok
-            if !waitUntil(seconds: 10, { !FileManager.default.fileExists(atPath: ctx.sysfs.path(devicePath)) }) {
+            if !waitUntil(seconds: 10, every: quickPoll, { !FileManager.default.fileExists(atPath: ctx.sysfs.path(devicePath)) }) {
                 ok = false
                 rec.fail("\(setup.provider.address) still in sysfs 10 s after remove returned")
             } else {
@@ -183,7 +199,7 @@ extension Suite {
                 }
             }
             do { try module.release(handle: held.handle) } catch { ok = false; rec.fail("RELEASE failed: \(error)") }
-            if !waitUntil(seconds: 10, { available() == start }) {
+            if !waitUntil(seconds: 10, every: quickPoll, { available() == start }) {
                 ok = false
                 rec.fail("available is \(available()) 10 s after the release, \(start) at the start")
             }
@@ -303,7 +319,7 @@ extension Suite {
                 rec.note("after munmap the \(pinPages) pinned pages stay out of the pool (available \(afterUnmap))")
             }
             do { try module.release(handle: held.handle) } catch { ok = false; rec.fail("RELEASE failed: \(error)") }
-            if !waitUntil(seconds: 10, { available() == start }) {
+            if !waitUntil(seconds: 10, every: quickPoll, { available() == start }) {
                 ok = false
                 rec.fail("available is \(available()) 10 s after the release, \(start) at the start")
             } else {
@@ -350,8 +366,11 @@ extension Suite {
         },
     ]
 
-    /// The hung-task timeout the hung-task check sets, seconds.
-    static let hungTaskTimeout = 3
+    /// The hung-task timeout the hung-task check sets, seconds: the sysctl's smallest. The
+    /// detector's verdict is the same at any timeout (the task in D state, not scheduled once for
+    /// the whole timeout, as it would be for the default 120 s), and the check has already seen the
+    /// task wait in memunmap_pages; a longer hold would add waiting, not evidence.
+    static let hungTaskTimeout = 1
 
     /// The PCI function the module's stand-in HCA uses: an NVMe behind the provider's switch (a
     /// real HCA is another device than the provider), else the provider itself.
@@ -480,14 +499,8 @@ struct TeardownSetup {
         return report
     }
 
-    /// The write must still be blocked after a second (it takes ~0.1 s unpinned under TCG).
     func expectBlocked(_ write: BlockingWrite, _ rec: CheckRecorder, what: String) -> Bool {
-        if write.wait(seconds: 1) {
-            rec.fail("\(what) returned (\(write.resultText)) while the umem was held")
-            return false
-        }
-        rec.note("\(what) still blocked after 1 s: task \(write.tid.map(String.init) ?? "?") \(write.taskState)")
-        return true
+        write.expectBlocked(rec, what: what, holder: "the umem")
     }
 
     /// After the pin went away at `releasedAt`, the write must return within the bound, successfully.
@@ -532,7 +545,7 @@ struct TeardownSetup {
 
     func waitPublished(_ rec: CheckRecorder, after event: String) -> Bool {
         let start = monotonicSeconds()
-        guard waitUntil(seconds: 30, { ctx.sysfs.provider(provider.address)?.published == true }) else {
+        guard waitUntil(seconds: 30, every: quickPoll, { ctx.sysfs.provider(provider.address)?.published == true }) else {
             rec.fail("p2pmem of \(provider.address) not published again 30 s after \(event)")
             return false
         }
@@ -589,7 +602,7 @@ final class BlockingWrite: @unchecked Sendable {
     }
 
     func waitForTID(seconds: Double) -> Int32? {
-        _ = waitUntil(seconds: seconds) { tid != nil }
+        _ = waitUntil(seconds: seconds, every: 0.005) { tid != nil }
         return tid
     }
 
@@ -607,6 +620,49 @@ final class BlockingWrite: @unchecked Sendable {
             parts.append("in \(wchan)")
         }
         return parts.joined(separator: ", ")
+    }
+
+    /// Polls (every 10 ms) until the writing thread waits in D state in `function`, for at most
+    /// `seconds`: when it was first seen there, or nil (returned, elsewhere, or no wchan).
+    func waitUntilWaiting(in function: String, seconds: Double) -> Double? {
+        let deadline = started + seconds
+        while monotonicSeconds() < deadline, !finished {
+            if let tid, Self.waits(tid: tid, in: function) { return monotonicSeconds() }
+            pause(seconds: 0.01)
+        }
+        return nil
+    }
+
+    static func waits(tid: Int32, in function: String) -> Bool {
+        guard let stat = try? String(contentsOfFile: "/proc/self/task/\(tid)/stat", encoding: .utf8),
+            let close = stat.lastIndex(of: ")"),
+            stat[stat.index(after: close)...].split(separator: " ").first == "D",
+            let wchan = try? String(contentsOfFile: "/proc/self/task/\(tid)/wchan", encoding: .utf8)
+        else { return false }
+        return wchan == function
+    }
+
+    /// The write must be seen waiting for the pin, and for a stated time. Unpinned, the whole unbind
+    /// or remove takes ~0.1 s under TCG, and its own wait in `memunmap_pages` (for the pagemap's
+    /// reference to die, an RCU grace period) a few ms of it. So: the task reaches D state in
+    /// `memunmap_pages` within 1 s and is still there, not returned, `Suite.teardownHold` s later,
+    /// five times the whole unpinned operation. Where /proc/PID/wchan names no function (no
+    /// KALLSYMS), the rule is the plain one: not returned after 1 s, ten times the unpinned operation.
+    func expectBlocked(_ rec: CheckRecorder, what: String, holder: String) -> Bool {
+        let arrived = waitUntilWaiting(in: "memunmap_pages", seconds: 1)
+        let hold = arrived.map { $0 + Suite.teardownHold } ?? started + 1
+        if wait(seconds: max(0, hold - monotonicSeconds())) {
+            rec.fail("\(what) returned (\(resultText)) while \(holder) was held")
+            return false
+        }
+        let task = "task \(tid.map(String.init) ?? "?") \(taskState)"
+        if let arrived {
+            rec.note(String(format: "%@ waits for the pin: %@ from %.2f s after the write, still there %.2f s later",
+                            what, task, arrived - started, monotonicSeconds() - arrived))
+        } else {
+            rec.note("\(what) still blocked after 1 s: \(task) (never seen waiting in memunmap_pages)")
+        }
+        return true
     }
 
     /// `blocked 1.53 s in all, completed 0.04 s after the release`.

@@ -46,17 +46,22 @@ func modificationTime(_ path: String) -> Result<Int64, Errno> {
     return .success(Int64(info.st_mtim.tv_sec) * 1_000_000_000 + Int64(info.st_mtim.tv_nsec))
 }
 
+/// The poll interval for cheap conditions, seconds.
+let quickPoll = 0.02
+
 /// Sleeps on the calling (check) thread.
 func pause(seconds: Double) {
     usleep(useconds_t(seconds * 1e6))
 }
 
-/// Polls `condition` every 100 ms until it holds or `seconds` pass.
-func waitUntil(seconds: Double, _ condition: () -> Bool) -> Bool {
+/// Polls `condition` every `interval` seconds until it holds or `seconds` pass. A cheap condition
+/// (a process ended, a sysfs file, a port listening) is polled at `quickPoll`: a coarser poll adds
+/// its half-interval to every such wait.
+func waitUntil(seconds: Double, every interval: Double = 0.1, _ condition: () -> Bool) -> Bool {
     let deadline = monotonicSeconds() + seconds
     while monotonicSeconds() < deadline {
         if condition() { return true }
-        pause(seconds: 0.1)
+        pause(seconds: interval)
     }
     return condition()
 }

@@ -105,21 +105,17 @@ extension Suite {
             let program = try selftestProgram(ctx, "gup_longterm")
             // Its "local tmpfile" cases use the working directory: put it on a real filesystem.
             var directory = "/tmp"
-            var mounted: String?
+            var mounted: Mount?
             if let (controller, namespace) = ctx.sysfs.scratchNamespace() {
                 let device = "/dev/\(namespace)"
-                try requireScratch(device)
-                let ext4 = "/run/p2plab-gup-longterm"
-                try runCommand(["mkfs.ext4", "-F", "-q", "-L", scratchLabel, device], recorder: rec)
-                try FileManager.default.createDirectory(atPath: ext4, withIntermediateDirectories: true)
-                try runCommand(["mount", "-t", "ext4", device, ext4], recorder: rec)
-                rec.note("working directory \(ext4): ext4 on \(device) of \(controller.name): the 'local tmpfile' cases pin ext4 pages")
-                directory = ext4
+                let ext4 = try mountScratch(device, at: "/run/p2plab-gup-longterm", rec: rec)
+                rec.note("working directory \(ext4.path): ext4 on \(device) of \(controller.name): the 'local tmpfile' cases pin ext4 pages")
+                directory = ext4.path
                 mounted = ext4
             } else {
                 rec.fail("no NVMe namespace without a CMB for ext4: the 'local tmpfile' cases would pin tmpfs, not a real filesystem (add a second NVMe)")
             }
-            defer { if let mounted { try? runCommand(["umount", mounted], recorder: rec) } }
+            defer { mounted?.unmount(rec) }
             if !FileManager.default.fileExists(atPath: ctx.sysfs.path("kernel/mm/hugepages")) {
                 rec.note("hugetlb: this kernel has no huge page sizes (CONFIG_HUGETLBFS off), so gup_longterm runs no hugetlb cases")
             }
