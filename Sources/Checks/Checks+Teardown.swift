@@ -17,7 +17,7 @@ extension Suite {
     static let teardownBound = 30.0
 
     /// How long a blocked unbind or remove is watched waiting in `memunmap_pages` before the
-    /// release: five times the whole unpinned unbind under TCG (~0.1 s). See BlockingWrite.expectBlocked.
+    /// release: five times what it takes to finish once the pin is gone. See BlockingWrite.expectBlocked.
     static let teardownHold = 0.5
 
     static let teardownChecks: [CheckDefinition] = [
@@ -642,12 +642,13 @@ final class BlockingWrite: @unchecked Sendable {
         return wchan == function
     }
 
-    /// The write must be seen waiting for the pin, and for a stated time. Unpinned, the whole unbind
-    /// or remove takes ~0.1 s under TCG, and its own wait in `memunmap_pages` (for the pagemap's
-    /// reference to die, an RCU grace period) a few ms of it. So: the task reaches D state in
-    /// `memunmap_pages` within 1 s and is still there, not returned, `Suite.teardownHold` s later,
-    /// five times the whole unpinned operation. Where /proc/PID/wchan names no function (no
-    /// KALLSYMS), the rule is the plain one: not returned after 1 s, ten times the unpinned operation.
+    /// The write must be seen waiting for the pin, for a stated time. Unpinned, an unbind or remove
+    /// only passes through `memunmap_pages` (its wait there is for the pagemap's reference to die, an
+    /// RCU grace period); pinned, it stays there until the pages come back. So: the task reaches D
+    /// state in `memunmap_pages` within 1 s of the write (~0.2 s under TCG here) and is still there,
+    /// not returned, `Suite.teardownHold` s later, five times what the unbind takes to finish once
+    /// the pin is gone (~0.1 s). Where /proc/PID/wchan names no function (no KALLSYMS), the rule is
+    /// the plain one: not returned 1 s after the write.
     func expectBlocked(_ rec: CheckRecorder, what: String, holder: String) -> Bool {
         let arrived = waitUntilWaiting(in: "memunmap_pages", seconds: 1)
         let hold = arrived.map { $0 + Suite.teardownHold } ?? started + 1
