@@ -65,7 +65,7 @@ struct LavaJobTests {
     func qemuShape() throws {
         let text = try qemuJob().document.render()
         #expect(text.hasPrefix("device_type: \"qemu\"\n"))
-        #expect(text.contains("  machine: \"q35\"\n  cpu: \"qemu64\"\n  memory: 2048\n"))
+        #expect(text.contains("  machine: \"q35\"\n  cpu: \"qemu64,+rdrand\"\n  memory: 2048\n"))
         #expect(text.contains("- \"-device x3130-upstream,id=sw0-up,bus=sw0-rp\""))
         #expect(text.contains("- \"-device nvme,id=nvme0,serial=p2plab-cmb,drive=nvme0-ns,bus=sw0-dp0,cmb_size_mb=64\""))
         #expect(text.contains("image_arg: \"-blockdev driver=raw,node-name=nvme0-ns,cache.no-flush=on,file.driver=file,file.filename={nvme0}\""))
