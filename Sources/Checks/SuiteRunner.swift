@@ -93,14 +93,17 @@ public final class SuiteRunner: Sendable {
         var found = splats(in: kernelLines)
         // A hung-task report that names a task an earlier check started is that check's, not this
         // one's: the host charges it there (by the same PID markers); this check keeps its verdict.
+        // A kernel thread is no check's, whatever its PID: the running check keeps its report.
         var elsewhere: [String] = []
+        var foreign = Set<String>()
         let known = starts.all
-        found.removeAll { splat in
-            guard let task = CheckMarkers.hungTask(splat), let owner = CheckMarkers.owner(of: task.pid, starts: known),
-                  owner.name != check.name else { return false }
-            elsewhere.append("hung task of check \(owner.number) \(owner.name) (PID \(task.pid) is its task; its thread was PID \(owner.pid)), charged there: \(splat)")
-            return true
+        for (index, line) in kernelLines.enumerated() {
+            guard let task = CheckMarkers.hungTask(line), let owner = CheckMarkers.owner(of: task.pid, starts: known),
+                  owner.name != check.name, !CheckMarkers.isKernelThread(after: kernelLines[(index + 1)...]) else { continue }
+            foreign.insert(line)
+            elsewhere.append("hung task of check \(owner.number) \(owner.name) (PID \(task.pid) is its task; its thread was PID \(owner.pid)), charged there: \(line)")
         }
+        found.removeAll { foreign.contains($0) }
         // A splat the check provoked on purpose (and said so) is reported, not counted.
         var provoked: [String] = []
         found.removeAll { splat in

@@ -79,6 +79,20 @@ public enum CheckMarkers {
         return (String(task[..<colon]), pid)
     }
 
+    /// Whether the task of a hung-task report is a kernel thread, from the lines after its `INFO:
+    /// task` line: its `task:` line says `ppid:2` (a child of kthreadd) or `ppid:0`. A kernel thread
+    /// (a kworker, pciehp's thread) was not started by a check, whatever its PID says.
+    public static func isKernelThread<Lines: Sequence>(after lines: Lines) -> Bool where Lines.Element: StringProtocol {
+        for element in lines.prefix(6) {
+            let line = String(element)
+            guard let range = line.firstRange(of: "task:"), let ppid = line[range.upperBound...].firstRange(of: "ppid:") else { continue }
+            let digits = line[ppid.upperBound...].drop { $0 == " " }.prefix { $0.isNumber }
+            guard let parent = Int(digits) else { return false }
+            return parent == 2 || parent == 0
+        }
+        return false
+    }
+
     /// The check that started the task `pid`: its own thread's PID exactly, else the last check
     /// that started at or below it. Nil when the task is older than every check (the suite's
     /// main thread, or a task of the system).

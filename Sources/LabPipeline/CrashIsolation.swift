@@ -135,9 +135,10 @@ public struct CrashIsolation: Sendable {
 
     /// The first hung-task report of the boot whose task one of its checks started.
     func hungTaskOwner(_ boot: Boot, starts: [CheckMarkers.Start]) -> (ConsoleFinding, CheckMarkers.Start)? {
+        let lines = boot.console.split(omittingEmptySubsequences: false, whereSeparator: \.isConsoleLineBreak)
         for finding in boot.run.consoleFindings where finding.kind == .hungTask {
             guard let task = CheckMarkers.hungTask(finding.text), let owner = CheckMarkers.owner(of: task.pid, starts: starts),
-                  boot.checks.contains(owner.name) else { continue }
+                  boot.checks.contains(owner.name), !CheckMarkers.isKernelThread(after: lines.dropFirst(finding.line)) else { continue }
             return (finding, owner)
         }
         return nil
@@ -151,9 +152,11 @@ public struct CrashIsolation: Sendable {
     /// was judged by the guest already.
     mutating func chargeHungTasks(_ boot: Boot, starts: [CheckMarkers.Start], except panicLine: Int?) {
         var charged: Set<Int> = []
+        let lines = boot.console.split(omittingEmptySubsequences: false, whereSeparator: \.isConsoleLineBreak)
         for finding in boot.run.consoleFindings where finding.kind == .hungTask && finding.line != panicLine {
             guard let task = CheckMarkers.hungTask(finding.text), let owner = CheckMarkers.owner(of: task.pid, starts: starts),
-                  boot.checks.contains(owner.name), var test = results[owner.name] else { continue }
+                  boot.checks.contains(owner.name), var test = results[owner.name],
+                  !CheckMarkers.isKernelThread(after: lines.dropFirst(finding.line)) else { continue }
             let running = Self.running(at: finding.line, in: boot.console)
             guard running != owner.name, charged.insert(task.pid).inserted else { continue }
             let line = ConsoleScanner.stripPrefix(finding.text)

@@ -195,6 +195,7 @@ extension P2PLabCommand {
             print(combined.verdictLine)
             try? (combined.verdictLine + "\n").write(to: directory.appendingPathComponent("verdict.txt"), atomically: true, encoding: .utf8)
             printFooter(result)
+            for line in Self.unknownNotes(IdentifiedSeries(session.series), selection: build.selection) { print(line) }
             throw ExitCode(combined.exitCode)
         }
 

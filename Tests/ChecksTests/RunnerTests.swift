@@ -207,7 +207,12 @@ struct RunnerTests {
         let log = ClosureKernelLog { name, pids in
             switch name {
             case "sample.running": ["INFO: task p2plab-guest:\(pids["sample.starts_task"] ?? -1) blocked for more than 1 seconds."]
-            case "sample.system_task": ["INFO: task kworker/0:1:3 blocked for more than 1 seconds."]
+            case "sample.system_task": [
+                "INFO: task kworker/0:1:3 blocked for more than 1 seconds.",
+                // A kernel thread with a PID in check 1's range is not check 1's either.
+                "INFO: task kworker/0:2:\((pids["sample.starts_task"] ?? -1) + 1) blocked for more than 1 seconds.",
+                "task:kworker/0:2     state:D stack:0     pid:\((pids["sample.starts_task"] ?? -1) + 1)   tgid:1   ppid:2      flags:0x4000",
+            ]
             default: []
             }
         }
@@ -220,7 +225,8 @@ struct RunnerTests {
         #expect(run.tests[1].splats.isEmpty)
         #expect(run.tests[1].diagnostics.contains { $0.hasPrefix("hung task of check 1 sample.starts_task (PID \(tid) is its task") && $0.hasSuffix("charged there: INFO: task p2plab-guest:\(tid) blocked for more than 1 seconds.") })
         // A task older than every check cannot be placed: the running check keeps it.
-        #expect(run.tests[2].splats == ["INFO: task kworker/0:1:3 blocked for more than 1 seconds."])
+        #expect(run.tests[2].splats == ["INFO: task kworker/0:1:3 blocked for more than 1 seconds.",
+                                        "INFO: task kworker/0:2:\(tid + 1) blocked for more than 1 seconds."])
         #expect(exit == .failed)
     }
 

@@ -223,6 +223,7 @@ struct CrashIsolationTests {
         [    7.02]  p2plab_ioctl+0x1d0/0x3a0 [p2plab_test]
         [    7.02]  </TASK>
         [    8.03] INFO: task p2plab-guest:241 blocked for more than 2 seconds.
+        [    8.03] task:p2plab-guest    state:D stack:0     pid:241   tgid:241   ppid:239    flags:0x00004002
         [    8.03] Call Trace:
         [    8.03]  <TASK>
         [    8.03]  p2plab_control_hang_brief+0x31/0x40 [p2plab_test]
@@ -295,6 +296,29 @@ struct CrashIsolationTests {
         #expect(merged.tests[1].splats.isEmpty)
         #expect(merged.tests[1].diagnostics.filter { $0.hasPrefix("hung task of check 1 control.hang_brief (PID 64 is its task") }.count == 5)
         #expect(merged.verdict == .pass)
+    }
+
+    @Test("a hung kernel thread (ppid:2) is no check's, whatever its PID: the running check keeps its report")
+    func kernelThreadNotAttributed() throws {
+        let checks = ["teardown.unbind_umem_held", "regmr.anon", "env.module"]
+        let console = Self.lateHungTask(first: "teardown.unbind_umem_held")
+            .replacingOccurrences(of: "INFO: task p2plab-guest:241", with: "INFO: task kworker/0:3:241")
+            .replacingOccurrences(of: "ppid:239", with: "ppid:2  ")
+        let ktap = """
+            KTAP version 1
+            1..3
+            ok 1 teardown.unbind_umem_held
+            # splat: INFO: task kworker/0:3:241 blocked for more than 1 seconds.
+            not ok 2 regmr.anon
+            ok 3 env.module
+            """
+        let run = KTAPParser.parse(ktap, options: .init(consoleLog: console, expectedNames: checks))
+        var isolation = CrashIsolation(names: checks, stopOnCrash: false, maxReboots: 5)
+        _ = isolation.take(.init(checks: checks, run: run, console: console, kind: .exited(1), directory: ""))
+        #expect(isolation.merged().tests.map(\.status) == [.pass, .fail, .pass])
+        #expect(CheckMarkers.isKernelThread(after: ["[ 7.0] task:kworker/0:3     state:D stack:0     pid:241   tgid:241   ppid:2      flags:0x4000"]))
+        #expect(!CheckMarkers.isKernelThread(after: ["[ 7.0] task:p2plab-guest    state:D stack:0     pid:241   tgid:241   ppid:239    flags:0x4000"]))
+        #expect(!CheckMarkers.isKernelThread(after: ["no task line here"]))
     }
 
     @Test("control.hang_brief passes only when its report was seen and charged to it")
