@@ -463,7 +463,7 @@ struct ComparePanicOnWarnEndToEndTests {
 /// A leaked pin on a p2pmem page: the provider's unbind waits for that page forever. The torture's
 /// unbind loop gives up after 60 s and says so in one line; the run ends, it does not hang.
 @Suite("End to end: an unbind blocked forever by a leaked p2pmem pin (opt-in: P2PLAB_E2E_MORE=1)", .serialized,
-       .enabled(if: endToEnd && moreEndToEnd, "set P2PLAB_E2E_MORE=1 too: about 4 more minutes (the 60 s bound, an incremental build)"))
+       .enabled(if: endToEnd && moreEndToEnd, "set P2PLAB_E2E_MORE=1 too: about 2 more minutes (the 60 s bound, an incremental build)"))
 struct LeakedP2PMemUnbindEndToEndTests {
     @Test("v2 plus a planted leak of P2PDMA pins: torture.provider_cycled fails with 'still blocked after 60 s', the run ends within its bound, exit 1",
           .timeLimit(.minutes(20)))
