@@ -322,10 +322,14 @@ struct BenchSession {
         return (deb, source.id)
     }
 
-    /// The invocation of the suite in the guest on `kernel`.
+    /// The invocation of the suite in the guest on `kernel`, with the machine's host access: a boot
+    /// through another checkout's `p2plab boot` (`--against`) answers the hot-unplug check's
+    /// requests too, so both sides run the same checks.
     func suiteInvocation(_ kernel: BuiltKernel) -> GuestInvocation {
-        GuestInvocation(job: .suite(checks: []), limits: benchPipeline.setup.limits, module: kernel.module?.path,
-                        kernel: VariantPipeline.guestKernel(kernel.manifest))
+        var invocation = GuestInvocation(job: .suite(checks: []), limits: benchPipeline.setup.limits, module: kernel.module?.path,
+                                         kernel: VariantPipeline.guestKernel(kernel.manifest))
+        invocation.host = definition.hostAccess
+        return invocation
     }
 
     // MARK: - kernel behaviour, in the guest
