@@ -30,13 +30,7 @@ extension Suite {
             var pid: Int32 = 0
             let rc = p2plab_spawn_control(module.path, UInt32(P2PLAB_CONTROL_HANG), &pid)
             guard rc == 0 else { throw CheckFailure("fork for the hanging child failed: \(Errno(rawValue: -rc))") }
-            let deadline = monotonicSeconds() + 10
-            var state = "?"
-            while monotonicSeconds() < deadline {
-                state = processState(pid)
-                if state == "D" || state == "gone" { break }
-                pause(seconds: 0.1)
-            }
+            let state = waitForDState(pid)
             guard state == "D" else {
                 throw CheckFailure("the child \(pid) is not blocked in D state (state \(state)): the module did not hang it")
             }
@@ -59,13 +53,7 @@ extension Suite {
             let child = pid
             rec.expectSplat(containing: ":\(child) blocked for more than",
                             because: "this control's child waits \(P2PLAB_CONTROL_HANG_BRIEF_SECONDS) s in D state on purpose")
-            let deadline = monotonicSeconds() + 10
-            var state = "?"
-            while monotonicSeconds() < deadline {
-                state = processState(child)
-                if state == "D" || state == "gone" { break }
-                pause(seconds: 0.1)
-            }
+            let state = waitForDState(child)
             // Reap the child and restore the detector's settings when it is done, whichever check runs then.
             let restore = Thread {
                 var status: Int32 = 0
@@ -86,6 +74,17 @@ extension Suite {
         if case .failure(let errno) = writeSysfs(TestModule.allowCrashParameter, on ? "Y" : "N") {
             throw CheckFailure("cannot set \(TestModule.allowCrashParameter): \(errno) (a test module without the CONTROL ioctl?)")
         }
+    }
+
+    /// Waits up to 10 s for the control's child `pid` to block in D state; returns its last state
+    /// (`D` when it did, `gone` when it ended first).
+    static func waitForDState(_ pid: Int32) -> String {
+        var state = "?"
+        _ = waitUntil(seconds: 10) {
+            state = processState(pid)
+            return state == "D" || state == "gone"
+        }
+        return state
     }
 
     /// The state letter of /proc/PID/stat (`R`, `S`, `D`, …), or `gone`.

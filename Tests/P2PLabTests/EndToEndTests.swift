@@ -38,6 +38,21 @@ func loadRun(_ directory: URL) throws -> TestRun {
     try JSONRenderer.decode(try Data(contentsOf: directory.appendingPathComponent("results.json")))
 }
 
+/// The bundled v2 plus the test fixture `fixture` as its fifth patch, in a series directory of its own.
+func v2Planted(with fixture: String, directory name: String) throws -> URL {
+    let series = try tempDirectory(name)
+    let v2 = repoRoot.appendingPathComponent("kernel/series/v2")
+    for file in try FileManager.default.contentsOfDirectory(atPath: v2.path) {
+        try FileManager.default.copyItem(at: v2.appendingPathComponent(file), to: series.appendingPathComponent(file))
+    }
+    let planted = "0005-" + fixture
+    try FileManager.default.copyItem(
+        at: repoRoot.appendingPathComponent("Tests/P2PLabTests/Fixtures/\(fixture)"), to: series.appendingPathComponent(planted))
+    let list = try String(contentsOf: series.appendingPathComponent("series"), encoding: .utf8)
+    try (list + planted + "\n").write(to: series.appendingPathComponent("series"), atomically: true, encoding: .utf8)
+    return series
+}
+
 func tempDirectory(_ name: String) throws -> URL {
     let url = FileManager.default.temporaryDirectory.appendingPathComponent("p2plab-e2e-\(name)-\(UUID().uuidString.prefix(8))")
     try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
@@ -468,16 +483,7 @@ struct LeakedP2PMemUnbindEndToEndTests {
     @Test("v2 plus a planted leak of P2PDMA pins: torture.provider_cycled fails with 'still blocked after 60 s', the run ends within its bound, exit 1",
           .timeLimit(.minutes(20)))
     func blockedForever() throws {
-        let series = try tempDirectory("planted-p2pdma-series")
-        let v2 = repoRoot.appendingPathComponent("kernel/series/v2")
-        for name in try FileManager.default.contentsOfDirectory(atPath: v2.path) {
-            try FileManager.default.copyItem(at: v2.appendingPathComponent(name), to: series.appendingPathComponent(name))
-        }
-        let planted = "0005-planted-p2pdma-pin-leak.patch"
-        try FileManager.default.copyItem(
-            at: repoRoot.appendingPathComponent("Tests/P2PLabTests/Fixtures/planted-p2pdma-pin-leak.patch"), to: series.appendingPathComponent(planted))
-        let list = try String(contentsOf: series.appendingPathComponent("series"), encoding: .utf8)
-        try (list + planted + "\n").write(to: series.appendingPathComponent("series"), atomically: true, encoding: .utf8)
+        let series = try v2Planted(with: "planted-p2pdma-pin-leak.patch", directory: "planted-p2pdma-series")
 
         let out = try tempDirectory("torture-blocked")
         let started = Date()

@@ -13,7 +13,7 @@ struct SharedCacheEndToEndTests {
         process.executableURL = repoRoot.appendingPathComponent(".build/debug/p2plab")
         process.arguments = arguments
         process.currentDirectoryURL = repoRoot
-        FileManager.default.createFile(atPath: log.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: log.path, contents: nil)
         let handle = try FileHandle(forWritingTo: log)
         process.standardOutput = handle
         process.standardError = handle

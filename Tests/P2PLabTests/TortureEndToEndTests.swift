@@ -57,16 +57,7 @@ struct TortureEndToEndTests {
           .timeLimit(.minutes(30)))
     func plantedLeak() throws {
         // The bundled v2 plus the planted patch, as a series directory.
-        let series = try tempDirectory("planted-series")
-        let v2 = repoRoot.appendingPathComponent("kernel/series/v2")
-        for name in try FileManager.default.contentsOfDirectory(atPath: v2.path) {
-            try FileManager.default.copyItem(at: v2.appendingPathComponent(name), to: series.appendingPathComponent(name))
-        }
-        let planted = "0005-planted-umem-pin-leak.patch"
-        try FileManager.default.copyItem(
-            at: repoRoot.appendingPathComponent("Tests/P2PLabTests/Fixtures/planted-umem-pin-leak.patch"), to: series.appendingPathComponent(planted))
-        let list = try String(contentsOf: series.appendingPathComponent("series"), encoding: .utf8)
-        try (list + planted + "\n").write(to: series.appendingPathComponent("series"), atomically: true, encoding: .utf8)
+        let series = try v2Planted(with: "planted-umem-pin-leak.patch", directory: "planted-series")
 
         let arguments = ["--series", series.path, "--seed", "5", "--workers", "2", "--duration", "15"]
         let (first, run, summary) = try torture("planted", arguments)
