@@ -89,9 +89,7 @@ extension Suite {
 
     /// The state letter of /proc/PID/stat (`R`, `S`, `D`, …), or `gone`.
     static func processState(_ pid: Int32) -> String {
-        guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-              let close = text.lastIndex(of: ")") else { return "gone" }
-        return text[text.index(after: close)...].split(separator: " ").first.map(String.init) ?? "?"
+        TaskState("/proc/\(pid)")?.state ?? "gone"
     }
 }
 

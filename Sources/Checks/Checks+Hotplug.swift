@@ -159,11 +159,9 @@ struct HotplugSlot {
     func blockedTasks() -> [Thread] {
         let pids = ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap { Int32($0) }
         return pids.compactMap { pid -> Thread? in
-            guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")"),
-                  let state = stat[stat.index(after: close)...].split(separator: " ").first.map(String.init), state == "D" else { return nil }
+            guard let task = TaskState("/proc/\(pid)"), task.state == "D" else { return nil }
             let comm = (try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8)) ?? "?"
-            let wchan = (try? String(contentsOfFile: "/proc/\(pid)/wchan", encoding: .utf8)).map { $0 == "0" ? "" : $0 } ?? ""
-            return Thread(pid: pid, name: comm.trimmingCharacters(in: .whitespacesAndNewlines), state: state, wchan: wchan)
+            return Thread(pid: pid, name: comm.trimmingCharacters(in: .whitespacesAndNewlines), state: task.state, wchan: task.wchan)
         }
     }
 

@@ -503,7 +503,6 @@ struct TeardownSetup {
         write.expectBlocked(rec, what: what, holder: "the umem")
     }
 
-    /// After the pin went away at `releasedAt`, the write must return within the bound, successfully.
     /// Releases the umem `holdUmem` took; false (and the failure recorded) if the module refuses.
     func release(_ held: UmemReport, _ rec: CheckRecorder) -> Bool {
         do {
@@ -515,6 +514,7 @@ struct TeardownSetup {
         }
     }
 
+    /// After the pin went away at `releasedAt`, the write must return within the bound, successfully.
     func expectCompleted(_ write: BlockingWrite, after releasedAt: Double, _ rec: CheckRecorder, what: String) -> Bool {
         guard write.wait(seconds: Suite.teardownBound) else {
             // Leave the thread: the hung-task detector names it if it never returns.
@@ -608,18 +608,9 @@ final class BlockingWrite: @unchecked Sendable {
 
     /// `state D, in memunmap_pages` from /proc/self/task/TID/{stat,wchan}.
     var taskState: String {
-        guard let tid else { return "" }
-        var parts: [String] = []
-        if let stat = try? String(contentsOfFile: "/proc/self/task/\(tid)/stat", encoding: .utf8),
-            let close = stat.lastIndex(of: ")")
-        {
-            let fields = stat[stat.index(after: close)...].split(separator: " ")
-            if let state = fields.first { parts.append("state \(state)") }
-        }
-        if let wchan = try? String(contentsOfFile: "/proc/self/task/\(tid)/wchan", encoding: .utf8), !wchan.isEmpty, wchan != "0" {
-            parts.append("in \(wchan)")
-        }
-        return parts.joined(separator: ", ")
+        guard let tid, let task = TaskState("/proc/self/task/\(tid)") else { return "" }
+        let wchan = task.wchan
+        return "state \(task.state)" + (wchan.isEmpty ? "" : ", in \(wchan)")
     }
 
     /// Polls (every 10 ms) until the writing thread waits in D state in `function`, for at most
@@ -634,12 +625,8 @@ final class BlockingWrite: @unchecked Sendable {
     }
 
     static func waits(tid: Int32, in function: String) -> Bool {
-        guard let stat = try? String(contentsOfFile: "/proc/self/task/\(tid)/stat", encoding: .utf8),
-            let close = stat.lastIndex(of: ")"),
-            stat[stat.index(after: close)...].split(separator: " ").first == "D",
-            let wchan = try? String(contentsOfFile: "/proc/self/task/\(tid)/wchan", encoding: .utf8)
-        else { return false }
-        return wchan == function
+        guard let task = TaskState("/proc/self/task/\(tid)"), task.state == "D" else { return false }
+        return task.wchan == function
     }
 
     /// The write must be seen waiting for the pin, for a stated time. Unpinned, an unbind or remove

@@ -46,6 +46,26 @@ func modificationTime(_ path: String) -> Result<Int64, Errno> {
     return .success(Int64(info.st_mtim.tv_sec) * 1_000_000_000 + Int64(info.st_mtim.tv_nsec))
 }
 
+/// A task's scheduler state and where it sleeps, from `/proc/PID` or `/proc/self/task/TID`.
+struct TaskState {
+    let directory: String
+    /// The state letter of its `stat` (`R`, `S`, `D`, …).
+    let state: String
+
+    /// Nil when the task is gone (its `stat` cannot be read).
+    init?(_ directory: String) {
+        guard let stat = try? String(contentsOfFile: directory + "/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else { return nil }
+        self.directory = directory
+        state = stat[stat.index(after: close)...].split(separator: " ").first.map(String.init) ?? "?"
+    }
+
+    /// The kernel function it sleeps in (`wchan`), or "" when it names none.
+    var wchan: String {
+        let text = (try? String(contentsOfFile: directory + "/wchan", encoding: .utf8)) ?? ""
+        return text == "0" ? "" : text
+    }
+}
+
 /// The poll interval for cheap conditions, seconds.
 let quickPoll = 0.02
 

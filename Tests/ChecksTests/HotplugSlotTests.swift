@@ -66,3 +66,15 @@ struct HotplugSlotTests {
         #expect(reason?.contains("none of the devices the host can unplug (nvme0: p2plab-cmb, nvme1: p2plab-client)") == true, "\(reason ?? "")")
     }
 }
+
+@Suite("A task's state from /proc")
+struct TaskStateTests {
+    @Test("the thread asking is running and sleeps nowhere; a task that does not exist is gone")
+    func ownAndGone() throws {
+        let own = try #require(TaskState("/proc/thread-self"))
+        #expect(own.state == "R")
+        #expect(own.wchan.isEmpty)
+        #expect(TaskState("/proc/999999999") == nil)
+        #expect(Suite.processState(999_999_999) == "gone")
+    }
+}
