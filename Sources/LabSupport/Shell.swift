@@ -13,6 +13,20 @@ public func shellQuote(_ arguments: [String]) -> String {
     arguments.map { shellQuote($0) }.joined(separator: " ")
 }
 
+/// A command line without some of its options: each of `valued` with its value (`--seed 5` or
+/// `--seed=5`), and every word in `words` (flags, the subcommand).
+public func dropping(_ valued: Set<String>, words: Set<String> = [], from arguments: [String]) -> [String] {
+    var out: [String] = []
+    var skip = false
+    for argument in arguments {
+        if skip { skip = false; continue }
+        if valued.contains(argument) { skip = true; continue }
+        if words.contains(argument) || valued.contains(where: { argument.hasPrefix($0 + "=") }) { continue }
+        out.append(argument)
+    }
+    return out
+}
+
 extension String {
     /// The last `count` lines of the string.
     public func lastLines(_ count: Int) -> String {

@@ -279,16 +279,7 @@ public enum TortureReproducer {
 
     /// The user's arguments without the ones a plan sets (`--seed 5`, `--seed=5`, `--no-unbind`, …).
     public static func variantArguments(_ arguments: [String]) -> [String] {
-        let valued: Set<String> = ["--seed", "--workers", "--duration", "--ops", "--output", "--shrink"]
-        var out: [String] = []
-        var skip = false
-        for argument in arguments {
-            if skip { skip = false; continue }
-            if valued.contains(argument) { skip = true; continue }
-            if valued.contains(where: { argument.hasPrefix($0 + "=") }) || argument == "--no-unbind" || argument == "torture" { continue }
-            out.append(argument)
-        }
-        return out
+        dropping(["--seed", "--workers", "--duration", "--ops", "--output", "--shrink"], words: ["--no-unbind", "torture"], from: arguments)
     }
 }
 

@@ -219,7 +219,7 @@ extension P2PLabCommand {
                 for line in identity.lines { progressLine("[\(name)] patch \(line)") }
                 let result = await (try Lab(build: options, lab: lab)).runVariant(
                     .full, directory: directory.appendingPathComponent(name),
-                    reproduce: arguments.filter { !$0.hasPrefix("--versions") && $0 != list } + ["--series", name])
+                    reproduce: dropping(["--versions"], from: arguments) + ["--series", name])
                 progressLine("[\(name)] \(result.run?.verdictLine ?? "could not test: \(result.problem ?? "?")") (\(Int(result.seconds)) s)")
                 runs.append(VersionRun(name: name, identity: identity, result: result))
             }

@@ -75,29 +75,12 @@ struct SuiteAndTorture {
     /// The build options of a `test` command line, as `p2plab torture` takes them: without the
     /// suite's own options (`--check`, `--repeat`, `--torture`, `--torture-seed`, `--format`).
     static func tortureVariantArguments(_ testArguments: [String]) -> [String] {
-        let valued: Set<String> = ["--check", "--repeat", "--torture", "--torture-seed", "--format"]
-        var kept: [String] = []
-        var skip = false
-        for argument in testArguments {
-            if skip { skip = false; continue }
-            if argument == "test" { continue }
-            if valued.contains(argument) { skip = true; continue }
-            if valued.contains(where: { argument.hasPrefix($0 + "=") }) { continue }
-            kept.append(argument)
-        }
-        return TortureReproducer.variantArguments(kept)
+        TortureReproducer.variantArguments(
+            dropping(["--check", "--repeat", "--torture", "--torture-seed", "--format"], words: ["test"], from: testArguments))
     }
 
     /// The `test` command line with the torture's seed fixed, for `reproduce.sh`.
     static func reproduceArguments(_ testArguments: [String], seed: UInt64) -> [String] {
-        var out: [String] = []
-        var skip = false
-        for argument in testArguments {
-            if skip { skip = false; continue }
-            if argument == "--torture-seed" { skip = true; continue }
-            if argument.hasPrefix("--torture-seed=") { continue }
-            out.append(argument)
-        }
-        return out + ["--torture-seed", String(seed)]
+        dropping(["--torture-seed"], from: testArguments) + ["--torture-seed", String(seed)]
     }
 }

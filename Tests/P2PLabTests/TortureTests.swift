@@ -153,3 +153,14 @@ struct TortureShrinkTests {
         #expect(seen == ["3×15", "2×8", "1×5"])
     }
 }
+
+@Suite("A command line without some of its options")
+struct DroppingOptionsTests {
+    @Test("valued options go with their value, as two words or with =; the words named go; the rest stays in order")
+    func dropsOptions() {
+        #expect(dropping(["--versions"], from: ["test", "--versions", "v2,v3", "--check", "pin.*"]) == ["test", "--check", "pin.*"])
+        #expect(dropping(["--versions"], from: ["test", "--versions=all", "--accel", "tcg"]) == ["test", "--accel", "tcg"])
+        #expect(dropping(["--seed"], words: ["torture", "--no-unbind"], from: ["torture", "--seed", "5", "--no-unbind", "--baseline"]) == ["--baseline"])
+        #expect(dropping(["--seed"], from: []) == [])
+    }
+}
