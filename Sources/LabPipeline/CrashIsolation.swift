@@ -94,8 +94,9 @@ public struct CrashIsolation: Sendable {
         var culprit: String?
 
         // A hung-task report names its task: the check that started it is the one that hung.
-        let panicking = panicked ? hungTaskOwner(boot, starts: starts) : nil
-        chargeHungTasks(boot, starts: starts, except: panicking?.0.line)
+        let hungTasks = checkHungTasks(boot, starts: starts)
+        let panicking = panicked ? hungTasks.first.map { ($0.finding, $0.owner) } : nil
+        chargeHungTasks(hungTasks, in: boot, except: panicking?.0.line)
         if let (finding, start) = panicking {
             let running = left.first
             var test = results[start.name] ?? boot.run.tests.first { $0.name == start.name }
@@ -133,34 +134,34 @@ public struct CrashIsolation: Sendable {
         return .stop(reason)
     }
 
-    /// The first hung-task report of the boot whose task one of its checks started.
-    func hungTaskOwner(_ boot: Boot, starts: [CheckMarkers.Start]) -> (ConsoleFinding, CheckMarkers.Start)? {
+    /// The boot's hung-task reports whose task one of its checks started, in console order, each
+    /// with the task's PID and that check (a kernel thread is no check's, whatever its PID).
+    func checkHungTasks(_ boot: Boot, starts: [CheckMarkers.Start]) -> [(finding: ConsoleFinding, pid: Int, owner: CheckMarkers.Start)] {
         let lines = boot.console.split(omittingEmptySubsequences: false, whereSeparator: \.isConsoleLineBreak)
-        for finding in boot.run.consoleFindings where finding.kind == .hungTask {
-            guard let task = CheckMarkers.hungTask(finding.text), let owner = CheckMarkers.owner(of: task.pid, starts: starts),
-                  boot.checks.contains(owner.name), !CheckMarkers.isKernelThread(after: lines.dropFirst(finding.line)) else { continue }
-            return (finding, owner)
+        return boot.run.consoleFindings.compactMap { finding in
+            guard finding.kind == .hungTask, let task = CheckMarkers.hungTask(finding.text),
+                  let owner = CheckMarkers.owner(of: task.pid, starts: starts), boot.checks.contains(owner.name),
+                  !CheckMarkers.isKernelThread(after: lines.dropFirst(finding.line)) else { return nil }
+            return (finding, task.pid, owner)
         }
-        return nil
     }
 
-    /// Hung-task reports that did not panic and came after the check whose task hung had ended
+    /// Hung-task reports (of `hungTasks`) that did not panic and came after the check whose task hung had ended
     /// (while a later check ran): each is charged to that check, found by the task's PID, once per
     /// task. A report of what the check provokes on purpose (its `provokes` diagnostics) is noted as
     /// provoked; any other fails it, with the report as its splat. The check that was running keeps
     /// its own verdict (the guest left the report out of it). A report inside its own check's run
     /// was judged by the guest already.
-    mutating func chargeHungTasks(_ boot: Boot, starts: [CheckMarkers.Start], except panicLine: Int?) {
+    mutating func chargeHungTasks(_ hungTasks: [(finding: ConsoleFinding, pid: Int, owner: CheckMarkers.Start)], in boot: Boot,
+                                  except panicLine: Int?) {
         var charged: Set<Int> = []
-        let lines = boot.console.split(omittingEmptySubsequences: false, whereSeparator: \.isConsoleLineBreak)
-        for finding in boot.run.consoleFindings where finding.kind == .hungTask && finding.line != panicLine {
-            guard let task = CheckMarkers.hungTask(finding.text), let owner = CheckMarkers.owner(of: task.pid, starts: starts),
-                  boot.checks.contains(owner.name), var test = results[owner.name],
-                  !CheckMarkers.isKernelThread(after: lines.dropFirst(finding.line)) else { continue }
-            let running = Self.running(at: finding.line, in: boot.console)
-            guard running != owner.name, charged.insert(task.pid).inserted else { continue }
+        let begins = Self.beginMarkers(in: boot.console)
+        for (finding, pid, owner) in hungTasks where finding.line != panicLine {
+            guard var test = results[owner.name] else { continue }
+            let running = begins.last { $0.line <= finding.line }?.name
+            guard running != owner.name, charged.insert(pid).inserted else { continue }
             let line = ConsoleScanner.stripPrefix(finding.text)
-            let attribution = "reported while \(running ?? "no check") ran; PID \(task.pid) was started by this check (its thread was PID \(owner.pid))"
+            let attribution = "reported while \(running ?? "no check") ran; PID \(pid) was started by this check (its thread was PID \(owner.pid))"
             if let why = CheckMarkers.provoked(in: test.diagnostics).first(where: { line.contains($0.fragment) })?.why {
                 test.diagnostics.append("provoked: \(line) (\(attribution); expected: \(why))")
             } else {
@@ -177,16 +178,13 @@ public struct CrashIsolation: Sendable {
         }
     }
 
-    /// The check whose begin marker is the last one at or before console line `line` (1-based).
-    static func running(at line: Int, in console: String) -> String? {
-        var current: String?
-        for (index, text) in console.split(omittingEmptySubsequences: false, whereSeparator: \.isConsoleLineBreak).enumerated() {
-            if index + 1 > line { break }
-            guard let range = text.firstRange(of: "p2plab: check "), text.hasSuffix(" begins") else { continue }
+    /// The console's `p2plab: check N NAME begins` markers: each one's line (1-based) and check.
+    static func beginMarkers(in console: String) -> [(line: Int, name: String)] {
+        console.split(omittingEmptySubsequences: false, whereSeparator: \.isConsoleLineBreak).enumerated().compactMap { index, text in
+            guard let range = text.firstRange(of: "p2plab: check "), text.hasSuffix(" begins") else { return nil }
             let words = text[range.upperBound...].split(separator: " ")
-            if words.count == 3, Int(words[0]) != nil { current = String(words[1]) }
+            return words.count == 3 && Int(words[0]) != nil ? (index + 1, String(words[1])) : nil
         }
-        return current
     }
 
     /// The check `next` was cut off: CRASHED or TIMEOUT, with what the console said. Nil when it
@@ -276,15 +274,14 @@ public struct CrashIsolation: Sendable {
         results[check] = test
     }
 
+    /// Why a hang control's report was missing: it comes a moment after the child blocks.
+    static let hangNotReported = "the hung-task detector never reported the blocked child before the suite ended: name a check that runs longer after it (the report comes 1–2 s after the child blocks)"
+
     /// Controls that pass only by taking the kernel down: one that finished as a PASS proves nothing.
-    public static let mustCrash: [String: String] = [
-        "control.hang": "the hung-task detector never reported the blocked child before the suite ended: name a check that runs longer after it (the report comes 1–2 s after the child blocks)",
-    ]
+    public static let mustCrash: [String: String] = ["control.hang": hangNotReported]
 
     /// Controls that pass only when the report they provoke was seen and charged to them.
-    public static let mustBeReported: [String: String] = [
-        "control.hang_brief": "the hung-task detector never reported the blocked child before the suite ended: name a check that runs longer after it (the report comes 1–2 s after the child blocks)",
-    ]
+    public static let mustBeReported: [String: String] = ["control.hang_brief": hangNotReported]
 
     /// The variant's results: every selected check once, in suite order, numbered afresh.
     public func merged() -> TestRun {
