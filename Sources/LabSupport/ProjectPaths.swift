@@ -30,10 +30,16 @@ public enum ProjectPaths {
     /// when tracked files differ from it; "unknown" outside a git checkout. Asked of git, so a
     /// worktree (whose `.git` is a file) and packed refs read the same as a plain clone.
     public static let version: String = {
-        guard let root = root(), let head = git(["rev-parse", "--short=12", "HEAD"], in: root) else { return "unknown" }
-        let dirty = git(["status", "--porcelain", "--untracked-files=no"], in: root).map { !$0.isEmpty } ?? false
-        return head + (dirty ? "-dirty" : "")
+        guard let root = root(), let checkout = checkout(at: root) else { return "unknown" }
+        return checkout.commit + (checkout.dirty ? "-dirty" : "")
     }()
+
+    /// The git checkout at `root`: its commit (12 hex digits) and whether tracked files differ from
+    /// it; nil when it is no git checkout.
+    public static func checkout(at root: URL) -> (commit: String, dirty: Bool)? {
+        guard let head = git(["rev-parse", "--short=12", "HEAD"], in: root) else { return nil }
+        return (head, git(["status", "--porcelain", "--untracked-files=no"], in: root).map { !$0.isEmpty } ?? false)
+    }
 
     /// The checkout's full commit, or nil outside a git checkout.
     public static func commit(of root: URL) -> String? { git(["rev-parse", "HEAD"], in: root) }

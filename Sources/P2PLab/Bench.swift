@@ -443,8 +443,8 @@ struct BenchSession {
             if problem != nil { samples = [] }
             if let other {
                 let what = measurement == .warmCycleTrue ? "boot → true → poweroff" : "boot → full suite → poweroff"
-                let described = await other.described(runner: runner)
-                let this = await AgainstCheckout(root.path).described(runner: runner)
+                let described = other.described
+                let this = AgainstCheckout(root.path).described
                 record(measurement, "against", GuestMeasurement(key: "\(measurement.rawValue).against", what: "\(measurement.summary), by \(described)",
                                                                unit: .seconds, samples: otherProblem == nil ? otherSamples : [], problem: otherProblem))
                 add([BenchFigure.make(measurement, "\(what), series kernel, TCG, \(this)", unit: .seconds,
@@ -738,12 +738,9 @@ struct AgainstCheckout: Sendable {
     func binary(_ name: String) -> String { root.appendingPathComponent(".build/debug/\(name)").path }
 
     /// `DIR at COMMIT` (and "with uncommitted changes" when its tree is dirty).
-    func described(runner: Runner) async -> String {
-        let head = (try? await runner.capture(Command(["git", "-C", root.path, "rev-parse", "--short=12", "HEAD"]), timeout: LabLimits.standard.query))
-            .flatMap { $0.succeeded ? $0.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines) : nil }
-        let dirty = (try? await runner.capture(Command(["git", "-C", root.path, "status", "--porcelain", "--untracked-files=no"]), timeout: LabLimits.standard.query))
-            .map { $0.succeeded && !$0.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty } ?? false
-        return "the checkout \(root.path)" + (head.map { " at \($0)" } ?? "") + (dirty ? " with uncommitted changes" : "")
+    var described: String {
+        let checkout = ProjectPaths.checkout(at: root)
+        return "the checkout \(root.path)" + (checkout.map { " at \($0.commit)" } ?? "") + (checkout?.dirty == true ? " with uncommitted changes" : "")
     }
 
     /// One boot of `measurement`'s job on `kernel`; returns QEMU's start → exit seconds from the

@@ -31,6 +31,7 @@ struct VersionTests {
         #expect(!FileManager.default.fileExists(atPath: repo.appendingPathComponent(".git/refs/heads/\(branch)").path), "the ref is packed")
         try "b\n".write(to: worktree.appendingPathComponent("f"), atomically: true, encoding: .utf8)
         #expect(ProjectPaths.git(["status", "--porcelain", "--untracked-files=no"], in: worktree) == "M f")
+        #expect(ProjectPaths.checkout(at: worktree)?.dirty == true && ProjectPaths.checkout(at: repo)?.dirty == false)
         #expect(ProjectPaths.commit(of: dir.appendingPathComponent("nothing")) == nil)
     }
 
