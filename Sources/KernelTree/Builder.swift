@@ -206,7 +206,9 @@ public struct KernelBuilder: Sendable {
 
     /// The tools a kernel build needs, with the Debian package that has each.
     static let tools = [("make", "make"), ("gcc", "gcc"), ("flex", "flex"), ("bison", "bison"), ("bc", "bc"),
-                        ("perl", "perl"), ("git", "git")]
+                        ("perl", "perl"), ("git", "git"),
+                        // the lab config compresses the bzImage with LZ4
+                        ("lz4", "lz4")]
 
     func checkTools() throws {
         for (tool, package) in Self.tools where which(tool) == nil {
