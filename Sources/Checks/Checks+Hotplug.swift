@@ -51,8 +51,10 @@ extension Suite {
             }
             let waitingSince = monotonicSeconds()
             rec.note(String(format: "the removal started %.2f s after device_del and waits: %@", waitingSince - delAt, thread.description))
-            // Held a while longer: the device stays and QEMU must not report it deleted.
-            pause(seconds: 1)
+            // Held a while longer, as long as the blocking unbind checks hold theirs (several times
+            // what the removal takes once the pin is gone): the device stays and QEMU must not
+            // report it deleted.
+            pause(seconds: Suite.teardownHold)
             if !slot.present { ok = false; rec.fail("\(slot.address) left sysfs while the umem was held") }
             let early = try slot.host.channel.call(.awaitDeviceDeleted(device: slot.device.id, timeout: 0), timeout: limits.qmp)
             if let deleted = early.deviceDeletedAt {
