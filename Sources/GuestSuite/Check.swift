@@ -169,7 +169,9 @@ extension GuestCommand {
                   let release = try? String(contentsOfFile: "/proc/sys/kernel/osrelease", encoding: .utf8)
                       .trimmingCharacters(in: .whitespacesAndNewlines) else { return nil }
             do {
-                let ko = try await ModuleBuilder(cache: CacheLayout(), runner: Runner()).build(
+                let ko = try await ModuleBuilder(cache: CacheLayout(), runner: Runner(), progress: {
+                    FileHandle.standardError.write(Data("p2plab check: \($0)\n".utf8))
+                }).build(
                     moduleSource: root.appendingPathComponent("kernel/module"), kernelBuildDir: "/lib/modules/\(release)/build")
                 FileHandle.standardError.write(Data("p2plab check: built the test module for \(release): \(ko.path)\n".utf8))
                 return ko.path

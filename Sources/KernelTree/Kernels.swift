@@ -96,7 +96,7 @@ public struct Kernels: Sendable {
             let manifest = try await times.time("build") { try await builder(recipe).build(variant, fragmentFiles: recipe.fragments) }
             guard let moduleSource else { return BuiltKernel(manifest: manifest, module: nil, times: times) }
             let ko = try await times.time("module") {
-                try await ModuleBuilder(cache: cache, runner: runner, limits: limits)
+                try await ModuleBuilder(cache: cache, runner: runner, limits: limits, progress: progress)
                     .build(moduleSource: moduleSource, kernelBuildDir: manifest.objectDir)
             }
             let tests = selftests ? await times.time("selftests") { await self.selftests(manifest) } : nil
@@ -123,7 +123,7 @@ public struct Kernels: Sendable {
     /// the module build reads the object directory another run might be rebuilding.
     public func module(for manifest: BuildManifest, moduleSource: URL) async throws -> BuiltKernel {
         try await withCheckout(manifest.sourceDir) {
-            let ko = try await ModuleBuilder(cache: cache, runner: runner, limits: limits)
+            let ko = try await ModuleBuilder(cache: cache, runner: runner, limits: limits, progress: progress)
                 .build(moduleSource: moduleSource, kernelBuildDir: manifest.objectDir)
             return BuiltKernel(manifest: manifest, module: ko)
         }
