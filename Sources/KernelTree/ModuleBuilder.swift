@@ -89,6 +89,9 @@ public struct ModuleBuilder: Sendable {
                 let text = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
                 throw BuildError.moduleBuildFailed(log: log.path, errors: KernelBuilder.errorLines(text))
             }
+            // The sources it was built from stay beside it (the work directory moves on; its
+            // debug info, and so a decoded trace, names the work directory's copy).
+            for (name, content) in files { try content.write(to: dir.appendingPathComponent(name)) }
             // Through a temporary name: the cache hit above is "the .ko exists", so it must never
             // see half a copy.
             let partial = dir.appendingPathComponent("p2plab_test.ko.partial")

@@ -171,6 +171,7 @@ struct ModuleBuildTests {
         let ko = try await lab.builder.build(moduleSource: src, kernelBuildDir: lab.kernel.path)
         #expect(try String(contentsOf: ko, encoding: .utf8) == "int a;\n")
         #expect(ko.deletingLastPathComponent() != lab.builder.workDirectory(kernelBuildDir: lab.kernel.path))
+        #expect(FileManager.default.contents(atPath: ko.deletingLastPathComponent().appendingPathComponent("p2plab_test.c").path) == Data("int a;\n".utf8))
         #expect(try await lab.builder.build(moduleSource: src, kernelBuildDir: lab.kernel.path) == ko)
         #expect(lab.runs == 1)
     }
