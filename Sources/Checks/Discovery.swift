@@ -65,17 +65,18 @@ public enum Discovery {
     }
 
     /// The RDMA device to use, or why there is none. `names` is what libibverbs lists.
-    /// `provider` (when known) decides whether a PCI device can do P2PDMA with it.
+    /// `provider` (when known) decides whether a PCI device can do P2PDMA with it; `kernelMessages`
+    /// is read only for a PCI device (a software device has no route to check).
     public static func rdmaDevice(
-        in sysfs: Sysfs, names: [String], preferred: String?, provider: PCIAddress? = nil, kernelMessages: [String] = []
+        in sysfs: Sysfs, names: [String], preferred: String?, provider: PCIAddress? = nil, kernelMessages: @autoclosure () -> [String] = []
     ) -> (RDMADeviceInfo?, String?) {
         if let preferred {
             guard names.contains(preferred) else {
                 return (nil, "RDMA device \(preferred) not found (--device); libibverbs lists: \(names.isEmpty ? "none" : names.joined(separator: ", "))")
             }
-            return (sysfs.rdmaDeviceInfo(preferred, provider: provider, kernelMessages: kernelMessages), nil)
+            return (sysfs.rdmaDeviceInfo(preferred, provider: provider, kernelMessages: kernelMessages()), nil)
         }
-        if let first = names.first { return (sysfs.rdmaDeviceInfo(first, provider: provider, kernelMessages: kernelMessages), nil) }
+        if let first = names.first { return (sysfs.rdmaDeviceInfo(first, provider: provider, kernelMessages: kernelMessages()), nil) }
         let inSysfs = sysfs.rdmaDeviceNames()
         if !inSysfs.isEmpty {
             return (nil, "libibverbs sees none of \(inSysfs.joined(separator: ", ")): install the rdma-core providers (ibverbs-providers)")
@@ -107,11 +108,14 @@ public enum Discovery {
         options: SuiteOptions, holderCommand: [String]? = nil,
         reference: KernelEffects = SeriesVersion.defaultVersion.effects, log: @escaping @Sendable (String) -> Void = { _ in }
     ) -> CheckContext {
+        // Loading the module (finit_module of a file that may come over 9p) and libibverbs' device
+        // discovery (it dlopens every installed provider) wait on different things: load beside.
+        let loading = Background { Discovery.module(path: options.modulePath, debugfs: options.debugfs) }
         let (provider, providerProblem) = provider(in: options.sysfs, preferred: options.provider)
         let (rdma, rdmaProblem) = rdmaDevice(
             in: options.sysfs, names: Verbs.deviceNames(), preferred: options.device, provider: provider?.address,
             kernelMessages: P2PDMAHints.fromKernelLog(limit: 64))
-        let (module, moduleProblem) = module(path: options.modulePath, debugfs: options.debugfs)
+        let (module, moduleProblem) = loading.value
         return CheckContext(
             sysfs: options.sysfs, debugfs: options.debugfs, provider: provider, providerProblem: providerProblem,
             rdma: rdma, rdmaProblem: rdmaProblem, module: module, moduleProblem: moduleProblem,
@@ -136,5 +140,26 @@ public enum Discovery {
             "module: " + (context.module?.path ?? "none (\(context.problem(.module) ?? ""))"),
             "expect: " + (SeriesVersion.all.first { $0.effects == context.reference }.map { "\($0.name): " } ?? "") + context.reference.description,
         ]
+    }
+}
+
+/// A value computed on a thread of its own, waited for on first use of ``value``.
+final class Background<T: Sendable>: @unchecked Sendable {
+    private let done = DispatchSemaphore(value: 0)
+    private var result: T?
+
+    init(_ body: @escaping @Sendable () -> T) {
+        let thread = Thread { [self] in
+            result = body()
+            done.signal()
+        }
+        thread.start()
+    }
+
+    /// Waits for the body (once; later reads return the same value).
+    var value: T {
+        done.wait()
+        defer { done.signal() }
+        return result!
     }
 }

@@ -232,8 +232,10 @@ public struct Sysfs: Sendable {
     /// the host bridge only when the CPU (AMD Zen or newer) or a whitelisted host bridge allows it.
     /// ACS redirection is not in sysfs; the kernel's "ACS redirect is set" message for the client
     /// (`kernelMessages`) turns a bus-address route into one through the host bridge, as the kernel does.
+    /// The messages are asked for only once both ends are PCI functions in sysfs (reading the whole
+    /// kernel log is the dearest part of the suite's start under TCG).
     public func p2pRoute(
-        provider: PCIAddress, client: PCIAddress, kernelMessages: [String] = [], cpuSupportsP2PDMA: Bool? = nil
+        provider: PCIAddress, client: PCIAddress, kernelMessages: @autoclosure () -> [String] = [], cpuSupportsP2PDMA: Bool? = nil
     ) -> P2PRoute {
         let cpu = cpuSupportsP2PDMA ?? self.cpuSupportsP2PDMA
         let up = pciAncestry(provider), down = pciAncestry(client)
@@ -241,7 +243,7 @@ public struct Sysfs: Sendable {
             return P2PRoute(mapping: .notSupported, distance: nil,
                             reason: "\(up.isEmpty ? provider : client) is not a PCI function in sysfs")
         }
-        let acs = kernelMessages.contains { $0.contains(client.description) && $0.contains("ACS redirect is set") }
+        let acs = kernelMessages().contains { $0.contains(client.description) && $0.contains("ACS redirect is set") }
         if let common = up.firstIndex(where: { down.contains($0) }) {
             let distance = common + down.firstIndex(of: up[common])!
             if !acs {
@@ -334,8 +336,9 @@ public struct Sysfs: Sendable {
     /// function is P2P-capable for `provider` only when its route to it is one
     /// `pci_p2pdma_distance()` accepts (a PCI parent alone says nothing: behind a host bridge that
     /// is not whitelisted the kernel refuses the mapping with EREMOTEIO). Under Xen the DMA device
-    /// has dma_map_ops, which `dma_pci_p2pdma_supported()` refuses.
-    public func rdmaDeviceInfo(_ name: String, provider: PCIAddress? = nil, kernelMessages: [String] = []) -> RDMADeviceInfo {
+    /// has dma_map_ops, which `dma_pci_p2pdma_supported()` refuses. `kernelMessages` is read only for
+    /// a PCI function with a provider (see ``p2pRoute(provider:client:kernelMessages:cpuSupportsP2PDMA:)``).
+    public func rdmaDeviceInfo(_ name: String, provider: PCIAddress? = nil, kernelMessages: @autoclosure () -> [String] = []) -> RDMADeviceInfo {
         let dir = "class/infiniband/\(name)"
         if exists("\(dir)/parent") && !exists("\(dir)/device") {
             // rxe exposes its netdev as `parent`; it is never the ib_device's parent device.
@@ -363,7 +366,7 @@ public struct Sysfs: Sendable {
             return info
         }
         guard let provider else { return info }
-        let route = p2pRoute(provider: provider, client: address, kernelMessages: kernelMessages)
+        let route = p2pRoute(provider: provider, client: address, kernelMessages: kernelMessages())
         info.route = route
         info.reason += "; to provider \(provider): \(route.reason)"
         if route.mapping == .notSupported {

@@ -229,6 +229,21 @@ struct SysfsTests {
         #expect(rxe.route == nil && rxe.p2pProblem == nil && rxe.kind != .p2pCapablePCI)
     }
 
+    @Test("the kernel log is read only for a PCI device: rxe has no route for it to change")
+    func kernelLogOnlyForAPCIDevice() throws {
+        let fake = try FakeSysfs()
+        try fake.addHostBridge(device: "0x29c0")
+        try fake.addHCA(bdf: "0000:05:00.0", under: Self.switchDownstream1)
+        let reads = ReadCounter()
+        let said = ["mlx5_core 0000:05:00.0: ACS redirect is set between the client and provider (0000:03:00.0)"]
+        let (rxe, _) = Discovery.rdmaDevice(in: fake.sysfs, names: ["rxe0"], preferred: nil, provider: Self.cmb, kernelMessages: reads.read(said))
+        #expect(rxe?.kind == .virtualDMA)
+        #expect(reads.count == 0)
+        let (hca, _) = Discovery.rdmaDevice(in: fake.sysfs, names: ["mlx5_0"], preferred: nil, provider: Self.cmb, kernelMessages: reads.read(said))
+        #expect(reads.count == 1)
+        #expect(hca?.route?.reason.hasPrefix("ACS redirect is set between 0000:05:00.0") == true)
+    }
+
     @Test("discovery judges the device against the chosen provider")
     func discoveryPassesTheProvider() throws {
         let fake = try FakeSysfs()
@@ -259,5 +274,15 @@ struct SysfsTests {
     @Test(arguments: ["03:00.0", "0000:03:00", "0000:03:20.0", "zzzz:00:00.0"])
     func pciAddressRejects(_ text: String) {
         #expect(PCIAddress(text) == nil)
+    }
+}
+
+/// Counts how often the kernel log was asked for.
+private final class ReadCounter {
+    var count = 0
+
+    func read(_ lines: [String]) -> [String] {
+        count += 1
+        return lines
     }
 }
