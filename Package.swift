@@ -60,7 +60,7 @@ let package = Package(
         .testTarget(name: "MachineTests", dependencies: ["Machine", "KTAP"], resources: [.copy("Fixtures")]),
         .testTarget(name: "CatalogTests", dependencies: ["Catalog", "KernelTree"], resources: [.copy("Fixtures")]),
         .testTarget(name: "ChecksTests", dependencies: ["Checks", "Catalog"], resources: [.copy("Fixtures")]),
-        .testTarget(name: "P2PLabTests", dependencies: ["P2PLab", "Checks", "LabPipeline", "LabCommandLine", "Machine", "LabSupport"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "P2PLabTests", dependencies: ["P2PLab", "Checks", "GuestSuite", "LabPipeline", "LabCommandLine", "Machine", "LabSupport"], resources: [.copy("Fixtures")]),
     ],
     swiftLanguageModes: [.v6]
 )

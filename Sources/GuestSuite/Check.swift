@@ -78,29 +78,63 @@ extension GuestCommand {
             SeriesVersion.named(expect)?.effects ?? KernelEffects(tokens: expect)
         }
 
+        /// What one run is asked to do: the options as parsed, before the invocation (if any) replaces them.
+        struct Request: Equatable {
+            var list = false
+            var filters: [String] = []
+            var timeout = LabLimits.standard.check
+            var results: String?
+            var module: String?
+            var device: String?
+            var provider: String?
+            var reference = Check.reference(SeriesVersion.defaultVersion.name)
+            var selftests: String?
+            var selftestsProblem: String?
+
+            /// What `check` with no options but `--invocation` parses to (a test holds the two together).
+            static let defaults = Request()
+        }
+
+        var request: Request {
+            Request(
+                list: list, filters: filters, timeout: timeout, results: results, module: module, device: device,
+                provider: provider, reference: reference, selftests: selftests, selftestsProblem: selftestsProblem)
+        }
+
+        /// FILE when `arguments` are exactly `check --invocation FILE`, the host's call for every lab run.
+        static func invocationFile(_ arguments: [String]) -> String? {
+            arguments.count == 3 && arguments[0] == "check" && arguments[1] == "--invocation" ? arguments[2] : nil
+        }
+
         func run() async throws {
             if let exitHolder, let address = PCIAddress(exitHolder) {
                 ExitHolder.run(provider: address)
             }
-            var filters = self.filters, timeout = self.timeout, results = self.results, module = self.module
-            var device = self.device, provider = self.provider, reference = self.reference
-            var selftests = self.selftests, selftestsProblem = self.selftestsProblem
+            try await Self.run(request, invocation: invocation)
+        }
+
+        /// Runs `request`, or the lab machine's invocation at `invocation` in its place.
+        static func run(_ request: Request, invocation: String?) async throws {
+            var filters = request.filters, timeout = request.timeout, results = request.results, module = request.module
+            var device = request.device, provider = request.provider, reference = request.reference
+            var selftests = request.selftests, selftestsProblem = request.selftestsProblem
+            let list = request.list
             var host: HostLink?
             if let invocation {
                 let file = URL(fileURLWithPath: invocation)
-                let request = try GuestInvocation.read(from: file)
-                (timeout, results, module) = (request.limits.check, file.deletingLastPathComponent().path, request.module)
-                (device, provider) = (request.device, request.provider)
-                (selftests, selftestsProblem) = (request.selftests, request.selftestsProblem)
-                if let access = request.host {
+                let invoked = try GuestInvocation.read(from: file)
+                (timeout, results, module) = (invoked.limits.check, file.deletingLastPathComponent().path, invoked.module)
+                (device, provider) = (invoked.device, invoked.provider)
+                (selftests, selftestsProblem) = (invoked.selftests, invoked.selftestsProblem)
+                if let access = invoked.host {
                     let channel = HostChannel(directory: file.deletingLastPathComponent().appendingPathComponent(access.channel))
-                    host = HostLink(channel: channel, devices: access.devices, limits: request.limits)
+                    host = HostLink(channel: channel, devices: access.devices, limits: invoked.limits)
                 }
-                if let expect = request.expect {
+                if let expect = invoked.expect {
                     guard let named = Self.reference(expect) else { throw ValidationError("the invocation's expect \(expect) names no version or effects") }
                     reference = named
                 }
-                switch request.job {
+                switch invoked.job {
                 case .suite(let checks):
                     filters = checks
                 case .bench(let only, let repetitions):
@@ -108,7 +142,7 @@ extension GuestCommand {
                         module: module, repetitions: repetitions, only: only, device: device, provider: provider, results: results)
                     return
                 case .torture(let plan):
-                    try await Self.torture(plan, module: module, device: device, provider: provider, reference: reference, results: results)
+                    try await torture(plan, module: module, device: device, provider: provider, reference: reference, results: results)
                     return
                 }
             }
@@ -162,7 +196,7 @@ extension GuestCommand {
 
         /// --module, else $P2PLAB_MODULE, else (on real hardware, module not loaded) the test module
         /// built against the running kernel's headers; nil leaves env.module to SKIP with the reason.
-        private func modulePath(_ module: String?) async -> String? {
+        private static func modulePath(_ module: String?) async -> String? {
             if let path = module ?? ProcessInfo.processInfo.environment["P2PLAB_MODULE"] { return path }
             if FileManager.default.fileExists(atPath: "/sys/module/p2plab_test") { return nil }
             guard let root = ProjectPaths.root(),
@@ -182,7 +216,7 @@ extension GuestCommand {
         }
 
         /// This executable, re-run as the exit_releases holder child.
-        private func holderCommand() -> [String]? {
+        private static func holderCommand() -> [String]? {
             guard let me = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") else { return nil }
             return [me, "check", "--exit-holder"]
         }

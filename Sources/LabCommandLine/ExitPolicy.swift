@@ -30,14 +30,21 @@ public enum ExitPolicy {
 
     /// Parses `arguments` (nil: the process's), runs the command and exits through `outcome`.
     public static func main(_ root: any ParsableCommand.Type, arguments: [String]? = nil) async -> Never {
-        var status: Int32 = 0
-        do {
+        await main(root) {
             var command = try root.parseAsRoot(arguments)
             if var async = command as? any AsyncParsableCommand {
                 try await async.run()
             } else {
                 try command.run()
             }
+        }
+    }
+
+    /// Runs `body` (a command of `root` the caller parsed itself) and exits through `outcome`.
+    public static func main(_ root: any ParsableCommand.Type, running body: () async throws -> Void) async -> Never {
+        var status: Int32 = 0
+        do {
+            try await body()
         } catch {
             let (message, code) = outcome(of: error, command: root)
             if let message, !message.isEmpty {

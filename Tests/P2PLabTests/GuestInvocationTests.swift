@@ -1,4 +1,5 @@
 import Foundation
+@testable import GuestSuite
 import LabSupport
 import Machine
 import Testing
@@ -21,6 +22,18 @@ struct GuestInvocationTests {
             let read = try GuestInvocation.read(from: directory.appendingPathComponent(GuestInvocation.fileName))
             #expect(read == invocation)
         }
+    }
+
+    @Test("the guest's fast path for the host's call (`check --invocation FILE`, no parser) starts from what the parser gives")
+    func invocationSkipsTheParser() throws {
+        let file = "/run/p2plab/results/\(GuestInvocation.fileName)"
+        #expect(GuestCommand.Check.invocationFile(["check", "--invocation", file]) == file)
+        for other in [["check", "--invocation", file, "--list"], ["check", "--filter", "pin.*"], ["bench", "--invocation", file], ["check", file]] {
+            #expect(GuestCommand.Check.invocationFile(other) == nil)
+        }
+        let parsed = try GuestCommand.Check.parse(["--invocation", file])
+        #expect(parsed.request == GuestCommand.Check.Request.defaults)
+        #expect(parsed.exitHolder == nil)
     }
 
     @Test("the lab machine offers its NVMe controllers to the checks, by QEMU id and the serial the guest sees")
