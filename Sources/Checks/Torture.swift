@@ -455,6 +455,9 @@ final class TortureWorker: @unchecked Sendable {
     let deadline: Double
     private let lock = NSLock()
     private var state = WorkerReport()
+    /// The call the current step made last (only this worker's thread touches it): a refusal names
+    /// it, so an errno that several calls of a step can return says which one did.
+    private var call = ""
 
     init(index: Int, setup: TortureSetup, plan: TorturePlan, provider: ProviderState, stop: StopFlag, deadline: Double) {
         self.index = index
@@ -491,8 +494,9 @@ final class TortureWorker: @unchecked Sendable {
                 state.counts[step.operation, default: [:]][judged.label, default: 0] += 1
                 if let site = judged.warning { state.expectedWarnings.insert(site) }
                 if !judged.allowed, state.failure == nil {
+                    let refusedBy: String? = if case .result(.refused) = observation { call } else { nil }
                     state.failure = TortureFailure(worker: index + 1, index: number, step: step, observed: judged.label,
-                                                   allowed: judged.allowedLabels, providerDisturbed: disturbed)
+                                                   allowed: judged.allowedLabels, providerDisturbed: disturbed, call: refusedBy)
                 }
             }
             if !judged.allowed { break }
@@ -553,7 +557,7 @@ final class TortureWorker: @unchecked Sendable {
         let hold = { _ = usleep(UInt32(step.holdMicroseconds)) }
         switch step.operation {
         case .mmapP2PMem:
-            switch MappedRegion._shared(path: setup.allocatePath, length: length, writable: true, offset: 0) {
+            switch map(length) {
             case .success(let region):
                 hold()
                 region.unmap()
@@ -570,6 +574,7 @@ final class TortureWorker: @unchecked Sendable {
             case .failure(let errno): return (operation, .result(.refused(errno)))
             }
             defer { region.unmap() }
+            call = "the module's PIN ioctl"
             switch module.pinResult(address: region.address, pages: step.pages, flags: flags.union(.hold)) {
             case .success(let report):
                 hold()
@@ -587,6 +592,7 @@ final class TortureWorker: @unchecked Sendable {
             case .failure(let errno): return (operation, .result(.refused(errno)))
             }
             defer { region.unmap() }
+            call = "the module's UMEM ioctl (ib_umem_get)"
             switch module.umem(address: region.address, length: length, writable: true, dmaDevice: setup.standIn, hold: true) {
             case .success(let report):
                 hold()
@@ -632,10 +638,12 @@ final class TortureWorker: @unchecked Sendable {
     }
 
     private func map(_ length: Int) -> Result<MappedRegion, Errno> {
-        MappedRegion._shared(path: setup.allocatePath, length: length, writable: true, offset: 0)
+        call = "the mmap of \(setup.allocatePath)"
+        return MappedRegion._shared(path: setup.allocatePath, length: length, writable: true, offset: 0)
     }
 
     private func register(_ region: MappedRegion, hold: () -> Void) -> TortureObservation {
+        call = "ibv_reg_mr"
         switch setup.verbs.registerMRResult(address: region.base, length: region.length, writable: true) {
         case .success(let mr):
             hold()

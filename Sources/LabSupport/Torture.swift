@@ -191,18 +191,24 @@ public struct TortureFailure: Sendable, Codable, Equatable {
     public var allowed: [String]
     /// Whether the provider was unbinding, unbound or rebinding during the step.
     public var providerDisturbed: Bool
+    /// The call of the step that returned the refusal (`the mmap of …/allocate`, `ibv_reg_mr`), when
+    /// the step made several that could; nil for results that are not an errno.
+    public var call: String?
 
-    public init(worker: Int, index: Int, step: TortureStep, observed: String, allowed: [String], providerDisturbed: Bool) {
+    public init(worker: Int, index: Int, step: TortureStep, observed: String, allowed: [String], providerDisturbed: Bool,
+                call: String? = nil) {
         self.worker = worker
         self.index = index
         self.step = step
         self.observed = observed
         self.allowed = allowed
         self.providerDisturbed = providerDisturbed
+        self.call = call
     }
 
     public var line: String {
-        "worker \(worker) operation #\(index) (\(step)): \(observed), allowed \(allowed.joined(separator: " or "))"
+        "worker \(worker) operation #\(index) (\(step)): \(observed)" + (call.map { " from \($0)" } ?? "")
+            + ", allowed \(allowed.joined(separator: " or "))"
             + (providerDisturbed ? " while the provider was unbinding or unbound" : "")
     }
 }

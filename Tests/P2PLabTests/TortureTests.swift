@@ -57,6 +57,18 @@ struct TortureTests {
         #expect(failure.line == "worker 3 operation #41 (umem.hold 4 pages, held 10 µs): succeeds, allowed EFAULT")
     }
 
+    @Test("a refusal names the call that returned it; torture.json written before calls were named still reads")
+    func refusalNamesItsCall() throws {
+        let failure = TortureFailure(worker: 3, index: 544, step: TortureStep(operation: .umemHold, pages: 1, holdMicroseconds: 828),
+                                     observed: "EINVAL", allowed: ["succeeds"], providerDisturbed: false,
+                                     call: "the mmap of /sys/bus/pci/devices/0000:03:00.0/p2pmem/allocate")
+        #expect(failure.line == "worker 3 operation #544 (umem.hold 1 pages, held 828 µs): EINVAL from the mmap of /sys/bus/pci/devices/0000:03:00.0/p2pmem/allocate, allowed succeeds")
+        let old = #"{"worker":3,"index":544,"step":{"operation":"umem.hold","pages":1,"holdMicroseconds":828},"observed":"EINVAL","allowed":["succeeds"],"providerDisturbed":false}"#
+        let decoded = try JSONDecoder().decode(TortureFailure.self, from: Data(old.utf8))
+        #expect(decoded.call == nil)
+        #expect(decoded.line == "worker 3 operation #544 (umem.hold 1 pages, held 828 µs): EINVAL, allowed succeeds")
+    }
+
     @Test("the guest's KTAP parses into one result per worker and per invariant; a failure prints the seed and the replay")
     func summary() throws {
         let plan = TorturePlan(seed: 1, workers: 2, duration: 20)
