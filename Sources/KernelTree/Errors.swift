@@ -7,7 +7,8 @@ public enum BuildError: LabError, Equatable {
     case notAKernelTree(String)
     case notAGitTree(String)
     case dirtyTree(String)
-    case badRevision(tree: String, rev: String)
+    /// `option`: the command-line option that named the revision.
+    case badRevision(tree: String, rev: String, option: String = "--base")
     case missingFragment(String)
     case configDropped(options: [String], config: String)
     case buildFailed(log: String, errors: String)
@@ -41,8 +42,8 @@ public enum BuildError: LabError, Equatable {
             "\(p) is not a git repository: p2plab works in a worktree of your tree; run `git init` there or use the Debian source (no --tree)"
         case .dirtyTree(let p):
             "\(p) has uncommitted changes that a worktree at HEAD would not include: commit or stash them, or pass --base REV"
-        case .badRevision(let tree, let rev):
-            "\(rev) is not a commit in \(tree): pass --base with a branch, tag or commit"
+        case .badRevision(let tree, let rev, let option):
+            "\(rev) is not a commit in \(tree): pass \(option) with a branch, tag or commit"
         case .missingFragment(let p):
             "config fragment not found: \(p)"
         case .configDropped(let options, let config):

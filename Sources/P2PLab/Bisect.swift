@@ -192,7 +192,24 @@ extension P2PLabCommand {
             let logFile = dir.appendingPathComponent("bisect.log")
             // A worktree of the user's tree that p2plab owns: git bisect moves its HEAD, never the user's.
             let top = try await runner.checked(Command(["git", "-C", tree, "rev-parse", "--show-toplevel"])).standardOutput.trimmingCharacters(in: .whitespacesAndNewlines)
-            let worktree = session.cache.worktrees.appendingPathComponent("bisect-" + fnv1a64Hex(top).prefix(10))
+            // Both ends must be kernel commits of this tree: say so now, naming the user's tree, not
+            // after a worktree and an endpoint build.
+            for (rev, option) in [(good, "--good"), (bad, "--bad")] {
+                guard (try await runner.capture(Command(["git", "-C", top, "rev-parse", "--verify", "--quiet", rev + "^{commit}"]))).succeeded else {
+                    throw BuildError.badRevision(tree: top, rev: rev, option: option)
+                }
+                for required in ["Makefile", "Kconfig", "mm/gup.c"] where !(try await runner.capture(Command(["git", "-C", top, "cat-file", "-e", "\(rev):\(required)"]))).succeeded {
+                    throw BuildError.notAKernelTree(top)
+                }
+            }
+            let name = "bisect-" + fnv1a64Hex(top).prefix(10)
+            let worktree = session.cache.worktrees.appendingPathComponent(name)
+            // One bisection of a tree at a time: its worktree holds git bisect's state and HEAD, so a
+            // second run would reset the first one's bisection under it. The second waits.
+            let held = try await CacheLock.acquire(name, in: session.cache, timeout: session.pipeline.setup.limits.cacheLock) { _ in
+                progressLine("bisect: another p2plab bisect of \(top) is running in \(worktree.path); waiting for it to finish")
+            }
+            defer { held.release() }
             if FileManager.default.fileExists(atPath: worktree.path),
                !(try await runner.capture(Command(["git", "-C", worktree.path, "rev-parse", "--git-dir"])).succeeded) {
                 // Its repository was deleted or re-cloned: make the worktree anew.
