@@ -41,6 +41,11 @@ public struct ModuleStats: Sendable, Hashable, CustomStringConvertible {
     public var heldUmems: UInt64
     public var pins: UInt64
     public var umems: UInt64
+    /// vm_insert_page() refusals (EINVAL) of a P2PDMA page whose refcount was still 0: a page another
+    /// task was freeing, handed out again by the p2pmem pool (see the torture's `FreedPageRefusals`).
+    public var zeroRefRefusals: UInt64 = 0
+    /// Whether the module's kretprobe that counts them is armed.
+    public var zeroRefProbe = false
 
     public var description: String {
         "held: \(heldPins) pins (\(heldPages) pages), \(heldUmems) umems; taken since load: \(pins) pins, \(umems) umems"
@@ -192,7 +197,7 @@ public final class TestModule: Sendable {
         if case .failure(let errno) = ioctlResult(p2plab_ioctl_stats, &request) { return .failure(errno) }
         return .success(ModuleStats(
             heldPins: request.held_pins, heldPages: request.held_pages, heldUmems: request.held_umems,
-            pins: request.pins, umems: request.umems))
+            pins: request.pins, umems: request.umems, zeroRefRefusals: request.zero_ref_refusals, zeroRefProbe: request.zero_ref_probe != 0))
     }
 }
 

@@ -21,7 +21,9 @@
  *           P2PLAB_UMEM_HOLD the umem stays with the open file, as an MR
  *           keeps it, until RELEASE or close.
  *  STATS    what every open file holds, and how many pins and umems were
- *           taken since the module was loaded (leak checks).
+ *           taken since the module was loaded (leak checks); and how often
+ *           vm_insert_page() refused a P2PDMA page whose refcount was 0
+ *           (counted with a kretprobe; see p2plab_insert_entry()).
  *  CONTROL  a deliberate failure, refused with -EPERM unless the allow_crash
  *           parameter is set: P2PLAB_CONTROL_OOPS BUG()s, P2PLAB_CONTROL_HANG
  *           waits uninterruptibly forever (a D-state task for the hung-task
@@ -58,6 +60,7 @@
 #include <linux/kobject.h>
 #include <linux/kprobes.h>
 #include <linux/ktime.h>
+#include <linux/memremap.h>
 #include <linux/memremap.h>
 #include <linux/mm.h>
 #include <linux/module.h>
@@ -134,6 +137,46 @@ static int p2plab_kprobe_pre(struct kprobe *kp, struct pt_regs *regs)
 static struct kprobe p2plab_kprobe = {
 	.symbol_name = "__get_user_pages",
 	.pre_handler = p2plab_kprobe_pre,
+};
+
+/*
+ * A race of the kernel under test, not of the series: free_zone_device_folio()
+ * gives a P2PDMA page back to the p2pmem pool (->page_free, which is
+ * p2pdma_page_free()) before it resets the page's refcount to 1, so
+ * p2pmem_alloc_mmap() on another CPU can take the page from the pool in
+ * between and pass it to vm_insert_page() with refcount 0, which refuses it
+ * with -EINVAL (validate_page_before_insert()); the mmap fails with EINVAL.
+ * A kretprobe on vm_insert_page() counts exactly those refusals: a P2PDMA
+ * page with refcount 0 on entry and -EINVAL on return. The torture accepts an
+ * EINVAL from that mmap only when this counter grew during it.
+ */
+static atomic_long_t p2plab_zero_ref_refusals;
+static bool p2plab_insert_probe_registered;
+
+static int p2plab_insert_entry(struct kretprobe_instance *ri,
+			       struct pt_regs *regs)
+{
+	struct page *page = (struct page *)regs_get_kernel_argument(regs, 2);
+	bool zero_ref = page && is_pci_p2pdma_page(page) &&
+			!page_ref_count(page);
+
+	/* Non-zero: no return probe for this call. */
+	return zero_ref ? 0 : 1;
+}
+
+static int p2plab_insert_return(struct kretprobe_instance *ri,
+				struct pt_regs *regs)
+{
+	if ((int)regs_return_value(regs) == -EINVAL)
+		atomic_long_inc(&p2plab_zero_ref_refusals);
+	return 0;
+}
+
+static struct kretprobe p2plab_insert_probe = {
+	.kp.symbol_name = "vm_insert_page",
+	.entry_handler = p2plab_insert_entry,
+	.handler = p2plab_insert_return,
+	.maxactive = 64,
 };
 
 static unsigned int p2plab_gup_flags(u32 flags)
@@ -489,6 +532,8 @@ static void p2plab_ioctl_stats(struct p2plab_stats *st)
 	st->held_umems = atomic_long_read(&p2plab_held_umems);
 	st->pins = atomic_long_read(&p2plab_pins_total);
 	st->umems = atomic_long_read(&p2plab_umems_total);
+	st->zero_ref_refusals = atomic_long_read(&p2plab_zero_ref_refusals);
+	st->zero_ref_probe = p2plab_insert_probe_registered;
 }
 
 static long p2plab_ioctl(struct file *filp, unsigned int cmd,
@@ -693,6 +738,12 @@ static int __init p2plab_init(void)
 			p2plab_kprobe.symbol_name, ret);
 	else
 		p2plab_kprobe_registered = true;
+	ret = register_kretprobe(&p2plab_insert_probe);
+	if (ret)
+		pr_warn("cannot probe %s (%d): refusals of pages with refcount 0 not counted\n",
+			p2plab_insert_probe.kp.symbol_name, ret);
+	else
+		p2plab_insert_probe_registered = true;
 
 	p2plab_kobj = kobject_create_and_add(P2PLAB_SYSFS_DIR, kernel_kobj);
 	if (!p2plab_kobj) {
@@ -717,6 +768,8 @@ static int __init p2plab_init(void)
 put_kobj:
 	kobject_put(p2plab_kobj);
 unregister:
+	if (p2plab_insert_probe_registered)
+		unregister_kretprobe(&p2plab_insert_probe);
 	if (p2plab_kprobe_registered)
 		unregister_kprobe(&p2plab_kprobe);
 	return ret;
@@ -726,6 +779,8 @@ static void __exit p2plab_exit(void)
 {
 	debugfs_remove(p2plab_debugfs);
 	kobject_put(p2plab_kobj);
+	if (p2plab_insert_probe_registered)
+		unregister_kretprobe(&p2plab_insert_probe);
 	if (p2plab_kprobe_registered)
 		unregister_kprobe(&p2plab_kprobe);
 }

@@ -85,6 +85,8 @@ struct p2plab_stats {
 	__u64 held_umems;    /* umems kept by P2PLAB_UMEM_HOLD */
 	__u64 pins;          /* successful PIN calls since load */
 	__u64 umems;         /* successful UMEM calls since load */
+	__u64 zero_ref_refusals; /* vm_insert_page() refusals (-EINVAL) of a P2PDMA page with refcount 0 */
+	__u64 zero_ref_probe;    /* 1: the kretprobe counting them is armed */
 };
 
 #define P2PLAB_IOCTL_PIN _IOWR('P', 1, struct p2plab_pin)
