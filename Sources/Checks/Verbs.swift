@@ -108,6 +108,22 @@ public final class VerbsContext: @unchecked Sendable {
         let rc = ibv_query_gid(context, port, index, &gid)
         return rc == 0 ? .success(gid) : .failure(.current)
     }
+
+    /// The GID index the loopback pair addresses on a RoCE port: the first IPv4-mapped GID
+    /// (`::ffff:a.b.c.d`, RoCE v2 over IPv4), else 0 (the link-local GID from the MAC, which rxe can
+    /// send to only through IPv6 routing, absent from a kernel without CONFIG_IPV6).
+    func roceGIDIndex(port: UInt8 = 1, tableLength: Int32) -> Int32 {
+        for index in 0..<min(tableLength, 64) {
+            guard case .success(let gid) = gid(port: port, index: index) else { continue }
+            if Self.isIPv4Mapped(withUnsafeBytes(of: gid.raw) { Array($0) }) { return index }
+        }
+        return 0
+    }
+
+    /// `::ffff:a.b.c.d`: ten zero bytes, then 0xff 0xff.
+    static func isIPv4Mapped(_ raw: [UInt8]) -> Bool {
+        raw.count == 16 && raw[0..<10].allSatisfy { $0 == 0 } && raw[10] == 0xff && raw[11] == 0xff
+    }
 }
 
 /// A registered memory region, deregistered on deinit.
@@ -140,7 +156,7 @@ public final class LoopbackPair: @unchecked Sendable {
     private let a: UnsafeMutablePointer<ibv_qp>
     private let b: UnsafeMutablePointer<ibv_qp>
     private let cq: UnsafeMutablePointer<ibv_cq>
-    /// How the pair addresses its port: `RoCE (GRH, GID index 0)` or `IB (LID n)`.
+    /// How the pair addresses its port: `RoCE (GRH, GID index 1)` or `IB (LID n)`.
     public let addressing: String
 
     /// Creates and connects the pair. The corresponding C functions are `ibv_create_qp` and
@@ -166,13 +182,14 @@ public final class LoopbackPair: @unchecked Sendable {
         }
         a = qa
         b = qb
-        // rxe and every RoCE port need a GRH: address the port by its GID index 0 (RoCE v2 on rxe).
+        // rxe and every RoCE port need a GRH: address the port by its IPv4 GID when it has one.
         let ethernet = port.link_layer == UInt8(IBV_LINK_LAYER_ETHERNET)
-        let gid: ibv_gid? = ethernet ? try context.gid().get() : nil
-        addressing = ethernet ? "RoCE (GRH, GID index 0)" : "IB (LID \(port.lid))"
+        let gidIndex = ethernet ? context.roceGIDIndex(tableLength: port.gid_tbl_len) : 0
+        let gid: ibv_gid? = ethernet ? try context.gid(index: gidIndex).get() : nil
+        addressing = ethernet ? "RoCE (GRH, GID index \(gidIndex))" : "IB (LID \(port.lid))"
         do {
-            try Self.connect(qa, to: qb.pointee.qp_num, port: port, gid: gid).get()
-            try Self.connect(qb, to: qa.pointee.qp_num, port: port, gid: gid).get()
+            try Self.connect(qa, to: qb.pointee.qp_num, port: port, gid: gid, gidIndex: UInt8(gidIndex)).get()
+            try Self.connect(qb, to: qa.pointee.qp_num, port: port, gid: gid, gidIndex: UInt8(gidIndex)).get()
         } catch {
             ibv_destroy_qp(qa)
             ibv_destroy_qp(qb)
@@ -190,7 +207,7 @@ public final class LoopbackPair: @unchecked Sendable {
         return rc == 0 ? .success(()) : .failure(Errno(rawValue: rc))
     }
 
-    private static func connect(_ qp: UnsafeMutablePointer<ibv_qp>, to remote: UInt32, port: ibv_port_attr, gid: ibv_gid?) -> Result<Void, Errno> {
+    private static func connect(_ qp: UnsafeMutablePointer<ibv_qp>, to remote: UInt32, port: ibv_port_attr, gid: ibv_gid?, gidIndex: UInt8) -> Result<Void, Errno> {
         var attr = ibv_qp_attr()
         attr.qp_state = IBV_QPS_INIT
         attr.pkey_index = 0
@@ -211,7 +228,7 @@ public final class LoopbackPair: @unchecked Sendable {
         if let gid {
             attr.ah_attr.is_global = 1
             attr.ah_attr.grh.dgid = gid
-            attr.ah_attr.grh.sgid_index = 0
+            attr.ah_attr.grh.sgid_index = gidIndex
             attr.ah_attr.grh.hop_limit = 64
         } else {
             attr.ah_attr.dlid = port.lid

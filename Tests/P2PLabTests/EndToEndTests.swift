@@ -347,7 +347,7 @@ struct EndToEndTests {
         // Step 1: a kernel with the series, and its build directory as the headers.
         let build = try p2plab(["build"])
         #expect(build.status == 0)
-        let latest = NSHomeDirectory() + "/.cache/p2plab/builds/latest.json"
+        let latest = CacheLayout().latestBuild.path
         let manifest = try JSONDecoder().decode(BuildManifest.self, from: try Data(contentsOf: URL(fileURLWithPath: latest)))
         #expect(manifest.variant == "series")
         let out = try tempDirectory("rehearsal")
