@@ -24,7 +24,8 @@ public final class TortureRun: @unchecked Sendable {
     /// Errnos (and the child's SIGBUS) an operation may also see while the provider is unbinding or
     /// unbound: the allocate file is gone (ENOENT), kernfs deactivated it or the pgmap is dying
     /// (ENODEV, p2pmem_alloc_mmap), the mapping was zapped by pci_p2pdma_unmap_mappings() so GUP
-    /// faults on it (EFAULT), the child touches a zapped page (SIGBUS); and while it is bound again,
+    /// faults on it (EFAULT, or a pin of only the pages GUP took before the zap: `partlyPinned`),
+    /// the child touches a zapped page (SIGBUS); and while it is bound again,
     /// pci_p2pdma_add_resource() publishes the p2pmem group with an empty pool before it adds the
     /// CMB to it (ENOMEM from gen_pool_alloc).
     static let providerGone: [Observation] = [.refused(.ENOENT), .refused(.ENODEV), .refused(.EFAULT), .refused(.ENOMEM)]
@@ -287,6 +288,14 @@ final class TortureSetup: @unchecked Sendable {
         return (acquired, released)
     }
 
+    /// The pins and umems a worker's counts say the module took: every PIN and UMEM that succeeded,
+    /// and every PIN that took only its first pages (the module counts it; the step released it).
+    static func pinsAndUmemsTaken(_ counts: [TortureOperation: [String: Int]]) -> Int {
+        [TortureOperation.pinFast, .pinSlow, .umemHold].reduce(0) {
+            $0 + (counts[$1]?["succeeds"] ?? 0) + (counts[$1]?[TortureObservation.partlyPinnedLabel] ?? 0)
+        }
+    }
+
     /// Nothing held by the module, and every FOLL_PIN taken during the run released; both counted some.
     func leakReport(workers: [TortureWorker]) -> (problem: String?, notes: [String]) {
         guard let module = try? TestModule(), case .success(let stats) = module.stats() else {
@@ -300,10 +309,7 @@ final class TortureSetup: @unchecked Sendable {
         // Every pin and umem the workers saw succeed went through the counters, and nothing else did
         // (besides the control pin of the setup, which proved that they count).
         let taken = Int(stats.pins - startStats.pins) + Int(stats.umems - startStats.umems) - 1
-        let succeeded = workers.map { worker in
-            let counts = worker.report().counts
-            return [TortureOperation.pinFast, .pinSlow, .umemHold].reduce(0) { $0 + (counts[$1]?["succeeds"] ?? 0) }
-        }.reduce(0, +)
+        let succeeded = workers.map { Self.pinsAndUmemsTaken($0.report().counts) }.reduce(0, +)
         notes.append("the module counted \(taken) pins and umems during the run; the workers saw \(succeeded) succeed")
         if taken != succeeded { problems.append("the module's counters took \(taken) pins and umems, the workers saw \(succeeded) succeed") }
         // Released pins can lag an instant behind (an MR being torn down): look a few times.
@@ -512,7 +518,7 @@ final class TortureWorker: @unchecked Sendable {
                 if let site = judged.warning { state.expectedWarnings.insert(site) }
                 if !judged.allowed, state.failure == nil {
                     let refusedBy: String? = if case .result(.refused) = observation { call } else { nil }
-                    state.failure = TortureFailure(worker: index + 1, index: number, step: step, observed: judged.label,
+                    state.failure = TortureFailure(worker: index + 1, index: number, step: step, observed: observation.detail,
                                                    allowed: judged.allowedLabels, providerDisturbed: disturbed, call: refusedBy)
                 }
             }
@@ -553,7 +559,7 @@ final class TortureWorker: @unchecked Sendable {
         case .freedPageRefused:
             // The kernel's race, witnessed by the module during this very mmap (FreedPageRefusals).
             allowed = true
-        case .childSignal, .failed:
+        case .childSignal, .failed, .partlyPinned:
             allowed = false
         }
         if disturbed {
@@ -561,13 +567,16 @@ final class TortureWorker: @unchecked Sendable {
             switch observation {
             case .result(let seen): allowed = allowed || TortureRun.providerGone.contains(seen)
             case .childSignal(let signal): allowed = allowed || signal == SIGBUS
+            // GUP stopped at a page that pci_p2pdma_unmap_mappings() zapped (EFAULT) and returned
+            // how many it had pinned before it.
+            case .partlyPinned: allowed = true
             case .failed, .freedPageRefused: break
             }
         }
         return Judgement(label: observation.label, allowed: allowed, allowedLabels: labels, warning: want.warning)
     }
 
-    static let gone = TortureRun.providerGone.map(\.description) + [TortureRun.childSIGBUS]
+    static let gone = TortureRun.providerGone.map(\.description) + [TortureRun.childSIGBUS, TortureObservation.partlyPinnedLabel]
 
     static func label(_ outcome: Outcome) -> String {
         switch outcome.result {
@@ -604,6 +613,7 @@ final class TortureWorker: @unchecked Sendable {
             case .success(let report):
                 hold()
                 do { try module.release(handle: report.handle) } catch { return (operation, .failed("RELEASE of the pin: \(error)")) }
+                if report.pinned < step.pages { return (operation, .partlyPinned(pinned: report.pinned, of: step.pages)) }
                 if report.pinned != step.pages { return (operation, .failed("pinned \(report.pinned) of \(step.pages) pages")) }
                 return (operation, .result(.succeeded))
             case .failure(let errno):
@@ -701,12 +711,23 @@ enum TortureObservation {
     /// The mmap of p2pmem/allocate failed with EINVAL while the test module counted a vm_insert_page()
     /// refusal of a P2PDMA page whose refcount was 0: a page another worker was freeing (FreedPageRefusals).
     case freedPageRefused
+    /// The PIN took fewer pages than asked: GUP returns how many it pinned before a page it could
+    /// not fault in (pin_user_pages(): "may be less than the number requested").
+    case partlyPinned(pinned: Int, of: Int)
 
     static let freedPageLabel = "EINVAL (page being freed)"
+    static let partlyPinnedLabel = "partly pinned"
+
+    /// The label, with the counts of a partial pin: what a failure line says.
+    var detail: String {
+        if case .partlyPinned(let pinned, let pages) = self { return "pinned \(pinned) of \(pages) pages" }
+        return label
+    }
 
     var label: String {
         switch self {
         case .freedPageRefused: Self.freedPageLabel
+        case .partlyPinned: Self.partlyPinnedLabel
         case .result(let observation): observation.description
         case .childSignal(let signal): signal == SIGBUS ? TortureRun.childSIGBUS : "child signal \(signal)"
         case .failed(let why): why
