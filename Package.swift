@@ -43,7 +43,9 @@ let package = Package(
         // One variant's way through the lab (source → series → build → module → boot → checks →
         // results); the commands are its clients. No C libraries: it runs on the host.
         .target(name: "LabPipeline", dependencies: ["KernelTree", "Machine", "KTAP", "KernelConsole", "LabSupport"]),
-        .target(name: "Machine", dependencies: ["LabSupport", "KernelConsole"]),
+        .target(name: "Machine", dependencies: ["LabSupport", "KernelConsole", "CHostClock"]),
+        // The host's time-stamp counter, whose rate a TCG guest would otherwise calibrate at boot.
+        .target(name: "CHostClock"),
         // The suite as data (names, descriptions, needs, expectations, patch identity): no C, so the
         // host side can use it without linking what the guest side needs.
         .target(name: "Catalog"),

@@ -57,11 +57,13 @@ public struct BootPlan: Sendable {
     public var terminalSize: (rows: Int, columns: Int)
     /// TERM in the guest.
     public var term: String
+    /// The host-measured TSC rate and delay loop a TCG guest need not calibrate; nil under KVM.
+    public var tcgTiming: TCGTiming?
 
     public init(
         kernel: URL, accel: Accelerator, run: RunDirectory, command: String?, environment: [String: String] = [:],
         extraShares: [GuestShare] = [], extraKernelArguments: [String] = [], workingDirectory: String = "/",
-        terminalSize: (rows: Int, columns: Int) = (24, 80), term: String = "dumb"
+        terminalSize: (rows: Int, columns: Int) = (24, 80), term: String = "dumb", tcgTiming: TCGTiming? = nil
     ) {
         self.kernel = kernel
         self.accel = accel
@@ -73,23 +75,40 @@ public struct BootPlan: Sendable {
         self.workingDirectory = workingDirectory
         self.terminalSize = terminalSize
         self.term = term
+        self.tcgTiming = tcgTiming
     }
 
     public var interactive: Bool { command == nil }
 
     /// The kernel command line: console and 9p root first, then the machine's, then the extras.
     ///
+    /// While the kernel boots, the console prints notices and worse (`loglevel=6`): the ~300 info
+    /// lines of a boot cost ~0.15 s under TCG, where the 8250 takes each byte as emulated port I/O.
+    /// `sysctl.kernel.printk=7` restores the info level just before init runs, so from init on
+    /// every line reaches the console as before (check markers, hung-task reports with their
+    /// `task:` lines and traces). A WARNING, BUG, oops or panic while booting still shows: their
+    /// headers are warnings or worse and their traces print at the default level (4), and a panic
+    /// turns the console fully verbose. An `--append loglevel=7` (later arguments win) prints the
+    /// whole boot.
+    ///
+    /// `no_timer_check` skips probing whether the timer interrupt works (~50 ms under TCG; a
+    /// KVM guest kernel sets it itself). Under TCG, `tcgTiming` adds the host-measured TSC rate
+    /// and delay loop.
+    ///
     /// The root is cached (`cache=loose`): it is read-only and the host does not change it under a
     /// boot, and without the cache every program start rereads its libraries over 9p.
     /// The kernel configures eth0 itself (`ip=`), which saves init starting `ip` under TCG.
     public func kernelCommandLine(_ definition: MachineDefinition) -> [String] {
         var arguments = [
-            "console=ttyS0",
+            "console=ttyS0", "loglevel=6", "sysctl.kernel.printk=7", "no_timer_check",
             "root=\(BootPlan.rootTag)", "rootfstype=9p", "rootflags=trans=virtio,version=9p2000.L,msize=262144,cache=loose", "ro",
             "init=\(run.initScript.path)",
         ]
         if definition.network == .user {
             arguments.append("ip=\(BootPlan.guestAddress)::\(BootPlan.gatewayAddress):255.255.255.0:p2plab:eth0:off")
+        }
+        if accel == .tcg, let tcgTiming {
+            arguments += tcgTiming.kernelArguments
         }
         return arguments + definition.kernelArguments + extraKernelArguments
     }

@@ -130,7 +130,8 @@ public enum LabMachine {
             extraKernelArguments: request.extraKernelArguments,
             workingDirectory: request.workingDirectory,
             terminalSize: request.command == nil ? terminalSize() : (24, 80),
-            term: request.command == nil ? (ProcessInfo.processInfo.environment["TERM"] ?? "linux") : "dumb")
+            term: request.command == nil ? (ProcessInfo.processInfo.environment["TERM"] ?? "linux") : "dumb",
+            tcgTiming: accel == .tcg ? TCGTiming.forKernel(request.kernel) : nil)
         return (plan, QEMUCommandLine(definition: request.definition, plan: plan, executable: request.qemu))
     }
 

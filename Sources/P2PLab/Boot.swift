@@ -54,7 +54,7 @@ extension P2PLabCommand {
         @Option(name: .customLong("append"), help: ArgumentHelp("Append to the kernel command line (repeatable).", valueName: "ARG"))
         var kernelArguments: [String] = []
 
-        @Flag(name: .shortAndLong, help: "Show the kernel's boot messages too, not only the command's output.")
+        @Flag(name: .shortAndLong, help: "Show the kernel's boot messages too, not only the command's output (and print all of them, not only notices and worse).")
         var verbose = false
 
         func validate() throws {
@@ -79,7 +79,8 @@ extension P2PLabCommand {
                 kernel: try KernelLocator.kernel(explicit: kernel, cache: cache), definition: definition, accel: accel,
                 command: exec, timeout: timeout ?? (exec == nil ? nil : LabLimits.standard.command), bootTimeout: bootTimeout,
                 runDirectory: output.map { URL(fileURLWithPath: $0) }, environment: env, sharedPaths: shares,
-                extraKernelArguments: kernelArguments, vmDirectory: vm, cache: cache)
+                // The lab's boots print notices and worse until init starts; --verbose wants them all.
+                extraKernelArguments: (verbose ? ["loglevel=7"] : []) + kernelArguments, vmDirectory: vm, cache: cache)
 
             if dryRun {
                 let run = request.runDirectory.map(RunDirectory.init) ?? RunDirectory.fresh(in: cache, machine: definition.name)
