@@ -50,6 +50,26 @@ int p2plab_pagemap_pfns(const void *addr, size_t npages, uint64_t *pfns)
 	return read_pfns(addr, npages, pfns);
 }
 
+/*
+ * First thing in every child: the default action for the signals a crash
+ * raises. The child inherits the Swift runtime's crash handlers, so a SIGBUS
+ * from a zapped p2pmem page, which the checks expect, would start the
+ * backtracer, which symbolicates for seconds before the child dies: 22 s seen
+ * under TCG on a loaded host, and over the parent's 30 s wait in three fork
+ * steps of one torture run. sigaction() is async-signal-safe.
+ */
+static void child_default_crash_signals(void)
+{
+	static const int crash[] = { SIGBUS, SIGSEGV, SIGILL, SIGFPE, SIGTRAP, SIGABRT };
+	struct sigaction sa;
+	size_t i;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = SIG_DFL;
+	for (i = 0; i < sizeof(crash) / sizeof(crash[0]); i++)
+		sigaction(crash[i], &sa, NULL);
+}
+
 static int write_all(int fd, const void *buf, size_t len)
 {
 	const char *p = buf;
@@ -140,6 +160,7 @@ int p2plab_fork_probe(void *addr, size_t npages, uint64_t pattern,
 		unsigned char vec[P2PLAB_FORK_MAX_PAGES];
 		size_t i;
 
+		child_default_crash_signals();
 		memset(&r, 0, sizeof(r));
 		close(fds[0]);
 		if (mincore(addr, npages * page, vec)) {
@@ -174,6 +195,7 @@ int p2plab_write_in_child(void *addr, uint64_t value, int timeout_ms,
 	if (pid < 0)
 		return -errno;
 	if (pid == 0) {
+		child_default_crash_signals();
 		*(volatile uint64_t *)addr = value;
 		_exit(0);
 	}
@@ -222,6 +244,7 @@ int p2plab_spawn_umem_holder(const char *module_file, const char *allocate,
 		int mfd, afd;
 		void *p;
 
+		child_default_crash_signals();
 		close(fds[0]);
 		memset(&um, 0, sizeof(um));
 		um.result = -EBADF;
@@ -287,7 +310,10 @@ int p2plab_spawn_control(const char *module_file, uint32_t what, int *pid_out)
 	if (pid < 0)
 		return -errno;
 	if (pid == 0) {
-		int mfd = open(module_file, O_RDWR | O_CLOEXEC);
+		int mfd;
+
+		child_default_crash_signals();
+		mfd = open(module_file, O_RDWR | O_CLOEXEC);
 
 		if (mfd < 0 || ioctl(mfd, P2PLAB_IOCTL_CONTROL, (unsigned long)what))
 			_exit(3);
