@@ -187,14 +187,11 @@ public final class LoopbackPair: @unchecked Sendable {
         let gidIndex = ethernet ? context.roceGIDIndex(tableLength: port.gid_tbl_len) : 0
         let gid: ibv_gid? = ethernet ? try context.gid(index: gidIndex).get() : nil
         addressing = ethernet ? "RoCE (GRH, GID index \(gidIndex))" : "IB (LID \(port.lid))"
-        do {
-            try Self.connect(qa, to: qb.pointee.qp_num, port: port, gid: gid, gidIndex: UInt8(gidIndex)).get()
-            try Self.connect(qb, to: qa.pointee.qp_num, port: port, gid: gid, gidIndex: UInt8(gidIndex)).get()
-        } catch {
-            ibv_destroy_qp(qa)
-            ibv_destroy_qp(qb)
-            throw error
-        }
+        // Every stored property is set: from here on a throw runs deinit, which destroys both QPs
+        // (destroying them here too was a double ibv_destroy_qp, a crash in libibverbs when the
+        // connection failed, e.g. on GID 0 of rxe without IPv6).
+        try Self.connect(qa, to: qb.pointee.qp_num, port: port, gid: gid, gidIndex: UInt8(gidIndex)).get()
+        try Self.connect(qb, to: qa.pointee.qp_num, port: port, gid: gid, gidIndex: UInt8(gidIndex)).get()
     }
 
     deinit {
