@@ -275,7 +275,13 @@ final class TortureSetup: @unchecked Sendable {
     var allocatePath: String { ctx.sysfs.allocatePath(provider.address) }
 
     /// `nr_foll_pin_acquired` and `nr_foll_pin_released` of /proc/vmstat: every FOLL_PIN in the kernel.
+    /// Each CPU keeps a part of every counter until it folds it in (about once a second, later when
+    /// idle): a pin released on one CPU could show while its acquisition on the other did not yet,
+    /// or a release from before the start show up during the run. Writing vm.stat_refresh folds every
+    /// CPU's part first (the kernel's own way to read exact counts); without it (not root, an old
+    /// kernel) the counts are read as they are.
     static func follPins() -> (acquired: UInt64, released: UInt64)? {
+        _ = writeSysfs("/proc/sys/vm/stat_refresh", "1")
         guard let text = try? String(contentsOfFile: "/proc/vmstat", encoding: .utf8) else { return nil }
         var acquired: UInt64?, released: UInt64?
         for line in text.split(separator: "\n") {
