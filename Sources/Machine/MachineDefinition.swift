@@ -71,9 +71,6 @@ public struct MachineDefinition: Codable, Sendable, Equatable {
     public var machine: String
     /// QEMU CPU model.
     public var cpu: String
-    /// The firmware QEMU loads instead of its default (SeaBIOS), by file name in QEMU's data
-    /// directory (`-bios`); nil for the default.
-    public var firmware: String?
     public var cpus: Int
     public var memoryMiB: Int
     /// Kernel arguments this machine needs, after the root and console arguments p2plab adds.
@@ -87,7 +84,7 @@ public struct MachineDefinition: Codable, Sendable, Equatable {
 
     public init(
         name: String, summary: String, notes: [String]? = nil, machine: String = "q35", cpu: String = "qemu64",
-        firmware: String? = nil, cpus: Int = 2, memoryMiB: Int = 2048, kernelArguments: [String] = [], rootPorts: [RootPort]? = nil,
+        cpus: Int = 2, memoryMiB: Int = 2048, kernelArguments: [String] = [], rootPorts: [RootPort]? = nil,
         switches: [Switch] = [], nvme: [NVMe] = [], network: Network = .user, rxe: Bool = true
     ) {
         self.name = name
@@ -95,7 +92,6 @@ public struct MachineDefinition: Codable, Sendable, Equatable {
         self.notes = notes
         self.machine = machine
         self.cpu = cpu
-        self.firmware = firmware
         self.cpus = cpus
         self.memoryMiB = memoryMiB
         self.kernelArguments = kernelArguments

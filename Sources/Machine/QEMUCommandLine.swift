@@ -57,11 +57,6 @@ public struct QEMUCommandLine: Sendable, Equatable {
         // which it keeps from the guest through _OSC, would wait 5 s after an attention-button press).
     }
 
-    /// Firmware other than QEMU's default, looked up in QEMU's data directory when a bare file name.
-    public mutating func addFirmware(_ name: String) {
-        add("-bios", name)
-    }
-
     /// Boots a kernel directly, without a disk image.
     public mutating func addKernel(_ bzImage: URL, commandLine: [String]) {
         add("-kernel", bzImage.path)
@@ -139,7 +134,6 @@ extension QEMUCommandLine {
     public init(definition: MachineDefinition, plan: BootPlan, executable: String = "qemu-system-x86_64") {
         self.init(executable: executable)
         addMachine(type: definition.machine, accel: plan.accel, cpu: definition.cpu, cpus: definition.cpus, memoryMiB: definition.memoryMiB)
-        if let firmware = definition.firmware { addFirmware(firmware) }
         addKernel(plan.kernel, commandLine: plan.kernelCommandLine(definition))
         addSerialPort(plan.interactive ? .terminal(log: plan.run.console) : .file(plan.run.console))
         addQMP(socket: plan.run.qmpSocket)
