@@ -39,6 +39,26 @@ struct Git: Sendable {
         let r = try await tryRun(["rev-parse", "--verify", "--quiet", rev + "^{commit}"])
         return r.succeeded ? r.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines) : nil
     }
+
+    /// The files a commit must hold for p2plab to build it as a kernel.
+    static let kernelFiles = ["Makefile", "Kconfig", "mm/gup.c"]
+
+    /// The full id of the kernel commit `rev` names. Throws `badRevision` (naming `tree` and the
+    /// `option` that gave `rev`) when it names no commit, `notAKernelTree` when that commit lacks a
+    /// kernel's top-level files.
+    func kernelCommit(_ rev: String, tree: String, option: String = "--base") async throws -> String {
+        guard let commit = try await revParse(rev) else { throw BuildError.badRevision(tree: tree, rev: rev, option: option) }
+        for file in Git.kernelFiles where !(try await tryRun(["cat-file", "-e", "\(commit):\(file)"])).succeeded {
+            throw BuildError.notAKernelTree(tree)
+        }
+        return commit
+    }
+}
+
+/// The full id of the kernel commit `rev` names in the git tree `tree`; throws the error a user
+/// reads (`rev` is not a commit there, with the `option` that gave it, or not a kernel commit).
+public func verifyKernelCommit(_ rev: String, in tree: String, option: String, runner: Runner) async throws -> String {
+    try await Git(directory: URL(fileURLWithPath: tree), runner: runner).kernelCommit(rev, tree: tree, option: option)
 }
 
 /// Removes the variables that point git at another repository from this process's environment,

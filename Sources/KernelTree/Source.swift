@@ -198,11 +198,7 @@ public struct SourceManager: Sendable {
         let top = try await user.tryRun(["rev-parse", "--show-toplevel"])
         guard top.succeeded else { throw BuildError.notAGitTree(path.path) }
         let topURL = URL(fileURLWithPath: top.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines))
-        guard let commit = try await user.revParse(base) else { throw BuildError.badRevision(tree: topURL.path, rev: base) }
-        for required in ["Makefile", "Kconfig", "mm/gup.c"] {
-            let r = try await user.tryRun(["cat-file", "-e", "\(commit):\(required)"])
-            if !r.succeeded { throw BuildError.notAKernelTree(topURL.path) }
-        }
+        let commit = try await user.kernelCommit(base, tree: topURL.path)
         if base == "HEAD" {
             let status = try await user.run(["status", "--porcelain", "--untracked-files=no"])
             if !status.isEmpty { throw BuildError.dirtyTree(topURL.path) }

@@ -195,12 +195,7 @@ extension P2PLabCommand {
             // Both ends must be kernel commits of this tree: say so now, naming the user's tree, not
             // after a worktree and an endpoint build.
             for (rev, option) in [(good, "--good"), (bad, "--bad")] {
-                guard (try await runner.capture(Command(["git", "-C", top, "rev-parse", "--verify", "--quiet", rev + "^{commit}"]))).succeeded else {
-                    throw BuildError.badRevision(tree: top, rev: rev, option: option)
-                }
-                for required in ["Makefile", "Kconfig", "mm/gup.c"] where !(try await runner.capture(Command(["git", "-C", top, "cat-file", "-e", "\(rev):\(required)"]))).succeeded {
-                    throw BuildError.notAKernelTree(top)
-                }
+                _ = try await verifyKernelCommit(rev, in: top, option: option, runner: runner)
             }
             let name = "bisect-" + fnv1a64Hex(top).prefix(10)
             let worktree = session.cache.worktrees.appendingPathComponent(name)
