@@ -61,7 +61,6 @@
 #include <linux/kprobes.h>
 #include <linux/ktime.h>
 #include <linux/memremap.h>
-#include <linux/memremap.h>
 #include <linux/mm.h>
 #include <linux/module.h>
 #include <linux/pagemap.h>
