@@ -22,9 +22,12 @@ public struct SelftestBuilder: Sendable {
         "scripts/headers_install.sh",
     ]
 
-    public init(cache: CacheLayout, runner: Runner) {
+    public let progress: @Sendable (String) -> Void
+
+    public init(cache: CacheLayout, runner: Runner, progress: @escaping @Sendable (String) -> Void = { _ in }) {
         self.cache = cache
         self.runner = runner
+        self.progress = progress
     }
 
     /// The directory holding the built programs; built unless an identical build is cached.
@@ -50,6 +53,7 @@ public struct SelftestBuilder: Sendable {
         if Self.programs.allSatisfy({ fm.isExecutableFile(atPath: binaries.appendingPathComponent($0).path) }) {
             return binaries
         }
+        progress("kernel selftests: building \(Self.programs.joined(separator: ", ")) from \(head.prefix(12))")
         try? fm.removeItem(at: dir)
         try fm.ensureDirectory(binaries)
         // headers_install needs rsync (make fails with Error 127 without it).
