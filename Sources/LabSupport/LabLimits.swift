@@ -34,6 +34,9 @@ public struct LabLimits: Sendable, Codable, Equatable {
     public var command: Double = 600
     /// The short probe boot that decides whether KVM works (`--accel auto`).
     public var kvmProbe: Double = 10
+    /// Within the probe boot, how long QEMU may go without any kernel output: a working KVM prints
+    /// the kernel's first lines well under a second after QEMU starts, a hung one never does.
+    public var kvmProbeFirstOutput: Double = 4
     /// After a panic line, how long the console may go on (the trace) before QEMU is stopped.
     public var panicGrace: Double = 3
     /// From the command's end until QEMU must have powered off.

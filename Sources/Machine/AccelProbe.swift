@@ -24,6 +24,8 @@ public struct AccelDecision: Sendable, Equatable {
 public enum AccelProbe {
     /// Seconds a probe boot may take before KVM counts as not working.
     public static let timeout: Double = LabLimits.standard.kvmProbe
+    /// Seconds a probe boot may go without any console output (see `LabLimits.kvmProbeFirstOutput`).
+    public static let firstOutputTimeout: Double = LabLimits.standard.kvmProbeFirstOutput
 
     /// The cached probe answer, if any.
     struct Cached: Codable {
@@ -95,7 +97,7 @@ public enum AccelProbe {
         let result = try await runner.supervise(Command(line.commandLine), io: .logFile(log)) { exited in
             if exited { return .keepRunning }
             let elapsed = start.duration(to: clock.now)
-            return elapsed > .seconds(timeout) ? .stop : .keepRunning
+            return Self.keepsWaiting(elapsed: elapsed, consoleBytes: Self.size(of: console)) ? .keepRunning : .stop
         }
         let seconds = Double(start.duration(to: clock.now).components.seconds)
             + Double(start.duration(to: clock.now).components.attoseconds) / 1e18
@@ -106,10 +108,23 @@ public enum AccelProbe {
             return (true, String(format: "a KVM guest booted to its no-root panic in %.1f s", seconds))
         }
         if result.stoppedByWatcher {
-            let reached = text.contains("Linux version") ? "the kernel started but did not finish booting" : "no kernel output"
-            return (false, "\(reached) within \(Int(timeout)) s under KVM (a silent hang)" + (qemuSaid.map { "; QEMU said: \($0)" } ?? ""))
+            let reached = text.contains("Linux version") ? "the kernel started but did not finish booting within \(Int(timeout)) s"
+                : text.isEmpty ? "no kernel output within \(Int(firstOutputTimeout)) s" : "no \"Linux version\" line within \(Int(timeout)) s"
+            return (false, "\(reached) under KVM (a silent hang)" + (qemuSaid.map { "; QEMU said: \($0)" } ?? ""))
         }
         return (false, "QEMU under KVM ended (\(result.statusDescription)) without booting" + (qemuSaid.map { ": \($0)" } ?? ""))
+    }
+
+    /// Whether the probe boot goes on: until `timeout`, but only `firstOutputTimeout` while the
+    /// console is still empty. A hung KVM guest here never prints; waiting the whole `timeout` for
+    /// it cost every new machine seconds before its first boot.
+    static func keepsWaiting(elapsed: Duration, consoleBytes: Int) -> Bool {
+        if elapsed > .seconds(timeout) { return false }
+        return consoleBytes > 0 || elapsed <= .seconds(firstOutputTimeout)
+    }
+
+    static func size(of file: URL) -> Int {
+        ((try? FileManager.default.attributesOfItem(atPath: file.path))?[.size] as? NSNumber)?.intValue ?? 0
     }
 
     static func cacheKey(qemu: String, cpu: String) -> String {

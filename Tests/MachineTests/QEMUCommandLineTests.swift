@@ -240,6 +240,17 @@ struct QEMUCommandLineTests {
         #expect(line.arguments.contains("-no-reboot"))
     }
 
+    @Test("the KVM probe gives up early on a silent console, not on a slow boot")
+    func probeDeadlines() {
+        // Silent: waits the first-output deadline, then stops.
+        #expect(AccelProbe.keepsWaiting(elapsed: .seconds(AccelProbe.firstOutputTimeout - 0.5), consoleBytes: 0))
+        #expect(!AccelProbe.keepsWaiting(elapsed: .seconds(AccelProbe.firstOutputTimeout + 0.5), consoleBytes: 0))
+        // Printing: waits up to the whole timeout for the no-root panic.
+        #expect(AccelProbe.keepsWaiting(elapsed: .seconds(AccelProbe.firstOutputTimeout + 0.5), consoleBytes: 120))
+        #expect(!AccelProbe.keepsWaiting(elapsed: .seconds(AccelProbe.timeout + 0.5), consoleBytes: 120))
+        #expect(AccelProbe.firstOutputTimeout < AccelProbe.timeout)
+    }
+
     @Test("a run directory with spaces is refused before anything is written")
     func spaces() throws {
         let request = BootRequest(
