@@ -37,7 +37,7 @@ extension Suite {
                             (del.repliedAt ?? 0) - (del.sentAt ?? 0)))
             // acpiphp's removal starts at once (in a kworker of kacpi_hotplug); pciehp's IRQ thread
             // starts 5 s after the button press.
-            let waiter = waitUntil(seconds: 5 + limits.hotplug / 3) { slot.removalThread()?.waiting == true }
+            let waiter = waitUntil(seconds: 5 + limits.hotplug / 3, every: quickPoll) { slot.removalThread()?.waiting == true }
             let messages = kmsg.read().filter { $0.contains(slot.driver) || $0.contains(slot.port.description) }
             for line in messages.prefix(6) { rec.note("  kernel: \(line)") }
             guard waiter, let thread = slot.removalThread() else {
@@ -51,11 +51,23 @@ extension Suite {
             }
             let waitingSince = monotonicSeconds()
             rec.note(String(format: "the removal started %.2f s after device_del and waits: %@", waitingSince - delAt, thread.description))
-            // Held a while longer, as long as the blocking unbind checks hold theirs (several times
-            // what the removal takes once the pin is gone): the device stays and QEMU must not
-            // report it deleted.
-            pause(seconds: Suite.teardownHold)
-            if !slot.present { ok = false; rec.fail("\(slot.address) left sysfs while the umem was held") }
+            // Held as the blocking unbind checks hold theirs (PinWaitRule): the module's view of the
+            // pagemap must show the removal waiting for pages alone, still so a while later; the
+            // device stays and QEMU must not report it deleted.
+            let rule = PinWaitRule(
+                now: monotonicSeconds, sleep: pause(seconds:), finished: { !slot.present },
+                finishesWithin: { seconds in waitUntil(seconds: seconds, every: quickPoll) { !slot.present } },
+                waitsInMemunmap: { BlockingWrite.waits(task: "/proc/\(thread.pid)", in: "memunmap_pages") },
+                pgmap: setup.module.pgmapProbe(handle: held.handle))
+            let outcome = rule.hold(arrived: waitingSince)
+            if case .returned = outcome {
+                ok = false
+                rec.fail("\(slot.address) left sysfs while the umem was held")
+            } else if !PinWaitRule.record(outcome, rec, what: "the removal", holder: "the umem", task: thread.description, started: delAt,
+                                          since: "device_del", result: { "gone from sysfs" })
+            {
+                ok = false
+            }
             let early = try slot.host.channel.call(.awaitDeviceDeleted(device: slot.device.id, timeout: 0), timeout: limits.qmp)
             if let deleted = early.deviceDeletedAt {
                 ok = false
@@ -70,7 +82,7 @@ extension Suite {
             // meanwhile, and QEMU deletes it once the guest has ejected (ACPI) or powered off the slot.
             let awaitRequest = HostRequest.awaitDeviceDeleted(device: slot.device.id, timeout: limits.hotplug)
             let awaitID = try slot.host.channel.submit(awaitRequest)
-            let goneAt = waitUntil(seconds: limits.hotplug) { !slot.present } ? monotonicSeconds() : nil
+            let goneAt = waitUntil(seconds: limits.hotplug, every: quickPoll) { !slot.present } ? monotonicSeconds() : nil
             guard let deleted = slot.host.channel.response(to: awaitID, timeout: limits.hotplug + limits.qmp) else {
                 throw HostChannelError.noResponse(request: awaitRequest, seconds: limits.hotplug + limits.qmp)
             }
@@ -184,7 +196,7 @@ struct HotplugSlot {
             }
             rec.note(String(format: "with nothing pinned: DEVICE_DELETED %.2f s after device_del (host clock)%@", at - (del.sentAt ?? 0),
                             driver == "pciehp" ? "; pciehp waits 5 s after the button press" : ""))
-            guard waitUntil(seconds: 10, { !present }) else {
+            guard waitUntil(seconds: 10, every: quickPoll, { !present }) else {
                 rec.fail("\(address) still in sysfs after DEVICE_DELETED")
                 return false
             }
@@ -205,7 +217,7 @@ struct HotplugSlot {
             rec.fail("\(error)")
             return false
         }
-        guard waitUntil(seconds: limits.hotplug, { ctx.sysfs.provider(address)?.published == true }) else {
+        guard waitUntil(seconds: limits.hotplug, every: quickPoll, { ctx.sysfs.provider(address)?.published == true }) else {
             let now = ctx.sysfs.p2pmemProviders().map(\.address.description).joined(separator: ", ")
             rec.fail(String(format: "after device_add, %@ did not publish p2pmem within %.0f s (providers now: %@)", address.description,
                             limits.hotplug, now.isEmpty ? "none" : now))

@@ -56,9 +56,11 @@ extension Suite {
             process.standardOutput = output
             process.standardError = output
             rec.note("+ " + (holder + [provider.address.description]).joined(separator: " "))
+            let spawned = monotonicSeconds()
             try process.run()
             let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
             process.waitUntilExit()
+            rec.note(String(format: "the holder child ran %.2f s", monotonicSeconds() - spawned))
             for line in text.split(separator: "\n") { rec.note("child: \(line)") }
             let childFailed = process.terminationStatus != 0
             if childFailed { rec.fail("holder child exited with \(process.terminationStatus): it could not take everything it holds (FAILED lines above)") }
@@ -88,7 +90,7 @@ extension Suite {
             rec.note("holding \(held.pinned) pages, handle \(held.handle)")
             let unbind = ctx.sysfs.path("bus/pci/drivers/\(driver)/unbind")
             let write = BlockingWrite(path: unbind, text: provider.address.description)
-            var ok = write.expectBlocked(rec, what: "unbind", holder: "the pin")
+            var ok = write.expectBlocked(rec, what: "unbind", holder: "the pin", pgmap: module.pgmapProbe(handle: held.handle))
             do { try module.release(handle: held.handle) } catch { rec.fail("RELEASE failed: \(error)") }
             let released = monotonicSeconds()
             if !write.wait(seconds: teardownBound) {

@@ -16,16 +16,21 @@ extension Suite {
     /// How long an unbind or remove may take once the pin is gone (TCG included).
     static let teardownBound = 30.0
 
-    /// How long a blocked unbind or remove is watched waiting in `memunmap_pages` before the
-    /// release: five times what it takes to finish once the pin is gone. See BlockingWrite.expectBlocked.
-    static let teardownHold = 0.5
+    /// How long a blocked unbind or remove is watched once the module shows memunmap_pages waiting
+    /// for pages alone (see PinWaitRule): longer than any unbind or remove took to finish once the
+    /// pin went away (0.07-0.12 s under TCG), so one that did not wait for the pin would have returned.
+    static let teardownHold = 0.15
+
+    /// The same without the module's view of the pagemap, from the task's arrival in memunmap_pages:
+    /// five times what it takes to finish once the pin is gone.
+    static let teardownHoldUntimed = 0.5
 
     static let teardownChecks: [CheckDefinition] = [
         CheckDefinition("teardown.unbind_umem_held") { ctx, rec in
             let setup = try TeardownSetup(ctx)
             guard let held = setup.holdUmem(rec) else { return }
             let unbind = BlockingWrite(path: setup.unbindPath, text: setup.provider.address.description)
-            var ok = setup.expectBlocked(unbind, rec, what: "unbind")
+            var ok = setup.expectBlocked(unbind, rec, what: "unbind", handle: held.handle)
             let released = monotonicSeconds()
             ok = setup.release(held, rec) && ok
             ok = setup.expectCompleted(unbind, after: released, rec, what: "unbind") && ok
@@ -51,7 +56,7 @@ extension Suite {
                 return
             }
             let unbind = BlockingWrite(path: setup.unbindPath, text: setup.provider.address.description)
-            var ok = setup.expectBlocked(unbind, rec, what: "unbind")
+            var ok = setup.expectBlocked(unbind, rec, what: "unbind", handle: request.handle, pid: pid)
             let killed = monotonicSeconds()
             var status: Int32 = 0
             let reaped = p2plab_kill_and_reap(pid, &status)
@@ -126,7 +131,7 @@ extension Suite {
             guard let held = setup.holdUmem(rec) else { return }
             let devicePath = "bus/pci/devices/\(setup.provider.address)"
             let remove = BlockingWrite(path: ctx.sysfs.path("\(devicePath)/remove"), text: "1")
-            var ok = setup.expectBlocked(remove, rec, what: "remove")
+            var ok = setup.expectBlocked(remove, rec, what: "remove", handle: held.handle)
             if FileManager.default.fileExists(atPath: ctx.sysfs.path(devicePath)) { rec.note("\(setup.provider.address) still in sysfs while remove waits") }
             let released = monotonicSeconds()
             ok = setup.release(held, rec) && ok
@@ -499,8 +504,9 @@ struct TeardownSetup {
         return report
     }
 
-    func expectBlocked(_ write: BlockingWrite, _ rec: CheckRecorder, what: String) -> Bool {
-        write.expectBlocked(rec, what: what, holder: "the umem")
+    /// `handle` of this process's module file, or of `pid`'s: the held umem whose pagemap is watched.
+    func expectBlocked(_ write: BlockingWrite, _ rec: CheckRecorder, what: String, handle: UInt32, pid: Int32? = nil) -> Bool {
+        write.expectBlocked(rec, what: what, holder: "the umem", pgmap: module.pgmapProbe(handle: handle, pid: pid))
     }
 
     /// Releases the umem `holdUmem` took; false (and the failure recorded) if the module refuses.
@@ -625,32 +631,26 @@ final class BlockingWrite: @unchecked Sendable {
     }
 
     static func waits(tid: Int32, in function: String) -> Bool {
-        guard let task = TaskState("/proc/self/task/\(tid)"), task.state == "D" else { return false }
+        waits(task: "/proc/self/task/\(tid)", in: function)
+    }
+
+    /// `task`: a /proc/PID or /proc/PID/task/TID directory.
+    static func waits(task directory: String, in function: String) -> Bool {
+        guard let task = TaskState(directory), task.state == "D" else { return false }
         return task.wchan == function
     }
 
-    /// The write must be seen waiting for the pin, for a stated time. Unpinned, an unbind or remove
-    /// only passes through `memunmap_pages` (its wait there is for the pagemap's reference to die, an
-    /// RCU grace period); pinned, it stays there until the pages come back. So: the task reaches D
-    /// state in `memunmap_pages` within 1 s of the write (~0.2 s under TCG here) and is still there,
-    /// not returned, `Suite.teardownHold` s later, five times what the unbind takes to finish once
-    /// the pin is gone (~0.1 s). Where /proc/PID/wchan names no function (no KALLSYMS), the rule is
-    /// the plain one: not returned 1 s after the write.
-    func expectBlocked(_ rec: CheckRecorder, what: String, holder: String) -> Bool {
-        let arrived = waitUntilWaiting(in: "memunmap_pages", seconds: 1)
-        let hold = arrived.map { $0 + Suite.teardownHold } ?? started + 1
-        if wait(seconds: max(0, hold - monotonicSeconds())) {
-            rec.fail("\(what) returned (\(resultText)) while \(holder) was held")
-            return false
-        }
+    /// The write must be seen waiting for the pin: `PinWaitRule` (the task in D state in
+    /// memunmap_pages, and, through `pgmap`, the module's view of the pagemap showing it waits for
+    /// pages alone, still so `Suite.teardownHold` later). Where /proc/PID/wchan names no function
+    /// (no KALLSYMS), the rule is the plain one: not returned 1 s after the write.
+    func expectBlocked(_ rec: CheckRecorder, what: String, holder: String, pgmap: (() -> PgmapState?)? = nil) -> Bool {
+        let rule = PinWaitRule(
+            now: monotonicSeconds, sleep: pause(seconds:), finished: { self.finished }, finishesWithin: { self.wait(seconds: $0) },
+            waitsInMemunmap: { self.tid.map { Self.waits(tid: $0, in: "memunmap_pages") } ?? false }, pgmap: pgmap)
+        let outcome = rule.run(started: started)
         let task = "task \(tid.map(String.init) ?? "?") \(taskState)"
-        if let arrived {
-            rec.note(String(format: "%@ waits for the pin: %@ from %.2f s after the write, still there %.2f s later",
-                            what, task, arrived - started, monotonicSeconds() - arrived))
-        } else {
-            rec.note("\(what) still blocked after 1 s: \(task) (never seen waiting in memunmap_pages)")
-        }
-        return true
+        return PinWaitRule.record(outcome, rec, what: what, holder: holder, task: task, started: started, result: { self.resultText })
     }
 
     /// `blocked 1.53 s in all, completed 0.04 s after the release`.

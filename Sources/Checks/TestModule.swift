@@ -52,6 +52,48 @@ public struct ModuleStats: Sendable, Hashable, CustomStringConvertible {
     }
 }
 
+/// The module's PGMAP: the dev_pagemap behind a held pin or umem, as memunmap_pages() sees it.
+public struct PgmapState: Sendable, Hashable, CustomStringConvertible {
+    public var state: UInt32
+    /// The pagemap's references left, when they count in atomic mode and the switch is done.
+    public var refCount: Int64?
+    public var heldPages: UInt64
+    public var pageRefcount: Int64
+
+    public init(state: UInt32, refCount: Int64?, heldPages: UInt64, pageRefcount: Int64) {
+        self.state = state
+        self.refCount = refCount
+        self.heldPages = heldPages
+        self.pageRefcount = pageRefcount
+    }
+
+    func has(_ flag: Int) -> Bool { state & UInt32(flag) != 0 }
+    public var device: Bool { has(P2PLAB_PGMAP_DEVICE) }
+    public var p2pdma: Bool { has(P2PLAB_PGMAP_P2PDMA) }
+    /// Its reference was killed: memunmap_pages() has begun.
+    public var dead: Bool { has(P2PLAB_PGMAP_DEAD) }
+    public var switching: Bool { has(P2PLAB_PGMAP_SWITCHING) }
+    /// `->done` completed: nothing is left to wait for.
+    public var done: Bool { has(P2PLAB_PGMAP_DONE) }
+    public var dmaPinned: Bool { has(P2PLAB_PGMAP_DMA_PINNED) }
+
+    /// memunmap_pages() waits for page references alone: the reference is dead, its switch to
+    /// atomic mode (an RCU grace period) is over, references are left and `->done` has not completed.
+    public var waitsForPages: Bool { dead && !switching && (refCount ?? 0) > 0 && !done }
+
+    /// `dead, 16 references left (the hold: 16 pages), first page refcount 1025, dma-pinned`.
+    public var description: String {
+        guard device else { return "the held page is no ZONE_DEVICE page" }
+        var parts: [String] = [p2pdma ? "P2PDMA pagemap" : "ZONE_DEVICE pagemap"]
+        parts.append(dead ? "reference killed" : "reference live")
+        if switching { parts.append("switching to atomic mode") }
+        if let refCount { parts.append("\(refCount) references left (the hold: \(heldPages) pages)") }
+        parts.append(done ? "done" : "not done")
+        parts.append("first page refcount \(pageRefcount)" + (dmaPinned ? ", dma-pinned" : ""))
+        return parts.joined(separator: ", ")
+    }
+}
+
 /// Errors of finding and loading the test module.
 public enum ModuleError: Error, CustomStringConvertible, Sendable {
     case notFound(String)
@@ -179,6 +221,22 @@ public final class TestModule: Sendable {
         return .success(UmemReport(
             mappedEntries: Int(request.result), pages: Int(request.nr_pages), busAddressEntries: Int(request.nr_bus_addr),
             firstDMAAddress: request.first_dma_addr, p2pSupported: request.p2p_supported != 0, handle: request.handle))
+    }
+
+    /// The dev_pagemap behind the held pin or umem `handle` of this file (`pid` nil) or of the
+    /// process `pid`'s file. The corresponding C call is `ioctl(P2PLAB_IOCTL_PGMAP)`.
+    public func pgmap(handle: UInt32, pid: Int32? = nil) -> Result<PgmapState, Errno> {
+        var request = p2plab_pgmap()
+        request.handle = handle
+        request.pid = UInt32(bitPattern: pid ?? 0)
+        if case .failure(let errno) = ioctlResult(p2plab_ioctl_pgmap, &request) { return .failure(errno) }
+        return .success(PgmapState(state: request.state, refCount: request.ref_count < 0 ? nil : request.ref_count,
+                                   heldPages: request.held_pages, pageRefcount: request.page_refcount))
+    }
+
+    /// `pgmap(handle:pid:)` as the probe PinWaitRule polls: nil once it fails.
+    func pgmapProbe(handle: UInt32, pid: Int32? = nil) -> () -> PgmapState? {
+        { try? self.pgmap(handle: handle, pid: pid).get() }
     }
 
     /// A deliberate failure (`P2PLAB_CONTROL_OOPS`, `P2PLAB_CONTROL_HANG`): returns only when the

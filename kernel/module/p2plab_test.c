@@ -24,6 +24,12 @@
  *           taken since the module was loaded (leak checks); and how often
  *           vm_insert_page() refused a P2PDMA page whose refcount was 0
  *           (counted with a kretprobe; see p2plab_insert_entry()).
+ *  PGMAP    the state of the dev_pagemap behind a held pin or umem of this
+ *           or another process's open file: whether its reference was killed
+ *           (memunmap_pages() has begun), whether the switch to atomic mode
+ *           is done, the count left and whether ->done completed. What an
+ *           unbind blocked in memunmap_pages() waits for, read rather than
+ *           inferred from how long it waits.
  *  CONTROL  a deliberate failure, refused with -EPERM unless the allow_crash
  *           parameter is set: P2PLAB_CONTROL_OOPS BUG()s, P2PLAB_CONTROL_HANG
  *           waits uninterruptibly forever (a D-state task for the hung-task
@@ -69,6 +75,7 @@
 #include <linux/slab.h>
 #include <linux/sysfs.h>
 #include <linux/uaccess.h>
+#include <linux/version.h>
 #include <rdma/ib_umem.h>
 #include <rdma/ib_verbs.h>
 
@@ -101,6 +108,8 @@ struct p2plab_umem_hold {
 
 /* State of one open debugfs file: only the pins and umems it holds. */
 struct p2plab_file {
+	struct list_head file_node;	/* in p2plab_files */
+	pid_t tgid;			/* of the process that opened it */
 	struct mutex lock;	/* protects the fields below */
 	struct list_head holds;
 	struct list_head umem_holds;
@@ -115,6 +124,14 @@ struct p2plab_file {
  * and one counter suffice.
  */
 static DEFINE_MUTEX(p2plab_count_lock);
+
+/*
+ * Every open file, so that PGMAP can look at another process's holds (the
+ * holder child of teardown.unbind_holder_killed). Taken before pf->lock; a
+ * file leaves the list before its holds are released and it is freed.
+ */
+static LIST_HEAD(p2plab_files);
+static DEFINE_MUTEX(p2plab_files_lock);
 static struct task_struct *p2plab_count_task;
 static atomic_long_t p2plab_count;
 
@@ -505,6 +522,103 @@ static noinline void p2plab_control_hang_brief(void)
 	schedule_timeout_uninterruptible(P2PLAB_CONTROL_HANG_BRIEF_SECONDS * HZ);
 }
 
+static struct dev_pagemap *p2plab_page_pgmap(struct page *page)
+{
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 15, 0)
+	return page_pgmap(page);
+#else
+	return page->pgmap;
+#endif
+}
+
+/* The first page of @pf's hold @handle, or NULL; called with pf->lock held. */
+static struct page *p2plab_held_page(struct p2plab_file *pf, u32 handle,
+				     u64 *nr_pages)
+{
+	struct p2plab_umem_hold *uh;
+	struct p2plab_hold *h;
+
+	list_for_each_entry(h, &pf->holds, node)
+		if (h->handle == handle) {
+			*nr_pages = h->nr_pages;
+			return h->pages[0];
+		}
+	list_for_each_entry(uh, &pf->umem_holds, node)
+		if (uh->handle == handle && uh->umem->sgt_append.sgt.nents) {
+			*nr_pages = ib_umem_num_pages(uh->umem);
+			return sg_page(uh->umem->sgt_append.sgt.sgl);
+		}
+	return NULL;
+}
+
+/*
+ * The hold keeps its pages, so their dev_pagemap cannot go away meanwhile:
+ * memunmap_pages() waits in wait_for_completion(&pgmap->done) until the
+ * count is zero, and these pages hold part of it.
+ */
+static int p2plab_ioctl_pgmap(struct p2plab_file *self, struct p2plab_pgmap *pm)
+{
+	struct dev_pagemap *pgmap;
+	struct page *page = NULL;
+	struct p2plab_file *pf;
+	struct percpu_ref *ref;
+	bool any = false;
+	unsigned long ptr;
+	int ret = 0;
+
+	if (pm->reserved || !pm->handle)
+		return -EINVAL;
+	pm->state = 0;
+	pm->ref_count = -1;
+	pm->held_pages = 0;
+	pm->page_refcount = 0;
+
+	/* That process's first file with the handle (the holder child opens one). */
+	mutex_lock(&p2plab_files_lock);
+	list_for_each_entry(pf, &p2plab_files, file_node) {
+		if (pm->pid ? pf->tgid != pm->pid : pf != self)
+			continue;
+		any = true;
+		mutex_lock(&pf->lock);
+		page = p2plab_held_page(pf, pm->handle, &pm->held_pages);
+		if (page)
+			break;
+		mutex_unlock(&pf->lock);
+	}
+	if (!page) {
+		ret = any ? -ENOENT : -ESRCH;
+		goto unlock_files;
+	}
+	pm->page_refcount = page_ref_count(page);
+	if (folio_maybe_dma_pinned(page_folio(page)))
+		pm->state |= P2PLAB_PGMAP_DMA_PINNED;
+	if (!is_zone_device_page(page))
+		goto unlock;
+	pgmap = p2plab_page_pgmap(page);
+	pm->state |= P2PLAB_PGMAP_DEVICE;
+	if (pgmap->type == MEMORY_DEVICE_PCI_P2PDMA)
+		pm->state |= P2PLAB_PGMAP_P2PDMA;
+	ref = &pgmap->ref;
+	ptr = READ_ONCE(ref->percpu_count_ptr);
+	if (ptr & __PERCPU_REF_DEAD)
+		pm->state |= P2PLAB_PGMAP_DEAD;
+	if (ptr & __PERCPU_REF_ATOMIC) {
+		pm->state |= P2PLAB_PGMAP_ATOMIC;
+		/* Set from the switch's start until its RCU callback folded the per-CPU counts in. */
+		if (READ_ONCE(ref->data->confirm_switch))
+			pm->state |= P2PLAB_PGMAP_SWITCHING;
+		else
+			pm->ref_count = atomic_long_read(&ref->data->count);
+	}
+	if (completion_done(&pgmap->done))
+		pm->state |= P2PLAB_PGMAP_DONE;
+unlock:
+	mutex_unlock(&pf->lock);
+unlock_files:
+	mutex_unlock(&p2plab_files_lock);
+	return ret;
+}
+
 static int p2plab_ioctl_control(__u32 what)
 {
 	if (!READ_ONCE(allow_crash))
@@ -545,6 +659,7 @@ static long p2plab_ioctl(struct file *filp, unsigned int cmd,
 		struct p2plab_release rel;
 		struct p2plab_umem umem;
 		struct p2plab_stats stats;
+		struct p2plab_pgmap pgmap;
 	} u;
 	size_t size;
 	int ret;
@@ -558,6 +673,9 @@ static long p2plab_ioctl(struct file *filp, unsigned int cmd,
 		break;
 	case P2PLAB_IOCTL_UMEM:
 		size = sizeof(u.umem);
+		break;
+	case P2PLAB_IOCTL_PGMAP:
+		size = sizeof(u.pgmap);
 		break;
 	case P2PLAB_IOCTL_STATS:
 		p2plab_ioctl_stats(&u.stats);
@@ -580,6 +698,9 @@ static long p2plab_ioctl(struct file *filp, unsigned int cmd,
 		break;
 	case P2PLAB_IOCTL_UMEM:
 		ret = p2plab_ioctl_umem(pf, &u.umem);
+		break;
+	case P2PLAB_IOCTL_PGMAP:
+		ret = p2plab_ioctl_pgmap(pf, &u.pgmap);
 		break;
 	default:
 		return -EINVAL;
@@ -604,7 +725,11 @@ static int p2plab_open(struct inode *inode, struct file *filp)
 	INIT_LIST_HEAD(&pf->holds);
 	INIT_LIST_HEAD(&pf->umem_holds);
 	pf->next_handle = 1;
+	pf->tgid = task_tgid_nr(current);
 	filp->private_data = pf;
+	mutex_lock(&p2plab_files_lock);
+	list_add_tail(&pf->file_node, &p2plab_files);
+	mutex_unlock(&p2plab_files_lock);
 	return nonseekable_open(inode, filp);
 }
 
@@ -614,6 +739,9 @@ static int p2plab_release(struct inode *inode, struct file *filp)
 	struct p2plab_hold *h, *tmp;
 	bool found = false;
 
+	mutex_lock(&p2plab_files_lock);
+	list_del(&pf->file_node);
+	mutex_unlock(&p2plab_files_lock);
 	list_for_each_entry_safe(h, tmp, &pf->holds, node)
 		p2plab_unpin_hold(pf, h);
 	p2plab_umem_holds_release(pf, 0, &found);

@@ -89,6 +89,27 @@ struct p2plab_stats {
 	__u64 zero_ref_probe;    /* 1: the kretprobe counting them is armed */
 };
 
+/* Flags of struct p2plab_pgmap.state: the dev_pagemap of a held pin's or umem's first page. */
+enum {
+	P2PLAB_PGMAP_DEVICE = 1 << 0,    /* the page is a ZONE_DEVICE page (the rest is only set then) */
+	P2PLAB_PGMAP_P2PDMA = 1 << 1,    /* MEMORY_DEVICE_PCI_P2PDMA */
+	P2PLAB_PGMAP_DEAD = 1 << 2,      /* its reference was killed (memunmap_pages() has begun) */
+	P2PLAB_PGMAP_ATOMIC = 1 << 3,    /* the reference counts in atomic mode */
+	P2PLAB_PGMAP_SWITCHING = 1 << 4, /* the switch to atomic mode (an RCU grace period) is not done */
+	P2PLAB_PGMAP_DONE = 1 << 5,      /* ->done completed: the count reached zero */
+	P2PLAB_PGMAP_DMA_PINNED = 1 << 6,/* folio_maybe_dma_pinned() of the page */
+};
+
+struct p2plab_pgmap {
+	__u32 pid;            /* (in) process whose open file holds it (thread-group id); 0: this file */
+	__u32 handle;         /* (in) a held pin or umem of that file */
+	__u32 state;          /* (out) P2PLAB_PGMAP_* */
+	__u32 reserved;       /* (in) must be 0 */
+	__s64 ref_count;      /* (out) the pgmap's references: valid when ATOMIC and not SWITCHING, else -1 */
+	__u64 held_pages;     /* (out) pages in the hold */
+	__s64 page_refcount;  /* (out) page_ref_count() of the first page */
+};
+
 #define P2PLAB_IOCTL_PIN _IOWR('P', 1, struct p2plab_pin)
 #define P2PLAB_IOCTL_RELEASE _IOWR('P', 2, struct p2plab_release)
 #define P2PLAB_IOCTL_UMEM _IOWR('P', 3, struct p2plab_umem)
@@ -107,5 +128,9 @@ enum {
 	P2PLAB_CONTROL_HANG_BRIEF_SECONDS = 8,
 };
 #define P2PLAB_IOCTL_CONTROL _IO('P', 5)
+/* The state of the dev_pagemap behind a held pin or umem, of this or another process's file:
+ * what an unbind blocked in memunmap_pages() waits for. -ESRCH: no open file of that process;
+ * -ENOENT: no such handle there. */
+#define P2PLAB_IOCTL_PGMAP _IOWR('P', 6, struct p2plab_pgmap)
 
 #endif /* _P2PLAB_UAPI_H */

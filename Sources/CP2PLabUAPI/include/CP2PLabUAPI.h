@@ -9,6 +9,7 @@ extern const unsigned long p2plab_ioctl_release;
 extern const unsigned long p2plab_ioctl_umem;
 extern const unsigned long p2plab_ioctl_stats;
 extern const unsigned long p2plab_ioctl_control;
+extern const unsigned long p2plab_ioctl_pgmap;
 /* ioctl(fd, request, value) for requests that take their argument by value (Swift cannot call the
  * variadic ioctl with a plain integer). */
 int p2plab_ioctl_value(int fd, unsigned long request, unsigned long value);
