@@ -12,6 +12,38 @@ extension Suite {
     /// perftest's bandwidth tools, run the way the series' authors tested it.
     static let perftestTools = ["ib_write_bw", "ib_read_bw"]
 
+    /// The tools whose server and client both `sleep(1)` right after the TCP connection is made
+    /// (perftest's write_bw.c, before the version exchange): a fixed wait with nothing to wait for,
+    /// since everything after it goes through blocking reads of that socket. strace answers that one
+    /// clock_nanosleep as done (`-e inject=clock_nanosleep:retval=0:when=1`) on both ends; the
+    /// binary, its arguments and every other system call stay as users run them.
+    static let perftestSleepsAfterConnect: Set<String> = ["ib_write_bw"]
+
+    /// The injection that answers a tool's first clock_nanosleep as done, without sleeping.
+    static let skipFirstSleep = ["-e", "inject=clock_nanosleep:retval=0:when=1"]
+
+    /// The client's command: `tool` under strace, which logs every failing ioctl/write (the errno
+    /// perftest does not print) and, for a tool in ``perftestSleepsAfterConnect``, skips its sleep.
+    static func perftestClientCommand(strace: String, trace: String, tool: String, arguments: [String]) -> [String] {
+        let skip = perftestSleepsAfterConnect.contains(tool)
+        return [strace, "-f", "-qq", "-e", skip ? "trace=ioctl,write,clock_nanosleep" : "trace=ioctl,write", "-e", "status=failed"]
+            + (skip ? skipFirstSleep : []) + ["-o", trace] + arguments + ["127.0.0.1"]
+    }
+
+    /// strace attached to the listening server `pid` to skip the sleep it takes once its client
+    /// connects; the log shows the injected call.
+    static func perftestServerSleepSkip(strace: String, log: String, pid: Int32) -> [String] {
+        [strace, "-qq", "-e", "trace=clock_nanosleep"] + skipFirstSleep + ["-o", log, "-p", String(pid)]
+    }
+
+    /// The PID tracing the process whose /proc/PID/status is `status` (0: none), nil if unreadable.
+    static func tracerPID(status: String) -> Int? {
+        for line in status.split(whereSeparator: \.isNewline) where line.hasPrefix("TracerPid:") {
+            return Int(line.dropFirst("TracerPid:".count).trimmingCharacters(in: .whitespaces))
+        }
+        return nil
+    }
+
     static let perftestChecks: [CheckDefinition] = [
         CheckDefinition("perftest.p2pmem") { ctx, rec in
             let device = try ctx.requireRDMA()
@@ -124,13 +156,29 @@ extension Suite {
         notes.append("+ \(shellQuote(common)) &")
         defer { _ = server.reap(grace: 0) }
         var client: (end: ProgramEnd, output: String)?
-        let clientCommand = [strace, "-f", "-qq", "-e", "trace=ioctl,write", "-e", "status=failed", "-o", trace] + common + ["127.0.0.1"]
-        notes.append("+ \(shellQuote(clientCommand))")
+        let clientCommand = perftestClientCommand(strace: strace, trace: trace, tool: tool, arguments: common)
         // Under TCG the server takes a moment to listen: start the client once the server's port
         // is in LISTEN (or the server is gone), and retry only "couldn't connect".
         let serverStarted = monotonicSeconds()
         _ = waitUntil(seconds: 10, every: quickPoll) { server.finished || tcpListening(port: port) }
         let listening = monotonicSeconds() - serverStarted
+        // The server waits in accept(): attach the strace that skips its sleep, and start the client
+        // only once it is attached (else the server would sleep its second after all).
+        var sleepSkip: BoundedProcess?
+        let sleepLog = scratch.appendingPathComponent("server.strace").path
+        if perftestSleepsAfterConnect.contains(tool), !server.finished {
+            let attach = perftestServerSleepSkip(strace: strace, log: sleepLog, pid: server.pid)
+            notes.append("+ \(shellQuote(attach)) &")
+            let tracer = try BoundedProcess(attach, output: scratch.appendingPathComponent("server-strace.log"))
+            sleepSkip = tracer
+            let status = "/proc/\(server.pid)/status"
+            _ = waitUntil(seconds: 10, every: quickPoll) {
+                tracer.finished || server.finished
+                    || (try? String(contentsOfFile: status, encoding: .utf8)).flatMap(tracerPID(status:)).map { $0 != 0 } == true
+            }
+        }
+        defer { _ = sleepSkip?.reap(grace: 0) }
+        notes.append("+ \(shellQuote(clientCommand))")
         let clientStarted = monotonicSeconds()
         for attempt in 0..<8 {
             if attempt > 0 { pause(seconds: 1) }
@@ -148,6 +196,14 @@ extension Suite {
         let serverEnd = server.wait(seconds: 10) ?? server.reap(grace: 2)
         let serverOutput = server.output
         let killed = server.wasKilled
+        if let sleepSkip {
+            // It ends with the server it traces.
+            let end = sleepSkip.wait(seconds: 5) ?? sleepSkip.reap(grace: 1)
+            let log = (try? String(contentsOfFile: sleepLog, encoding: .utf8)) ?? ""
+            if !log.contains("INJECTED") {
+                notes.append("\(tool): the server's sleep after connecting was not skipped (strace -p: \(end.description); \(sleepSkip.output.trimmingCharacters(in: .whitespacesAndNewlines).prefix(200)))")
+            }
+        }
         notes.append(String(format: "%@ client: %@ after %.2f s; server: %@ (listening %.2f s after its start)", tool, client.end.description,
                             clientSeconds,
                             killed ? "killed after the client ended (it was still waiting)" : serverEnd.description, listening))
@@ -213,6 +269,7 @@ final class BoundedProcess: @unchecked Sendable {
     }
 
     var finished: Bool { !process.isRunning }
+    var pid: Int32 { process.processIdentifier }
     var output: String { (try? String(contentsOf: outputFile, encoding: .utf8)) ?? "" }
 
     private var end: ProgramEnd {

@@ -113,6 +113,33 @@ struct SelftestOutputTests {
         #expect(Suite.uverbsErrno(strace: "") == nil)
     }
 
+    @Test("perftest: write_bw's sleep after connecting is skipped on both ends by strace; read_bw runs as it is")
+    func perftestSleepSkip() {
+        let args = ["/usr/bin/ib_write_bw", "-d", "rxe0", "-p", "18610"]
+        let write = Suite.perftestClientCommand(strace: "/usr/bin/strace", trace: "/tmp/t", tool: "ib_write_bw", arguments: args)
+        #expect(write == ["/usr/bin/strace", "-f", "-qq", "-e", "trace=ioctl,write,clock_nanosleep", "-e", "status=failed",
+                          "-e", "inject=clock_nanosleep:retval=0:when=1", "-o", "/tmp/t"] + args + ["127.0.0.1"])
+        let readArgs = ["/usr/bin/ib_read_bw", "-d", "rxe0", "-p", "18611"]
+        let read = Suite.perftestClientCommand(strace: "/usr/bin/strace", trace: "/tmp/t", tool: "ib_read_bw", arguments: readArgs)
+        #expect(read == ["/usr/bin/strace", "-f", "-qq", "-e", "trace=ioctl,write", "-e", "status=failed", "-o", "/tmp/t"] + readArgs + ["127.0.0.1"])
+        #expect(Suite.perftestSleepsAfterConnect == ["ib_write_bw"])
+        #expect(Suite.perftestServerSleepSkip(strace: "/usr/bin/strace", log: "/tmp/s", pid: 62)
+            == ["/usr/bin/strace", "-qq", "-e", "trace=clock_nanosleep", "-e", "inject=clock_nanosleep:retval=0:when=1", "-o", "/tmp/s", "-p", "62"])
+        // The skipped sleep, were it logged, is no failing uverbs call.
+        let log = """
+            58 clock_nanosleep(CLOCK_REALTIME, 0, {tv_sec=1, tv_nsec=0}, 0x7ffc49e40c60) = 0 (INJECTED)
+            58 ioctl(3, RDMA_VERBS_IOCTL, 0x7ffd6c1c1c70) = -1 EREMOTEIO (Remote I/O error)
+            """
+        #expect(Suite.uverbsErrno(strace: log) == .EREMOTEIO)
+    }
+
+    @Test("the tracer of a process, from /proc/PID/status")
+    func tracerPID() {
+        #expect(Suite.tracerPID(status: "Name:\tib_write_bw\nState:\tS (sleeping)\nTracerPid:\t0\nUid:\t0\t0\t0\t0\n") == 0)
+        #expect(Suite.tracerPID(status: "Name:\tib_write_bw\nTracerPid:\t71\n") == 71)
+        #expect(Suite.tracerPID(status: "Name:\tib_write_bw\n") == nil)
+    }
+
     @Test("perftest's server counts as listening once /proc/net/tcp or tcp6 shows its port in LISTEN")
     func perftestListening() throws {
         let proc = FileManager.default.temporaryDirectory.appendingPathComponent("p2plab-net-\(getpid())")
