@@ -103,17 +103,19 @@ public enum Discovery {
         }
     }
 
-    /// Builds the checks' context for this machine.
+    /// Builds the checks' context for this machine; `devices`, when given, is a listing the caller
+    /// began earlier.
     public static func context(
         options: SuiteOptions, holderCommand: [String]? = nil,
-        reference: KernelEffects = SeriesVersion.defaultVersion.effects, log: @escaping @Sendable (String) -> Void = { _ in }
+        reference: KernelEffects = SeriesVersion.defaultVersion.effects, devices: DeviceListing? = nil,
+        log: @escaping @Sendable (String) -> Void = { _ in }
     ) -> CheckContext {
         // Loading the module (finit_module of a file that may come over 9p) and libibverbs' device
         // discovery (it dlopens every installed provider) wait on different things: load beside.
         let loading = Background { Discovery.module(path: options.modulePath, debugfs: options.debugfs) }
         let (provider, providerProblem) = provider(in: options.sysfs, preferred: options.provider)
         let (rdma, rdmaProblem) = rdmaDevice(
-            in: options.sysfs, names: Verbs.deviceNames(), preferred: options.device, provider: provider?.address,
+            in: options.sysfs, names: devices?.names ?? Verbs.deviceNames(), preferred: options.device, provider: provider?.address,
             kernelMessages: P2PDMAHints.fromKernelLog(limit: 64))
         let (module, moduleProblem) = loading.value
         return CheckContext(
@@ -141,6 +143,18 @@ public enum Discovery {
             "expect: " + (SeriesVersion.all.first { $0.effects == context.reference }.map { "\($0.name): " } ?? "") + context.reference.description,
         ]
     }
+}
+
+/// libibverbs' device list, begun on a thread of its own as soon as the suite starts: listing
+/// dlopens every installed provider (in the lab machine each one over 9p, some 150 ms in all under
+/// TCG), and needs nothing the options say, so it goes on while they are read.
+public final class DeviceListing: Sendable {
+    private let listing = Background { Verbs.deviceNames() }
+
+    public init() {}
+
+    /// What libibverbs lists (waits for the listing).
+    public var names: [String] { listing.value }
 }
 
 /// A value computed on a thread of its own, waited for on first use of ``value``.

@@ -119,6 +119,7 @@ extension GuestCommand {
             var device = request.device, provider = request.provider, reference = request.reference
             var selftests = request.selftests, selftestsProblem = request.selftestsProblem
             let list = request.list
+            let devices = list ? nil : DeviceListing()
             var host: HostLink?
             if let invocation {
                 let file = URL(fileURLWithPath: invocation)
@@ -156,11 +157,13 @@ extension GuestCommand {
                 FileHandle.standardError.write(Data("p2plab check: run as root (the suite loads a module, pins memory, unbinds devices and reads /dev/kmsg)\n".utf8))
                 throw ExitCode(LabExit.notRoot.rawValue)
             }
-            let sink = try KTAPSink(resultsDirectory: results)
+            // With an invocation, results is the lab machine's uncached results share.
+            let sink = try KTAPSink(resultsDirectory: results, synchronize: invocation == nil)
             let options = SuiteOptions(
                 device: device, provider: provider.flatMap(PCIAddress.init), modulePath: await modulePath(module),
                 selftests: selftests, selftestsProblem: selftestsProblem, host: host)
-            let context = Discovery.context(options: options, holderCommand: holderCommand(), reference: reference ?? .baseline)
+            let context = Discovery.context(
+                options: options, holderCommand: holderCommand(), reference: reference ?? .baseline, devices: devices)
             let runner = SuiteRunner(checks: selected, context: context, kernelLog: KmsgLog(), timeout: timeout) { sink.line($0) }
             let exit = runner.run(preamble: Discovery.preamble(context))
             sink.close()
@@ -228,8 +231,14 @@ extension GuestCommand {
 final class KTAPSink: @unchecked Sendable {
     private let file: FileHandle?
     private let lock = NSLock()
+    /// fsync after each line: on a local disk a crash would lose what is still in the page cache.
+    /// The lab machine's results share is uncached 9p (p2plab mounts it so): each write is in the
+    /// host's file when it returns, and an fsync would only make the host flush its disk, a round
+    /// trip per line (some 400 per suite).
+    private let synchronize: Bool
 
-    init(resultsDirectory: String?) throws {
+    init(resultsDirectory: String?, synchronize: Bool = true) throws {
+        self.synchronize = synchronize
         guard let resultsDirectory else {
             file = nil
             return
@@ -248,7 +257,7 @@ final class KTAPSink: @unchecked Sendable {
         defer { lock.unlock() }
         FileHandle.standardOutput.write(data)
         file?.write(data)
-        try? file?.synchronize()
+        if synchronize { try? file?.synchronize() }
     }
 
     func close() {
