@@ -9,6 +9,22 @@ import Musl
 #endif
 
 extension Suite {
+    /// CLOCK_REALTIME_COARSE in nanoseconds: the clock the kernel stamps inode times with.
+    static func coarseRealtimeNanoseconds() -> Int64 {
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME_COARSE, &now)
+        return Int64(now.tv_sec) * 1_000_000_000 + Int64(now.tv_nsec)
+    }
+
+    /// Waits until the coarse real-time clock reads later than `stamp` (ns), so that any inode time
+    /// the kernel sets from then on is later than `stamp`: at most one jiffy. A clock that does not
+    /// move within a second is a broken instrument, not a verdict.
+    static func waitForCoarseClock(after stamp: Int64, now: () -> Int64 = coarseRealtimeNanoseconds) throws {
+        guard waitUntil(seconds: 1, every: 0.001, { now() > stamp }) else {
+            throw CheckError("CLOCK_REALTIME_COARSE did not pass \(stamp) ns within 1 s (it reads \(now()) ns): cannot tell an mtime update apart")
+        }
+    }
+
     /// Path of one of the module's test attributes below the sysfs root.
     static func attributePath(_ ctx: CheckContext, _ name: String) -> String {
         ctx.sysfs.path("kernel/\(P2PLAB_SYSFS_DIR)/\(name)")
@@ -56,9 +72,10 @@ extension Suite {
                 guard let base, base != MAP_FAILED else { throw CheckFailure("mmap of \(path) failed: \(Errno.current)") }
                 return base
             }
-            // Coarse timestamps tick with the jiffy (10 ms here); 100 ms is well past one.
+            // Inode times come from the coarse real-time clock, which ticks with the jiffy: before
+            // each write, wait until it reads later than the mtime it is compared with.
             let before = try mtime()
-            pause(seconds: 0.1)
+            try waitForCoarseClock(after: before)
             let first = try map()
             first.storeBytes(of: 0x5A, as: UInt8.self)
             let after = try mtime()
@@ -69,7 +86,7 @@ extension Suite {
             let second = try map()
             let seen = second.load(as: UInt8.self)
             let afterRead = try mtime()
-            pause(seconds: 0.1)
+            try waitForCoarseClock(after: afterRead)
             second.storeBytes(of: seen &+ 1, as: UInt8.self)
             let afterWrite = try mtime()
             munmap(second, Int(P2PLAB_ATTR_SIZE))

@@ -133,6 +133,15 @@ struct SelftestOutputTests {
         #expect(Suite.uverbsErrno(strace: log) == .EREMOTEIO)
     }
 
+    @Test("kernfs.mtime_on_write_fault waits for the coarse clock to pass the mtime it compares with, and no longer")
+    func coarseClockWait() throws {
+        try Suite.waitForCoarseClock(after: 5, now: { 6 })
+        let start = monotonicSeconds()
+        try Suite.waitForCoarseClock(after: Suite.coarseRealtimeNanoseconds())
+        #expect(monotonicSeconds() - start < 0.5)
+        #expect(throws: CheckError.self) { try Suite.waitForCoarseClock(after: 5, now: { 5 }) }
+    }
+
     @Test("the tracer of a process, from /proc/PID/status")
     func tracerPID() {
         #expect(Suite.tracerPID(status: "Name:\tib_write_bw\nState:\tS (sleeping)\nTracerPid:\t0\nUid:\t0\t0\t0\t0\n") == 0)
