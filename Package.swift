@@ -18,6 +18,8 @@ let package = Package(
     targets: [
         .executableTarget(name: "p2plab", dependencies: ["P2PLab"]),
         .executableTarget(name: "p2plab-guest", dependencies: ["GuestSuite"]),
+        // The child of lifecycle.exit_releases, which p2plab-guest runs from beside itself.
+        .executableTarget(name: "p2plab-exit-holder", dependencies: ["CP2PLabUAPI"], linkerSettings: [.linkedLibrary("ibverbs")]),
         .target(
             name: "GuestSuite",
             dependencies: [

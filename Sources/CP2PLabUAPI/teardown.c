@@ -12,6 +12,7 @@
 #include <signal.h>
 #include <stdint.h>
 #include <string.h>
+#include <spawn.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/types.h>
@@ -321,4 +322,52 @@ int p2plab_spawn_control(const char *module_file, uint32_t what, int *pid_out)
 	}
 	*pid_out = pid;
 	return 0;
+}
+
+/*
+ * posix_spawn() of argv[0] with stdout and stderr on a pipe, read until EOF
+ * (at most size - 1 bytes kept, NUL-terminated), then waitpid(): glibc's
+ * posix_spawn is a vfork and an exec, with no copy of the caller's page
+ * tables, and nothing runs in the child but the exec.
+ */
+int p2plab_run_capture(char *const argv[], char *output, size_t size, int *status)
+{
+	posix_spawn_file_actions_t actions;
+	extern char **environ;
+	size_t used = 0;
+	int fds[2];
+	pid_t pid;
+	int rc;
+
+	if (size)
+		output[0] = 0;
+	if (pipe2(fds, O_CLOEXEC))
+		return -errno;
+	posix_spawn_file_actions_init(&actions);
+	posix_spawn_file_actions_adddup2(&actions, fds[1], 1);
+	posix_spawn_file_actions_adddup2(&actions, fds[1], 2);
+	rc = posix_spawn(&pid, argv[0], &actions, NULL, argv, environ);
+	posix_spawn_file_actions_destroy(&actions);
+	close(fds[1]);
+	if (rc) {
+		close(fds[0]);
+		return -rc;
+	}
+	for (;;) {
+		char scratch[512];
+		char *buf = used + 1 < size ? output + used : scratch;
+		size_t room = used + 1 < size ? size - 1 - used : sizeof(scratch);
+		ssize_t n = read(fds[0], buf, room);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		if (buf != scratch) {
+			used += (size_t)n;
+			output[used] = 0;
+		}
+	}
+	close(fds[0]);
+	return reap(pid, status);
 }

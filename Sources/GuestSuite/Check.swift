@@ -50,10 +50,6 @@ extension GuestCommand {
         @Option(help: .hidden)
         var selftestsProblem: String?
 
-        /// The lifecycle.exit_releases child: hold p2pmem of this provider and exit.
-        @Option(help: .hidden)
-        var exitHolder: String?
-
         /// The lab machine's typed request (`$P2PLAB_RESULTS/invocation.json`), written by the host.
         @Option(help: .hidden)
         var invocation: String?
@@ -65,9 +61,6 @@ extension GuestCommand {
             if timeout <= 0 { throw ValidationError("--timeout must be positive, got \(timeout)") }
             if reference == nil {
                 throw ValidationError("--expect \(expect): give a version (\(SeriesVersion.all.map(\.name).joined(separator: ", "))) or effect tokens (\(EffectKind.allCases.map(\.rawValue).joined(separator: ", ")))")
-            }
-            if let exitHolder, PCIAddress(exitHolder) == nil {
-                throw ValidationError("--exit-holder \(exitHolder) is not a PCI address")
             }
         }
 
@@ -107,9 +100,6 @@ extension GuestCommand {
         }
 
         func run() async throws {
-            if let exitHolder, let address = PCIAddress(exitHolder) {
-                ExitHolder.run(provider: address)
-            }
             try await Self.run(request, invocation: invocation)
         }
 
@@ -218,10 +208,11 @@ extension GuestCommand {
             }
         }
 
-        /// This executable, re-run as the exit_releases holder child.
+        /// The exit_releases holder child: `p2plab-exit-holder` beside this executable.
         private static func holderCommand() -> [String]? {
             guard let me = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") else { return nil }
-            return [me, "check", "--exit-holder"]
+            let holder = URL(fileURLWithPath: me).deletingLastPathComponent().appendingPathComponent("p2plab-exit-holder").path
+            return FileManager.default.isExecutableFile(atPath: holder) ? [holder] : nil
         }
     }
 }

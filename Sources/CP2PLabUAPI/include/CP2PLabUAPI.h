@@ -48,6 +48,9 @@ int p2plab_write_in_child(void *addr, uint64_t value, int timeout_ms, struct p2p
 int p2plab_spawn_umem_holder(const char *module_file, const char *allocate, size_t length,
 			     uint32_t pci_domain, uint32_t pci_bus, uint32_t pci_devfn,
 			     int *pid_out, struct p2plab_umem *result);
+/* posix_spawn() of argv[0] (argv NULL-terminated) with stdout and stderr into output (NUL-terminated,
+ * the rest read and dropped), then waitpid(). */
+int p2plab_run_capture(char *const argv[], char *output, size_t size, int *status);
 /* SIGKILL and waitpid. */
 int p2plab_kill_and_reap(int pid, int *status);
 /* The calling thread's id, as the kernel names tasks (hung-task reports, /proc/PID/task/TID). */
