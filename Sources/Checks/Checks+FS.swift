@@ -33,8 +33,9 @@ extension Suite {
     ]
 
     /// Mounts the scratch namespace's ext4 at `directory`. The namespace is formatted only when it
-    /// does not already hold the suite's own ext4 (an earlier check of the run made it; mkfs.ext4
-    /// takes seconds under TCG), or when that one does not mount.
+    /// does not already hold the suite's own ext4 (the lab machine's host made it before the boot,
+    /// or an earlier check of the run did; mkfs.ext4 takes a few hundred ms under TCG), or when that
+    /// one does not mount.
     static func mountScratch(_ device: String, at directory: String, rec: CheckRecorder) throws -> Mount {
         if try requireScratch(device) {
             do {

@@ -160,14 +160,33 @@ public enum LabMachine {
         for device in definition.nvme {
             // Sparse: a namespace costs no disk until the guest writes to it.
             let url = plan.run.image(for: device)
-            if !FileManager.default.fileExists(atPath: url.path) {
+            let new = !FileManager.default.fileExists(atPath: url.path)
+            if new {
                 _ = FileManager.default.createFile(atPath: url.path, contents: nil)
             }
             let handle = try FileHandle(forWritingTo: url)
             try handle.truncate(atOffset: UInt64(device.namespaceMiB) << 20)
             try handle.close()
+            // Only a new image: one that a crashed boot left is the guest's to keep or reformat.
+            if new, let label = device.ext4Label { formatExt4(url, label: label) }
         }
         try (shellQuote(line.commandLine) + "\n").write(to: plan.run.qemuCommandLine, atomically: true, encoding: .utf8)
+    }
+
+    /// mkfs.ext4 of a namespace image on the host. Best effort: without mkfs.ext4, or if it fails,
+    /// the image stays zeros and the guest formats it when a check needs it.
+    static func formatExt4(_ image: URL, label: String) {
+        let candidates = ["/usr/sbin/mkfs.ext4", "/sbin/mkfs.ext4"]
+            + (ProcessInfo.processInfo.environment["PATH"] ?? "").split(separator: ":").map { "\($0)/mkfs.ext4" }
+        guard let mkfs = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else { return }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: mkfs)
+        process.arguments = ["-F", "-q", "-L", label, image.path]
+        process.standardInput = FileHandle.nullDevice
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        guard (try? process.run()) != nil else { return }
+        process.waitUntilExit()
     }
 
     /// The manifest: a small JSON summary of the run, for reports and for people.

@@ -142,6 +142,14 @@ struct SelftestOutputTests {
         #expect(throws: CheckError.self) { try Suite.waitForCoarseClock(after: 5, now: { 5 }) }
     }
 
+    @Test("the lab machine formats its scratch NVMe with the label the suite takes for its own ext4")
+    func labScratchLabel() throws {
+        let lab = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("vm/lab.json")
+        let text = try String(contentsOf: lab, encoding: .utf8)
+        #expect(text.contains("\"ext4Label\": \"\(Suite.scratchLabel)\""))
+    }
+
     @Test("the tracer of a process, from /proc/PID/status")
     func tracerPID() {
         #expect(Suite.tracerPID(status: "Name:\tib_write_bw\nState:\tS (sleeping)\nTracerPid:\t0\nUid:\t0\t0\t0\t0\n") == 0)

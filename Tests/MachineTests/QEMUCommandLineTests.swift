@@ -13,6 +13,22 @@ struct MachineDefinitionTests {
         #expect(!definition.nvme.isEmpty)
     }
 
+    @Test("a new namespace image with ext4Label holds an ext4 of that label, as the guest's scratch check reads it")
+    func scratchImageFormatted() throws {
+        guard ["/usr/sbin/mkfs.ext4", "/sbin/mkfs.ext4"].contains(where: { FileManager.default.isExecutableFile(atPath: $0) }) else { return }
+        let image = FileManager.default.temporaryDirectory.appendingPathComponent("p2plab-scratch-\(getpid()).img")
+        defer { try? FileManager.default.removeItem(at: image) }
+        FileManager.default.createFile(atPath: image.path, contents: nil)
+        let handle = try FileHandle(forWritingTo: image)
+        try handle.truncate(atOffset: 64 << 20)
+        try handle.close()
+        LabMachine.formatExt4(image, label: "p2plab-scratch")
+        let head = [UInt8](try Data(contentsOf: image).prefix(2048))
+        // ext4 superblock at 1024: magic 0xEF53 at +56, volume label at +120.
+        #expect(head[1024 + 56] == 0x53 && head[1024 + 57] == 0xEF)
+        #expect(String(decoding: head[(1024 + 120)..<(1024 + 136)].prefix { $0 != 0 }, as: UTF8.self) == "p2plab-scratch")
+    }
+
     @Test("the default machine is the measured lab topology")
     func labTopology() throws {
         let lab = try MachineDefinition.load(named: MachineDefinition.defaultName, vmDirectory: TestPaths.vm)
@@ -23,6 +39,8 @@ struct MachineDefinitionTests {
         #expect(lab.switches.count == 1 && lab.switches[0].downstreamPorts == 2)
         #expect(lab.nvme.map(\.cmbMiB) == [64, nil])
         #expect(lab.nvme.map(\.bus) == ["sw0-dp0", "sw0-dp1"])
+        // The second NVMe is the suite's scratch disk, formatted on the host with the suite's label.
+        #expect(lab.nvme.map(\.ext4Label) == [nil, "p2plab-scratch"])
         #expect(lab.kernelArguments.contains("nvme.use_cmb_sqes=0"))
         // oops=panic is the boot-line spelling of panic_on_oops=1 (6.12 has no panic_on_oops= parameter);
         // a WARN must not end the guest.
