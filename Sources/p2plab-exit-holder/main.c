@@ -31,9 +31,19 @@ enum { PAGES = 16 };
 
 static int failed;
 
+/* `EINVAL`, as the suite names errnos (strerrorname_np: glibc 2.32); else the message. */
+static const char *errno_name(int err)
+{
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 32))
+	if (strerrorname_np(err))
+		return strerrorname_np(err);
+#endif
+	return strerror(err);
+}
+
 static void refused(const char *what, int err)
 {
-	printf("FAILED: %s: %s\n", what, strerrorname_np(err) ? strerrorname_np(err) : strerror(err));
+	printf("FAILED: %s: %s\n", what, errno_name(err));
 	failed = 1;
 }
 
@@ -163,7 +173,7 @@ int main(int argc, char **argv)
 	afd = open(argv[1], O_RDWR | O_CLOEXEC);
 	region = afd < 0 ? MAP_FAILED : mmap(NULL, length, PROT_READ | PROT_WRITE, MAP_SHARED, afd, 0);
 	if (region == MAP_FAILED) {
-		printf("FAILED: mmap of %s failed: %s\n", argv[1], strerrorname_np(errno) ? strerrorname_np(errno) : strerror(errno));
+		printf("FAILED: mmap of %s failed: %s\n", argv[1], errno_name(errno));
 		_exit(1);
 	}
 	words = region;
