@@ -42,4 +42,17 @@ struct LinkageTests {
         #expect(!host.contains { $0.hasPrefix("libibverbs.so") })
         #expect(!host.contains { $0.hasPrefix("libkmod.so") })
     }
+
+    @Test(
+        "scripts/setup builds the exit holder beside p2plab-guest (the suite starts it from there)",
+        .enabled(if: built, "build both products first (swift build; scripts/setup does)"))
+    func exitHolderBesideGuest() throws {
+        let holder = Self.products.appendingPathComponent("p2plab-exit-holder")
+        #expect(FileManager.default.isExecutableFile(atPath: holder.path),
+                "\(holder.path) missing: lifecycle.exit_releases would SKIP; build every executable (swift build)")
+        let setup = Self.products.deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("scripts/setup")
+        let text = try String(contentsOf: setup, encoding: .utf8)
+        // A build of named products only would leave the holder out.
+        #expect(!text.contains("build --product"))
+    }
 }
