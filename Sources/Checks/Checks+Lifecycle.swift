@@ -68,7 +68,7 @@ extension Suite {
             let childFailed = !exit.exitedCleanly
             if childFailed {
                 rec.fail(exit.signal.map { "holder child killed by signal \($0)" }
-                    ?? "holder child exited with \((status >> 8) & 0xff): it could not take everything it holds (FAILED lines above)")
+                    ?? "holder child exited with \(exit.exitCode): it could not take everything it holds (FAILED lines above)")
             }
             var now = start
             let back = waitUntil(seconds: 10, every: quickPoll) {

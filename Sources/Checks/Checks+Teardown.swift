@@ -735,7 +735,9 @@ struct WaitStatus {
     let raw: Int32
     init(_ raw: Int32) { self.raw = raw }
 
-    var exitedCleanly: Bool { raw & 0x7f == 0 && (raw >> 8) & 0xff == 0 }
+    var exitedCleanly: Bool { raw & 0x7f == 0 && exitCode == 0 }
+    /// The exit status a process that exited gave (WEXITSTATUS).
+    var exitCode: Int32 { (raw >> 8) & 0xff }
     /// The signal that ended the process, if one did.
     var signal: Int32? {
         let sig = raw & 0x7f

@@ -176,9 +176,8 @@ public enum LabMachine {
     /// mkfs.ext4 of a namespace image on the host. Best effort: without mkfs.ext4, or if it fails,
     /// the image stays zeros and the guest formats it when a check needs it.
     static func formatExt4(_ image: URL, label: String) {
-        let candidates = ["/usr/sbin/mkfs.ext4", "/sbin/mkfs.ext4"]
-            + (ProcessInfo.processInfo.environment["PATH"] ?? "").split(separator: ":").map { "\($0)/mkfs.ext4" }
-        guard let mkfs = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else { return }
+        let path = "/usr/sbin:/sbin" + (ProcessInfo.processInfo.environment["PATH"].map { ":\($0)" } ?? "")
+        guard let mkfs = which("mkfs.ext4", path: path) else { return }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: mkfs)
         process.arguments = ["-F", "-q", "-L", label, image.path]
