@@ -227,6 +227,25 @@ int p2plab_write_in_child(void *addr, uint64_t value, int timeout_ms,
 	return 0;
 }
 
+/*
+ * A held writable ib_umem_get() of [addr, addr + length) through the stand-in
+ * P2P-capable PCI function, as an MR keeps it: um->result is the module's
+ * answer, or -errno when the ioctl itself failed.
+ */
+void p2plab_umem_hold(int mfd, void *addr, size_t length, uint32_t pci_domain, uint32_t pci_bus,
+		      uint32_t pci_devfn, struct p2plab_umem *um)
+{
+	memset(um, 0, sizeof(*um));
+	um->addr = (uintptr_t)addr;
+	um->length = length;
+	um->access = P2PLAB_UMEM_WRITE | P2PLAB_UMEM_HOLD;
+	um->pci_domain = pci_domain;
+	um->pci_bus = pci_bus;
+	um->pci_devfn = pci_devfn;
+	if (ioctl(mfd, P2PLAB_IOCTL_UMEM, um))
+		um->result = -errno;
+}
+
 int p2plab_spawn_umem_holder(const char *module_file, const char *allocate,
 			     size_t length, uint32_t pci_domain, uint32_t pci_bus,
 			     uint32_t pci_devfn, int *pid_out,
@@ -253,18 +272,10 @@ int p2plab_spawn_umem_holder(const char *module_file, const char *allocate,
 		mfd = open(module_file, O_RDWR | O_CLOEXEC);
 		p = afd < 0 ? MAP_FAILED :
 			mmap(NULL, length, PROT_READ | PROT_WRITE, MAP_SHARED, afd, 0);
-		if (p == MAP_FAILED || mfd < 0) {
+		if (p == MAP_FAILED || mfd < 0)
 			um.result = -errno;
-		} else {
-			um.addr = (uintptr_t)p;
-			um.length = length;
-			um.access = P2PLAB_UMEM_WRITE | P2PLAB_UMEM_HOLD;
-			um.pci_domain = pci_domain;
-			um.pci_bus = pci_bus;
-			um.pci_devfn = pci_devfn;
-			if (ioctl(mfd, P2PLAB_IOCTL_UMEM, &um))
-				um.result = -errno;
-		}
+		else
+			p2plab_umem_hold(mfd, p, length, pci_domain, pci_bus, pci_devfn, &um);
 		if (write_all(fds[1], &um, sizeof(um)))
 			_exit(2);
 		/* Hold everything until killed. */

@@ -14,7 +14,7 @@
  * refusal is a FAILED: line), 2 on bad arguments.
  */
 #define _GNU_SOURCE
-#include "p2plab_uapi.h"
+#include "CP2PLabUAPI.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -112,18 +112,11 @@ static void hold_pins(int mfd, void *region)
 static void hold_umem(int mfd, void *region, unsigned int domain, unsigned int bus, unsigned int devfn)
 {
 	/* An MR's pin: ib_umem_get() through the stand-in P2P-capable device, kept as an MR keeps it. */
-	struct p2plab_umem um = {
-		.addr = (uintptr_t)region, .length = PAGES * (uint64_t)sysconf(_SC_PAGESIZE),
-		.access = P2PLAB_UMEM_WRITE | P2PLAB_UMEM_HOLD, .pci_domain = domain, .pci_bus = bus, .pci_devfn = devfn,
-	};
-	int err = 0;
+	struct p2plab_umem um;
 
-	if (ioctl(mfd, P2PLAB_IOCTL_UMEM, &um))
-		err = errno;
-	else if (um.result < 0)
-		err = (int)-um.result;
-	if (err)
-		refused("ib_umem_get of p2pmem (held)", err);
+	p2plab_umem_hold(mfd, region, PAGES * (size_t)sysconf(_SC_PAGESIZE), domain, bus, devfn, &um);
+	if (um.result < 0)
+		refused("ib_umem_get of p2pmem (held)", (int)-um.result);
 	else
 		printf("holding a umem of %llu p2pmem pages (ib_umem_get, handle %u)\n", (unsigned long long)um.nr_pages, um.handle);
 }

@@ -45,6 +45,9 @@ int p2plab_fork_probe(void *addr, size_t npages, uint64_t pattern, struct p2plab
 int p2plab_write_in_child(void *addr, uint64_t value, int timeout_ms, struct p2plab_child_outcome *outcome);
 /* fork(); the child maps length bytes of allocate, takes a writable held UMEM of them through
  * module_file with the given stand-in PCI function, reports the UMEM request, and waits to be killed. */
+/* A held writable ib_umem_get() through the PCI function: um->result the module's answer or -errno. */
+void p2plab_umem_hold(int mfd, void *addr, size_t length, uint32_t pci_domain, uint32_t pci_bus,
+		      uint32_t pci_devfn, struct p2plab_umem *um);
 int p2plab_spawn_umem_holder(const char *module_file, const char *allocate, size_t length,
 			     uint32_t pci_domain, uint32_t pci_bus, uint32_t pci_devfn,
 			     int *pid_out, struct p2plab_umem *result);
