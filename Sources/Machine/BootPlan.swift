@@ -95,12 +95,18 @@ public struct BootPlan: Sendable {
     /// KVM guest kernel sets it itself). Under TCG, `tcgTiming` adds the host-measured TSC rate
     /// and delay loop.
     ///
+    /// `rcupdate.rcu_expedited=1`: every synchronize_rcu() is an expedited grace period. Unbinding
+    /// or removing the NVMe, killing a pagemap's reference and deleting its disk each wait for
+    /// grace periods, which at HZ=100 under TCG take tens of milliseconds apiece; expedited, the
+    /// suite's unbind, remove and hot-unplug checks took 0.2-0.4 s less each (a full suite about
+    /// 1.5 s less). The semantics are the same; `p2plab boot --append rcupdate.rcu_expedited=0` turns it off.
+    ///
     /// The root is cached (`cache=loose`): it is read-only and the host does not change it under a
     /// boot, and without the cache every program start rereads its libraries over 9p.
     /// The kernel configures eth0 itself (`ip=`), which saves init starting `ip` under TCG.
     public func kernelCommandLine(_ definition: MachineDefinition) -> [String] {
         var arguments = [
-            "console=ttyS0", "loglevel=6", "sysctl.kernel.printk=7", "no_timer_check",
+            "console=ttyS0", "loglevel=6", "sysctl.kernel.printk=7", "no_timer_check", "rcupdate.rcu_expedited=1",
             "root=\(BootPlan.rootTag)", "rootfstype=9p", "rootflags=trans=virtio,version=9p2000.L,msize=262144,cache=loose", "ro",
             "init=\(run.initScript.path)",
         ]

@@ -193,7 +193,7 @@ struct QEMUCommandLineTests {
         var p = plan()
         p.extraKernelArguments = ["dyndbg=+p"]
         #expect(p.kernelCommandLine(definition) == [
-            "console=ttyS0", "loglevel=6", "sysctl.kernel.printk=7", "no_timer_check",
+            "console=ttyS0", "loglevel=6", "sysctl.kernel.printk=7", "no_timer_check", "rcupdate.rcu_expedited=1",
             "root=hostroot", "rootfstype=9p", "rootflags=trans=virtio,version=9p2000.L,msize=262144,cache=loose", "ro",
             "init=/cache/runs/r1/init", "ip=10.0.2.15::10.0.2.2:255.255.255.0:p2plab:eth0:off",
             "nvme.use_cmb_sqes=0", "panic=-1", "oops=panic", "panic_on_warn=0", "pty.legacy_count=0", "dyndbg=+p",
