@@ -24,10 +24,19 @@ extension Suite {
 
     /// The client's command: `tool` under strace, which logs every failing ioctl/write (the errno
     /// perftest does not print) and, for a tool in ``perftestSleepsAfterConnect``, skips its sleep.
-    static func perftestClientCommand(strace: String, trace: String, tool: String, arguments: [String]) -> [String] {
+    /// With `seccompFilter` (a kernel with CONFIG_SECCOMP_FILTER), `--seccomp-bpf` stops the tool
+    /// only at the calls strace traces instead of at every system call: under TCG each stop is two
+    /// context switches into strace and back.
+    static func perftestClientCommand(strace: String, trace: String, tool: String, arguments: [String], seccompFilter: Bool = false) -> [String] {
         let skip = perftestSleepsAfterConnect.contains(tool)
-        return [strace, "-f", "-qq", "-e", skip ? "trace=ioctl,write,clock_nanosleep" : "trace=ioctl,write", "-e", "status=failed"]
+        return [strace, "-f", "-qq"] + (seccompFilter ? ["--seccomp-bpf"] : [])
+            + ["-e", skip ? "trace=ioctl,write,clock_nanosleep" : "trace=ioctl,write", "-e", "status=failed"]
             + (skip ? skipFirstSleep : []) + ["-o", trace] + arguments + ["127.0.0.1"]
+    }
+
+    /// Whether the running kernel takes seccomp filters (CONFIG_SECCOMP_FILTER lists its actions).
+    static func kernelHasSeccompFilter(proc: String = "/proc") -> Bool {
+        FileManager.default.fileExists(atPath: "\(proc)/sys/kernel/seccomp/actions_avail")
     }
 
     /// strace attached to the listening server `pid` to skip the sleep it takes once its client
@@ -156,7 +165,7 @@ extension Suite {
         notes.append("+ \(shellQuote(common)) &")
         defer { _ = server.reap(grace: 0) }
         var client: (end: ProgramEnd, output: String)?
-        let clientCommand = perftestClientCommand(strace: strace, trace: trace, tool: tool, arguments: common)
+        let clientCommand = perftestClientCommand(strace: strace, trace: trace, tool: tool, arguments: common, seccompFilter: kernelHasSeccompFilter())
         // Under TCG the server takes a moment to listen: start the client once the server's port
         // is in LISTEN (or the server is gone), and retry only "couldn't connect".
         let serverStarted = monotonicSeconds()

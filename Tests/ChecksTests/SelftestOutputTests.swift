@@ -123,6 +123,9 @@ struct SelftestOutputTests {
         let read = Suite.perftestClientCommand(strace: "/usr/bin/strace", trace: "/tmp/t", tool: "ib_read_bw", arguments: readArgs)
         #expect(read == ["/usr/bin/strace", "-f", "-qq", "-e", "trace=ioctl,write", "-e", "status=failed", "-o", "/tmp/t"] + readArgs + ["127.0.0.1"])
         #expect(Suite.perftestSleepsAfterConnect == ["ib_write_bw"])
+        // A kernel with seccomp filters: strace stops the client only at the calls it traces.
+        let filtered = Suite.perftestClientCommand(strace: "/usr/bin/strace", trace: "/tmp/t", tool: "ib_read_bw", arguments: readArgs, seccompFilter: true)
+        #expect(filtered == ["/usr/bin/strace", "-f", "-qq", "--seccomp-bpf", "-e", "trace=ioctl,write", "-e", "status=failed", "-o", "/tmp/t"] + readArgs + ["127.0.0.1"])
         #expect(Suite.perftestServerSleepSkip(strace: "/usr/bin/strace", log: "/tmp/s", pid: 62)
             == ["/usr/bin/strace", "-qq", "-e", "trace=clock_nanosleep", "-e", "inject=clock_nanosleep:retval=0:when=1", "-o", "/tmp/s", "-p", "62"])
         // The skipped sleep, were it logged, is no failing uverbs call.
