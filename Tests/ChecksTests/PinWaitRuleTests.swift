@@ -45,7 +45,7 @@ final class FakeKernel {
 
 @Suite("A blocked unbind is shown to wait for the pin, and a kernel that does not is caught")
 struct PinWaitRuleTests {
-    @Test("the series: in memunmap_pages at 0.2 s, the pagemap settled at 0.24 s; held 0.2 s, not the 0.5 s of the time rule")
+    @Test("the series: in memunmap_pages at 0.2 s, the pagemap settled at 0.24 s; held teardownHold (0.1 s), not the 0.5 s of the time rule")
     func waitsForPages() {
         let kernel = FakeKernel()
         kernel.pgmap = { $0 < 0.24 ? FakeKernel.switching : FakeKernel.settled }
