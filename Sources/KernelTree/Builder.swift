@@ -95,7 +95,10 @@ public struct KernelBuilder: Sendable {
     }
 
     /// Builds `bzImage` and modules for the checked-out variant, or returns the cached build.
-    public func build(_ variant: PreparedVariant, fragmentFiles: [URL]) async throws -> BuildManifest {
+    /// `symversReady` is called (once, from the build's output reader) when the build's
+    /// `Module.symvers` is final and vmlinux is still being linked (see ``SymversWatch``).
+    public func build(_ variant: PreparedVariant, fragmentFiles: [URL],
+                      symversReady: (@Sendable () -> Void)? = nil) async throws -> BuildManifest {
         let fm = FileManager.default
         let place = try place(variant, fragmentFiles: fragmentFiles)
         let (fragments, configHash, objDir, outDir) = (place.fragments, place.configHash, place.objDir, place.outDir)
@@ -143,9 +146,13 @@ public struct KernelBuilder: Sendable {
         progress("build: make -j\(jobs) bzImage modules (\(variant.label)); log: \(log.path)")
         let start = Date()
         let counter = ProgressCounter(start: start, report: progress)
+        let watch = symversReady.map { SymversWatch(ready: $0) }
         let result = try await runner.stream(
             makeCommand(["bzImage", "modules"], src: src, obj: objDir), logFile: log, timeout: limits.build
-        ) { line in counter.saw(line) }
+        ) { line in
+            counter.saw(line)
+            watch?.saw(line)
+        }
         let seconds = Date().timeIntervalSince(start)
         guard result.succeeded else {
             let text = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
@@ -234,6 +241,39 @@ public struct KernelBuilder: Sendable {
 
 /// Counts kbuild's per-object lines (`  CC      mm/gup.o`) and reports progress at most every 15 s,
 /// so a long cold build never looks stuck and a log is not flooded.
+/// Tells from a kernel build's output when its `Module.symvers` is final: at the first line after
+/// `MODPOST Module.symvers`. Kbuild runs modpost on vmlinux.o once, and vmlinux depends on it, so
+/// whatever make prints next comes from after modpost (the vmlinux link, `CC .vmlinux.export.o`,
+/// kallsyms); nothing later in the build writes Module.symvers or the configuration an external
+/// module builds against. The last ~3.5 s of an incremental build (three links for kallsyms, the
+/// bzImage) run mostly on one core, so the test module builds on the other meanwhile.
+final class SymversWatch: @unchecked Sendable {
+    private let lock = NSLock()
+    private var sawModpost = false
+    private var fired = false
+    private let ready: @Sendable () -> Void
+
+    init(ready: @escaping @Sendable () -> Void) { self.ready = ready }
+
+    /// Whether `line` is Kbuild's announcement of modpost on vmlinux.o.
+    static func isModpost(_ line: String) -> Bool {
+        line.hasPrefix("  MODPOST") && line.hasSuffix("Module.symvers")
+    }
+
+    func saw(_ line: String) {
+        let fire: Bool = lock.withLock {
+            if fired { return false }
+            if sawModpost {
+                fired = true
+                return true
+            }
+            if Self.isModpost(line) { sawModpost = true }
+            return false
+        }
+        if fire { ready() }
+    }
+}
+
 final class ProgressCounter: @unchecked Sendable {
     private let lock = NSLock()
     private let start: Date

@@ -105,14 +105,37 @@ public struct Kernels: Sendable {
                 } : nil
             let manifest: BuildManifest
             let ko: URL
+            // The test module builds as soon as the kernel's Module.symvers is final, while vmlinux
+            // and the bzImage are still being linked (mostly on one core); a cached kernel gives no
+            // such moment, and the module builds after it as before.
+            let kernelBuilder = builder(recipe)
+            let objectDir = try kernelBuilder.place(variant, fragmentFiles: recipe.fragments).objDir.path
+            let moduleBuilder = ModuleBuilder(cache: cache, runner: runner, limits: limits, progress: progress)
+            let besideModule = BesideTask<URL>()
+            var symversReady: (@Sendable () -> Void)?
+            if let moduleSource {
+                symversReady = {
+                    besideModule.start { try await moduleBuilder.build(moduleSource: moduleSource, kernelBuildDir: objectDir) }
+                }
+            }
             do {
-                manifest = try await times.time("build") { try await builder(recipe).build(variant, fragmentFiles: recipe.fragments) }
+                let ready = symversReady
+                manifest = try await times.time("build") {
+                    try await kernelBuilder.build(variant, fragmentFiles: recipe.fragments, symversReady: ready)
+                }
                 guard let moduleSource else { return BuiltKernel(manifest: manifest, module: nil, times: times) }
-                ko = try await times.time("module") {
-                    try await ModuleBuilder(cache: cache, runner: runner, limits: limits, progress: progress)
-                        .build(moduleSource: moduleSource, kernelBuildDir: manifest.objectDir)
+                if let early = besideModule.task, manifest.objectDir == objectDir {
+                    let waited = Date()
+                    ko = try await early.value
+                    times.add("module", Date().timeIntervalSince(waited))
+                } else {
+                    _ = await besideModule.task?.result
+                    ko = try await times.time("module") {
+                        try await moduleBuilder.build(moduleSource: moduleSource, kernelBuildDir: manifest.objectDir)
+                    }
                 }
             } catch {
+                _ = await besideModule.task?.result
                 besideTests?.cancel()
                 _ = await besideTests?.value
                 throw error
@@ -183,5 +206,19 @@ public struct Kernels: Sendable {
         let series = try PatchSeries.load(from: recipe.series)
         guard let variant = try await sources.recordedVariant(source, series: series, selection: selection) else { return nil }
         return try builder(recipe).cachedBuild(variant, fragmentFiles: recipe.fragments)
+    }
+}
+
+/// A task started at most once from a synchronous callback (a build's output reader), awaited later.
+final class BesideTask<Value: Sendable>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var started: Task<Value, any Error>?
+
+    var task: Task<Value, any Error>? { lock.withLock { started } }
+
+    func start(_ body: @escaping @Sendable () async throws -> Value) {
+        lock.withLock {
+            if started == nil { started = Task { try await body() } }
+        }
     }
 }

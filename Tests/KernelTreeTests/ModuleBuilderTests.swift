@@ -215,3 +215,54 @@ struct ModuleBuildTests {
         #expect(lab.runs == 3)
     }
 }
+
+@Suite("Module.symvers ready, from the kernel build's output")
+struct SymversWatchTests {
+    final class Count: @unchecked Sendable {
+        private let lock = NSLock()
+        private var value = 0
+        func bump() { lock.withLock { value += 1 } }
+        var count: Int { lock.withLock { value } }
+    }
+
+    /// An incremental build's output around modpost, as Kbuild 6.12 prints it (quiet mode).
+    static let log = """
+          CC      mm/gup.o
+          AR      mm/built-in.a
+          AR      built-in.a
+          AR      vmlinux.a
+          LD      vmlinux.o
+          OBJCOPY modules.builtin.modinfo
+          GEN     modules.builtin
+          MODPOST Module.symvers
+          CC      .vmlinux.export.o
+          UPD     include/generated/utsversion.h
+          CC      init/version-timestamp.o
+          KSYMS   .tmp_vmlinux0.kallsyms.S
+          LD      .tmp_vmlinux1
+          LD      vmlinux
+          BUILD   arch/x86/boot/bzImage
+        """.split(separator: "\n").map(String.init)
+
+    @Test("fires once, at the first line after MODPOST Module.symvers, not before")
+    func firesAfterModpost() throws {
+        let fired = Count()
+        let watch = SymversWatch { fired.bump() }
+        let modpost = try #require(Self.log.firstIndex(where: SymversWatch.isModpost))
+        for (index, line) in Self.log.enumerated() {
+            watch.saw(line)
+            #expect(fired.count == (index > modpost ? 1 : 0), "after line \(index): \(line)")
+        }
+    }
+
+    @Test("a build that never reaches modpost (a compile error) never fires")
+    func noModpost() {
+        let fired = Count()
+        let watch = SymversWatch { fired.bump() }
+        for line in ["  CC      mm/gup.o", "mm/gup.c:12:1: error: expected ';'", "make[3]: *** [scripts/Makefile.build:229: mm/gup.o] Error 1"] {
+            watch.saw(line)
+        }
+        #expect(fired.count == 0)
+        #expect(!SymversWatch.isModpost("  MODPOST /root/p2plab/module/Module.symvers extra"))
+    }
+}
