@@ -239,8 +239,6 @@ public struct KernelBuilder: Sendable {
     }
 }
 
-/// Counts kbuild's per-object lines (`  CC      mm/gup.o`) and reports progress at most every 15 s,
-/// so a long cold build never looks stuck and a log is not flooded.
 /// Tells from a kernel build's output when its `Module.symvers` is final: at the first line after
 /// `MODPOST Module.symvers`. Kbuild runs modpost on vmlinux.o once, and vmlinux depends on it, so
 /// whatever make prints next comes from after modpost (the vmlinux link, `CC .vmlinux.export.o`,
@@ -274,6 +272,8 @@ final class SymversWatch: @unchecked Sendable {
     }
 }
 
+/// Counts kbuild's per-object lines (`  CC      mm/gup.o`) and reports progress at most every 15 s,
+/// so a long cold build never looks stuck and a log is not flooded.
 final class ProgressCounter: @unchecked Sendable {
     private let lock = NSLock()
     private let start: Date

@@ -124,12 +124,11 @@ public struct Kernels: Sendable {
                     try await kernelBuilder.build(variant, fragmentFiles: recipe.fragments, symversReady: ready)
                 }
                 guard let moduleSource else { return BuiltKernel(manifest: manifest, module: nil, times: times) }
-                if let early = besideModule.task, manifest.objectDir == objectDir {
+                if let early = besideModule.task {
                     let waited = Date()
                     ko = try await early.value
                     times.add("module", Date().timeIntervalSince(waited))
                 } else {
-                    _ = await besideModule.task?.result
                     ko = try await times.time("module") {
                         try await moduleBuilder.build(moduleSource: moduleSource, kernelBuildDir: manifest.objectDir)
                     }

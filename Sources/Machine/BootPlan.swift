@@ -99,7 +99,7 @@ public struct BootPlan: Sendable {
     /// or removing the NVMe, killing a pagemap's reference and deleting its disk each wait for
     /// grace periods, which at HZ=100 under TCG take tens of milliseconds apiece; expedited, the
     /// suite's unbind, remove and hot-unplug checks took 0.2-0.4 s less each (a full suite about
-    /// 1.5 s less). The semantics are the same; `p2plab boot --append rcupdate.rcu_expedited=0` turns it off.
+    /// 1 s less). The semantics are the same; `p2plab boot --append rcupdate.rcu_expedited=0` turns it off.
     ///
     /// The root is cached (`cache=loose`): it is read-only and the host does not change it under a
     /// boot, and without the cache every program start rereads its libraries over 9p.
