@@ -1,4 +1,3 @@
-import Catalog
 import Foundation
 
 /// Something a check needs before it can run; a missing one makes the check SKIP with its reason.

@@ -266,7 +266,8 @@ final class BoundedProcess: @unchecked Sendable {
 
     init(_ arguments: [String], output: URL) throws {
         outputFile = output
-        FileManager.default.createFile(atPath: output.path, contents: nil)
+        // An empty file to write to; FileHandle(forWritingTo:) throws below when it could not be made.
+        _ = FileManager.default.createFile(atPath: output.path, contents: nil)
         let handle = try FileHandle(forWritingTo: output)
         process.executableURL = URL(fileURLWithPath: arguments[0])
         process.arguments = Array(arguments.dropFirst())

@@ -65,8 +65,19 @@ public final class CheckRecorder: @unchecked Sendable {
     /// thread): each is reported as provoked instead of failing the check.
     public private(set) var expectedSplats: [(fragment: String, why: String)] = []
 
+    /// What this check set going that ends after it returns and must be seen before the suite ends
+    /// (a hung-task report that comes 1-2 s after its child blocked): the latest monotonic time the
+    /// suite waits for, and why. A later check usually outlasts it; when none does, the runner waits.
+    public private(set) var settle: (until: Double, why: String)?
+
     /// Adds a diagnostic line.
     public func note(_ text: String) { notes.append(text) }
+
+    /// Asks the runner not to end the suite before `seconds` from now have passed (see ``settle``).
+    public func settle(seconds: Double, because why: String) {
+        let until = monotonicSeconds() + seconds
+        if until > settle?.until ?? 0 { settle = (until, why) }
+    }
 
     /// Declares that a kernel-log splat containing `fragment` is what this check asked the kernel to print.
     public func expectSplat(containing fragment: String, because why: String) {

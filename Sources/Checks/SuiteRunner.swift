@@ -54,8 +54,9 @@ public final class SuiteRunner: Sendable {
         writer.plan(checks.count)
         var passed = 0
         var failed = 0
+        var settle: (until: Double, why: String)?
         for (index, check) in checks.enumerated() {
-            let verdict = runOne(check, number: index + 1, writer: writer)
+            let verdict = runOne(check, number: index + 1, writer: writer, settle: &settle)
             switch verdict {
             case .pass: passed += 1
             case .fail: failed += 1
@@ -65,12 +66,22 @@ public final class SuiteRunner: Sendable {
                 return .failed
             }
         }
+        // What a check set going may still have to show (a report the kernel prints a little
+        // later): the suite does not end before it could have.
+        if let settle {
+            let left = settle.until - monotonicSeconds()
+            if left > 0 {
+                writer.diagnostic(String(format: "settle: waiting %.1f s before the suite ends: %@", left, settle.why))
+                pause(seconds: left)
+            }
+        }
         if failed > 0 { return .failed }
         return passed == 0 && !checks.isEmpty ? .skipped : .success
     }
 
-    /// Runs one check and writes its diagnostics and result line.
-    func runOne(_ check: CheckDefinition, number: Int, writer: KTAPWriter) -> CheckVerdict {
+    /// Runs one check and writes its diagnostics and result line; moves `settle` later when the
+    /// check asks the suite to go on for what it set going (``CheckRecorder/settle``).
+    func runOne(_ check: CheckDefinition, number: Int, writer: KTAPWriter, settle: inout (until: Double, why: String)?) -> CheckVerdict {
         for requirement in check.requirements {
             if let problem = context.problem(requirement) {
                 writer.result(number, check.name, .skip, reason: problem)
@@ -130,6 +141,7 @@ public final class SuiteRunner: Sendable {
             emit(writer.indent + "not ok \(number) \(check.name) # TIMEOUT")
             return .timeout(seconds: timeout)
         }
+        if let wants = recorder.settle, wants.until > settle?.until ?? 0 { settle = wants }
 
         var skipReason: String?
         var thrown: String?

@@ -212,7 +212,7 @@ public struct SourceManager: Sendable {
         }
         if !fm.fileExists(atPath: worktree.appendingPathComponent(".git").path) {
             try fm.ensureDirectory(cache.worktrees)
-            try? await user.run(["worktree", "prune"])
+            _ = try? await user.run(["worktree", "prune"])
             progress("source: creating worktree \(worktree.path) of \(topURL.path)")
             try await user.run(["worktree", "add", "--detach", worktree.path, commit], timeout: limits.git)
         }

@@ -274,8 +274,9 @@ public struct CrashIsolation: Sendable {
         results[check] = test
     }
 
-    /// Why a hang control's report was missing: it comes a moment after the child blocks.
-    static let hangNotReported = "the hung-task detector never reported the blocked child before the suite ended: name a check that runs longer after it (the report comes 1–2 s after the child blocks)"
+    /// Why a hang control's report was missing: the suite waits for it (it comes 1-2 s after the
+    /// child blocks), so the detector did not run or did not see the child.
+    static let hangNotReported = "the hung-task detector never reported the blocked child, though the suite went on 3 s after it blocked: is khungtaskd running (CONFIG_DETECT_HUNG_TASK) in the kernel under test?"
 
     /// Controls that pass only by taking the kernel down: one that finished as a PASS proves nothing.
     public static let mustCrash: [String: String] = ["control.hang": hangNotReported]

@@ -101,6 +101,30 @@ struct RunnerTests {
         #expect(parsed.tests[1].expected == "ibv_reg_mr p2pmem writable: EREMOTEIO")
     }
 
+    @Test("a check that asks the suite to go on (a hung-task report still to come) holds the end of the suite, says so, once, for the latest ask")
+    func settleHoldsTheEnd() {
+        let asks = CheckDefinition(CheckInfo("sample.asks", "sets something going")) { _, rec in
+            rec.settle(seconds: 0.3, because: "the report comes later")
+            rec.settle(seconds: 0.1, because: "an earlier deadline does not shorten it")
+        }
+        let quick = CheckDefinition(CheckInfo("sample.quick", "returns at once")) { _, _ in }
+        func run(_ checks: [CheckDefinition]) -> (seconds: Double, lines: [String]) {
+            let lines = Lines()
+            let runner = SuiteRunner(checks: checks, context: fakeContext(), kernelLog: FakeKernelLog(), timeout: 30) { lines.append($0) }
+            let start = monotonicSeconds()
+            _ = runner.run()
+            return (monotonicSeconds() - start, lines.all)
+        }
+        let held = run([asks, quick])
+        #expect(held.seconds >= 0.29, "\(held.seconds)")
+        let waits = held.lines.filter { $0.hasPrefix("# settle: waiting ") }
+        #expect(waits.count == 1 && waits[0].hasSuffix(": the report comes later"), "\(waits)")
+        // The wait comes after the last result line; a suite whose checks ask nothing does not wait.
+        #expect(held.lines.lastIndex { $0.hasPrefix("ok 2 sample.quick") } ?? .max < held.lines.firstIndex { $0.hasPrefix("# settle:") } ?? -1)
+        let unheld = run([quick])
+        #expect(unheld.seconds < 0.2 && !unheld.lines.contains { $0.contains("settle:") })
+    }
+
     @Test("a WARNING the kernel under test is meant to print is demanded, and is not a splat")
     func expectedWarnings() {
         let check = CheckDefinition(CheckInfo("sample.mkwrite", "refused", operations: [.mmapPageMkwriteAttribute])) { _, rec in
@@ -113,7 +137,8 @@ struct RunnerTests {
             let runner = SuiteRunner(
                 checks: [check], context: fakeContext(reference: reference.effects),
                 kernelLog: FakeKernelLog(["sample.mkwrite": log]), timeout: 30) { lines.append($0) }
-            return (runner.runOne(check, number: 1, writer: KTAPWriter(emit: { lines.append($0) })), lines.all)
+            var settle: (until: Double, why: String)?
+            return (runner.runOne(check, number: 1, writer: KTAPWriter(emit: { lines.append($0) }), settle: &settle), lines.all)
         }
         // v4 WARNs and refuses: the WARNING is the expected result.
         let (v4, v4Lines) = run(.v4, [kernfs])
