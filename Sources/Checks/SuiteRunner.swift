@@ -72,6 +72,7 @@ public final class SuiteRunner: Sendable {
             let left = settle.until - monotonicSeconds()
             if left > 0 {
                 writer.diagnostic(String(format: "settle: waiting %.1f s before the suite ends: %@", left, settle.why))
+                kernelLog.note(CheckMarkers.settleLine)
                 pause(seconds: left)
             }
         }

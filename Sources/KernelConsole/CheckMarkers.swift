@@ -31,6 +31,10 @@ public enum CheckMarkers {
         "p2plab: check \(number) \(name) begins"
     }
 
+    /// The runner's marker when, its checks done, it waits for what one of them set going (a
+    /// hung-task report still to come): what the kernel says after it came while no check ran.
+    public static let settleLine = "p2plab: suite settles, no check running"
+
     /// Every check start in `text` (a console capture), in order.
     public static func starts(in text: String) -> [Start] {
         var starts: [Start] = []

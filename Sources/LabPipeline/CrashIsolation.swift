@@ -158,10 +158,14 @@ public struct CrashIsolation: Sendable {
         let begins = Self.beginMarkers(in: boot.console)
         for (finding, pid, owner) in hungTasks where finding.line != panicLine {
             guard var test = results[owner.name] else { continue }
-            let running = begins.last { $0.line <= finding.line }?.name
+            // The marker before the report: a check's begin, or the runner's settle (no check ran).
+            let marker = begins.last { $0.line <= finding.line }
+            let running = marker?.name
             guard running != owner.name, charged.insert(pid).inserted else { continue }
             let line = ConsoleScanner.stripPrefix(finding.text)
-            let attribution = "reported while \(running ?? "no check") ran; PID \(pid) was started by this check (its thread was PID \(owner.pid))"
+            let when = running.map { "reported while \($0) ran" }
+                ?? (marker == nil ? "reported while no check ran" : "reported after the last check, while the suite waited for it")
+            let attribution = "\(when); PID \(pid) was started by this check (its thread was PID \(owner.pid))"
             if let why = CheckMarkers.provoked(in: test.diagnostics).first(where: { line.contains($0.fragment) })?.why {
                 test.diagnostics.append("provoked: \(line) (\(attribution); expected: \(why))")
             } else {
@@ -178,9 +182,11 @@ public struct CrashIsolation: Sendable {
         }
     }
 
-    /// The console's `p2plab: check N NAME begins` markers: each one's line (1-based) and check.
-    static func beginMarkers(in console: String) -> [(line: Int, name: String)] {
+    /// The console's `p2plab: check N NAME begins` markers: each one's line (1-based) and check;
+    /// the runner's settle marker (its checks done) as a line with no check.
+    static func beginMarkers(in console: String) -> [(line: Int, name: String?)] {
         console.split(omittingEmptySubsequences: false, whereSeparator: \.isConsoleLineBreak).enumerated().compactMap { index, text in
+            if text.hasSuffix(CheckMarkers.settleLine) { return (index + 1, nil) }
             guard let range = text.firstRange(of: "p2plab: check "), text.hasSuffix(" begins") else { return nil }
             let words = text[range.upperBound...].split(separator: " ")
             return words.count == 3 && Int(words[0]) != nil ? (index + 1, String(words[1])) : nil

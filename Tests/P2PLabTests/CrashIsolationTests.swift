@@ -264,6 +264,40 @@ struct CrashIsolationTests {
         #expect(isolation.reports.isEmpty, "a provoked report is not a splat to decode")
     }
 
+    @Test("control.hang_brief named alone: its report comes after the runner's settle marker, no check running, and is still charged to it as provoked")
+    func provokedHungTaskWhileSettling() throws {
+        let checks = ["control.hang_brief"]
+        let console = """
+            [    5.00] p2plab: check 1 control.hang_brief begins
+            [    5.01] p2plab: check 1 control.hang_brief pid 240
+            [    5.20] p2plab_test: control: pid 241 waits in D state for 8 s (allow_crash is set)
+            [    5.30] \(CheckMarkers.settleLine)
+            [    7.02] INFO: task p2plab-guest:241 blocked for more than 1 seconds.
+            [    7.02] task:p2plab-guest    state:D stack:0     pid:241   tgid:241   ppid:239    flags:0x00004002
+            """
+        let ktap = """
+            KTAP version 1
+            1..1
+            # provokes ":241 blocked for more than": this control's child waits 8 s in D state on purpose
+            ok 1 control.hang_brief
+            # settle: waiting 2.9 s before the suite ends: control.hang_brief's child is reported 1-2 s after it blocked
+            """
+        let run = KTAPParser.parse(ktap, options: .init(consoleLog: console, expectedNames: checks))
+        var isolation = CrashIsolation(names: checks, stopOnCrash: false, maxReboots: 5)
+        #expect(isolation.take(.init(checks: checks, run: run, console: console, kind: .exited(0), directory: "")) == .done)
+        let control = isolation.merged().tests[0]
+        #expect(control.status == .pass, "\(control.reason ?? "-")")
+        #expect(control.diagnostics.filter { $0.hasPrefix("provoked: ") } == [
+            "provoked: INFO: task p2plab-guest:241 blocked for more than 1 seconds. (reported after the last check, while the suite waited for it; PID 241 was started by this check (its thread was PID 240); expected: this control's child waits 8 s in D state on purpose)",
+        ])
+        // Without the marker the report is inside the control's own run, which the guest judged.
+        let unmarked = console.replacingOccurrences(of: CheckMarkers.settleLine, with: "")
+        var plain = CrashIsolation(names: checks, stopOnCrash: false, maxReboots: 5)
+        _ = plain.take(.init(checks: checks, run: KTAPParser.parse(ktap, options: .init(consoleLog: unmarked, expectedNames: checks)),
+                             console: unmarked, kind: .exited(0), directory: ""))
+        #expect(plain.merged().tests[0].status == .fail)
+    }
+
     @Test("a hung task nobody provoked, reported during a later check: charged to the check that started it (FAIL, its report decoded), not the running one")
     func lateUnprovokedHungTask() async throws {
         let checks = ["teardown.unbind_umem_held", "regmr.anon", "env.module"]

@@ -466,6 +466,16 @@ struct CrashIsolationEndToEndTests {
         // same task are noted in the checks running then, charged to the control, never as theirs.
         #expect(during != nil && run.tests.dropFirst().allSatisfy { $0.splats.isEmpty })
         #expect(run.tests.dropFirst().contains { $0.diagnostics.contains { $0.hasPrefix("hung task of check 1 control.hang_brief") } })
+
+        // Named alone: the suite waits for the report, which comes with no check running, and is
+        // still the control's.
+        let alone = try tempDirectory("hang-brief-alone")
+        let single = try p2plab(["test", "--check", "control.hang_brief", "--accel", "tcg", "--output", alone.path])
+        #expect(single.status == 0, "exit \(single.status)")
+        let only = try loadRun(alone)
+        #expect(only.tests.map(\.status) == [.pass], "\(only.tests.map { "\($0.name) \($0.status.label) \($0.reason ?? "")" })")
+        #expect(only.tests.first?.diagnostics.contains { $0.hasPrefix("provoked: INFO: task ") && $0.contains("while the suite waited for it") } == true,
+                "\(only.tests.first?.diagnostics ?? [])")
     }
 }
 
