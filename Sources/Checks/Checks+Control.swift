@@ -1,6 +1,7 @@
 import CP2PLabUAPI
 import Catalog
 import Foundation
+import KernelConsole
 
 /// The lab's positive controls: each crashes or hangs the kernel on purpose, so a run shows that the
 /// lab boots again and goes on. Opt-in (named with `--check`), never in the default suite.
@@ -35,7 +36,7 @@ extension Suite {
                 throw CheckFailure("the child \(pid) is not blocked in D state (state \(state)): the module did not hang it")
             }
             rec.note("child \(pid) blocked in D state in p2plab_control_hang(); the hung-task detector (1 s, panic on) reports it during a later check")
-            rec.settle(seconds: hangReportWithin, because: "control.hang's child is reported 1-2 s after it blocked, and the report ends the boot")
+            rec.settle(seconds: CheckMarkers.hungTaskReportWithin, because: "control.hang's child is reported 1-2 s after it blocked, and the report ends the boot")
         },
         CheckDefinition("control.hang_brief") { ctx, rec in
             let module = try ctx.requireModule()
@@ -67,14 +68,9 @@ extension Suite {
                 throw CheckFailure("the child \(child) is not blocked in D state (state \(state)): the module did not hang it")
             }
             rec.note("child \(child) blocked in D state in p2plab_control_hang_brief() for \(P2PLAB_CONTROL_HANG_BRIEF_SECONDS) s; the hung-task detector (1 s, panic off) reports it during a later check")
-            rec.settle(seconds: hangReportWithin, because: "control.hang_brief's child is reported 1-2 s after it blocked")
+            rec.settle(seconds: CheckMarkers.hungTaskReportWithin, because: "control.hang_brief's child is reported 1-2 s after it blocked")
         },
     ]
-
-    /// How long after a control's child blocked its hung-task report is sure to be out: the detector
-    /// (timeout and interval 1 s) reports a task it saw blocked at two of its checks, so 1-2 s, with
-    /// a second to spare for a loaded TCG guest.
-    static let hangReportWithin = 3.0
 
     /// Sets the test module's `allow_crash` parameter.
     static func allowCrash(_ on: Bool) throws {

@@ -31,6 +31,12 @@ public enum CheckMarkers {
         "p2plab: check \(number) \(name) begins"
     }
 
+    /// How long after a task blocked a hung-task report of it is sure to be out when the detector is
+    /// set to 1 s (timeout and check interval): it reports a task it saw blocked at two of its
+    /// checks, so 1-2 s, with a second to spare for a loaded TCG guest. The hang controls hold the
+    /// suite's end this long; the host says so when the report still did not come.
+    public static let hungTaskReportWithin = 3.0
+
     /// The runner's marker when, its checks done, it waits for what one of them set going (a
     /// hung-task report still to come): what the kernel says after it came while no check ran.
     public static let settleLine = "p2plab: suite settles, no check running"

@@ -155,11 +155,11 @@ public struct CrashIsolation: Sendable {
     mutating func chargeHungTasks(_ hungTasks: [(finding: ConsoleFinding, pid: Int, owner: CheckMarkers.Start)], in boot: Boot,
                                   except panicLine: Int?) {
         var charged: Set<Int> = []
-        let begins = Self.beginMarkers(in: boot.console)
+        let markers = Self.runnerMarkers(in: boot.console)
         for (finding, pid, owner) in hungTasks where finding.line != panicLine {
             guard var test = results[owner.name] else { continue }
             // The marker before the report: a check's begin, or the runner's settle (no check ran).
-            let marker = begins.last { $0.line <= finding.line }
+            let marker = markers.last { $0.line <= finding.line }
             let running = marker?.name
             guard running != owner.name, charged.insert(pid).inserted else { continue }
             let line = ConsoleScanner.stripPrefix(finding.text)
@@ -182,9 +182,9 @@ public struct CrashIsolation: Sendable {
         }
     }
 
-    /// The console's `p2plab: check N NAME begins` markers: each one's line (1-based) and check;
-    /// the runner's settle marker (its checks done) as a line with no check.
-    static func beginMarkers(in console: String) -> [(line: Int, name: String?)] {
+    /// The runner's markers in the console: each `p2plab: check N NAME begins` with its line
+    /// (1-based) and check, and its settle marker (its checks done) as a line with no check.
+    static func runnerMarkers(in console: String) -> [(line: Int, name: String?)] {
         console.split(omittingEmptySubsequences: false, whereSeparator: \.isConsoleLineBreak).enumerated().compactMap { index, text in
             if text.hasSuffix(CheckMarkers.settleLine) { return (index + 1, nil) }
             guard let range = text.firstRange(of: "p2plab: check "), text.hasSuffix(" begins") else { return nil }
@@ -282,7 +282,7 @@ public struct CrashIsolation: Sendable {
 
     /// Why a hang control's report was missing: the suite waits for it (it comes 1-2 s after the
     /// child blocks), so the detector did not run or did not see the child.
-    static let hangNotReported = "the hung-task detector never reported the blocked child, though the suite went on 3 s after it blocked: is khungtaskd running (CONFIG_DETECT_HUNG_TASK) in the kernel under test?"
+    static let hangNotReported = "the hung-task detector never reported the blocked child, though the suite went on \(Int(CheckMarkers.hungTaskReportWithin)) s after it blocked: is khungtaskd running (CONFIG_DETECT_HUNG_TASK) in the kernel under test?"
 
     /// Controls that pass only by taking the kernel down: one that finished as a PASS proves nothing.
     public static let mustCrash: [String: String] = ["control.hang": hangNotReported]
