@@ -17,7 +17,18 @@ let package = Package(
     ],
     targets: [
         .executableTarget(name: "p2plab", dependencies: ["P2PLab"]),
-        .executableTarget(name: "p2plab-guest", dependencies: ["GuestSuite"]),
+        // Swift's runtime and Foundation linked in: the guest would load each shared library over 9p
+        // and relocate it under TCG, and the suite's start is part of every boot's wait. The modules
+        // are compiled against the shared libraries (the host's p2plab uses them too), so Foundation's
+        // C parts are named here, and the toolchain's lld links them: it takes static archives in
+        // any order, where gold wants each after its users.
+        .executableTarget(
+            name: "p2plab-guest", dependencies: ["GuestSuite"],
+            linkerSettings: [
+                .unsafeFlags(["-static-stdlib", "-use-ld=lld"]),
+                .linkedLibrary("CoreFoundation"), .linkedLibrary("_FoundationICU"),
+                .linkedLibrary("_FoundationCollections"), .linkedLibrary("_FoundationCShims"),
+            ]),
         // The child of lifecycle.exit_releases, which p2plab-guest runs from beside itself.
         .executableTarget(name: "p2plab-exit-holder", dependencies: ["CP2PLabUAPI"], linkerSettings: [.linkedLibrary("ibverbs")]),
         .target(

@@ -44,6 +44,19 @@ struct LinkageTests {
     }
 
     @Test(
+        "p2plab-guest carries Swift's runtime and Foundation itself, the host's p2plab uses the shared ones",
+        .enabled(if: built, "build both products first (swift build; scripts/setup does)"),
+        .enabled(if: ldd, "needs /usr/bin/ldd"))
+    func guestLoadsLittle() throws {
+        let guest = try Self.libraries("p2plab-guest")
+        // The control: the libraries that stay shared are still listed.
+        #expect(guest.contains { $0.hasPrefix("libibverbs.so") })
+        #expect(!guest.contains { $0.hasPrefix("libswift") || $0.hasPrefix("libFoundation") || $0.hasPrefix("libdispatch") })
+        let host = try Self.libraries("p2plab")
+        #expect(host.contains { $0.hasPrefix("libswiftCore.so") })
+    }
+
+    @Test(
         "scripts/setup builds the exit holder beside p2plab-guest (the suite starts it from there)",
         .enabled(if: built, "build both products first (swift build; scripts/setup does)"))
     func exitHolderBesideGuest() throws {
