@@ -35,3 +35,14 @@ extension String {
     }
 
 }
+
+/// FNV-1a, 64 bit, as 16 hex digits: a cheap stable hash for cache keys (not for security).
+public func fnv1a64Hex(_ text: String) -> String {
+    var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+    for byte in text.utf8 {
+        hash ^= UInt64(byte)
+        hash = hash &* 0x100_0000_01b3
+    }
+    let hex = String(hash, radix: 16)
+    return String(repeating: "0", count: 16 - hex.count) + hex
+}

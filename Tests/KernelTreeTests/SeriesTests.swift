@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import KernelTree
+import LabSupport
 
 /// The checkout's own kernel/series/v2, found from this file's path.
 let repoRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
