@@ -4,23 +4,27 @@
 # (Sources/Machine/GuestInit.swift) and writes the result into the run directory.
 #
 # Each program started here is loaded over 9p under TCG, at a few hundred ms apiece, so init uses
-# shell builtins where it can and starts as few programs as it can: mount, rdma, the command.
+# shell builtins where it can and starts as few programs as it can: p2plab-guest-setup (or mount
+# and rdma), the command.
 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export PATH HOME=/root TERM=@TERM@ P2PLAB_GUEST=1 P2PLAB_RESULTS=/run/p2plab/results
 @ENVIRONMENT@
 say() { echo "p2plab-init: $*"; }
 
-# eth0 got 10.0.2.15 (QEMU's user network) and came up from the kernel's ip= argument;
-# soft-RoCE goes on top of it. A failure is left for the checks to report. rdma needs netlink and
-# eth0, none of the mounts, so it starts beside mount: under TCG both wait on loading over 9p.
-@RXE@ &
-rxe=$!
-
 # Everything in the fstab p2plab wrote beside this script (from vm/fstab): proc, sys, dev, debugfs,
-# tmpfs on the directories that must be writable, and the results share. libmount reads the
-# whole table before mounting, so a run directory under /tmp is no problem.
-mount -a -T @FSTAB@
-wait "$rxe"
+# tmpfs on the directories that must be writable, and the results share; then soft-RoCE on eth0,
+# which got 10.0.2.15 (QEMU's user network) and came up from the kernel's ip= argument. A failure
+# is left for the checks to report. p2plab-guest-setup does both with system calls, as one static
+# program (the table stays open while /tmp is mounted over, so a run directory there is no problem);
+# without it, mount and rdma do the same, side by side, since both wait on loading over 9p.
+if [ -x @SETUP@ ]; then
+    @SETUP@ @FSTAB@@SETUP_RXE@
+else
+    @RXE@ &
+    rxe=$!
+    mount -a -T @FSTAB@
+    wait "$rxe"
+fi
 
 read -r release </proc/sys/kernel/osrelease
 # The host waits for this line: from here on its command timeout applies, not the boot timeout.

@@ -59,11 +59,16 @@ public struct BootPlan: Sendable {
     public var term: String
     /// The host-measured TSC rate and delay loop a TCG guest need not calibrate; nil under KVM.
     public var tcgTiming: TCGTiming?
+    /// The statically linked program init runs for its mounts and rxe0 (`GuestSetupProgram`, a host
+    /// path the guest sees before anything is mounted over it); nil, or not executable in the guest:
+    /// init runs mount and rdma instead.
+    public var guestSetup: String?
 
     public init(
         kernel: URL, accel: Accelerator, run: RunDirectory, command: String?, environment: [String: String] = [:],
         extraShares: [GuestShare] = [], extraKernelArguments: [String] = [], workingDirectory: String = "/",
-        terminalSize: (rows: Int, columns: Int) = (24, 80), term: String = "dumb", tcgTiming: TCGTiming? = nil
+        terminalSize: (rows: Int, columns: Int) = (24, 80), term: String = "dumb", tcgTiming: TCGTiming? = nil,
+        guestSetup: String? = nil
     ) {
         self.kernel = kernel
         self.accel = accel
@@ -76,6 +81,7 @@ public struct BootPlan: Sendable {
         self.terminalSize = terminalSize
         self.term = term
         self.tcgTiming = tcgTiming
+        self.guestSetup = guestSetup
     }
 
     public var interactive: Bool { command == nil }

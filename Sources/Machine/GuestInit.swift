@@ -58,6 +58,8 @@ public struct GuestInit: Sendable {
             ("@TERM@", shellQuote(plan.term)),
             ("@ENVIRONMENT@", environment),
             ("@FSTAB@", shellQuote(plan.run.fstab.path)),
+            ("@SETUP@", shellQuote(plan.guestSetup ?? "")),
+            ("@SETUP_RXE@", definition.rxe ? " rxe0 eth0" : ""),
             ("@RXE@", definition.rxe ? "rdma link add rxe0 type rxe netdev eth0" : ": this machine has no rxe"),
             ("@DIRECTORY@", shellQuote(plan.workingDirectory)),
             ("@COMMAND@", shellQuote(plan.command ?? "")),

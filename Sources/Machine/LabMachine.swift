@@ -131,7 +131,8 @@ public enum LabMachine {
             workingDirectory: request.workingDirectory,
             terminalSize: request.command == nil ? terminalSize() : (24, 80),
             term: request.command == nil ? (ProcessInfo.processInfo.environment["TERM"] ?? "linux") : "dumb",
-            tcgTiming: accel == .tcg ? TCGTiming.forKernel(request.kernel) : nil)
+            tcgTiming: accel == .tcg ? TCGTiming.forKernel(request.kernel) : nil,
+            guestSetup: GuestSetupProgram.ensure(vmDirectory: request.vmDirectory, cache: request.cache).program?.path)
         return (plan, QEMUCommandLine(definition: request.definition, plan: plan, executable: request.qemu))
     }
 

@@ -13,7 +13,7 @@ struct GuestInitTests {
         definition.rxe = rxe
         let plan = BootPlan(
             kernel: URL(fileURLWithPath: "/k/bzImage"), accel: .tcg, run: run, command: command, environment: environment,
-            extraShares: shares, workingDirectory: "/work/it's here")
+            extraShares: shares, workingDirectory: "/work/it's here", guestSetup: "/b/debug/p2plab-guest-setup")
         return try GuestInit.load(vmDirectory: TestPaths.vm).render(plan: plan, definition: definition)
     }
 
@@ -23,8 +23,10 @@ struct GuestInitTests {
         #expect(text.contains(#"P2PLAB_COMMAND='echo '\''a b'\'' && exit 3'"#))
         #expect(text.contains(#"cd '/work/it'\''s here' 2>/dev/null || cd /"#))
         #expect(text.range(of: "@[A-Z]+@", options: .regularExpression) == nil)
-        #expect(text.contains("rdma link add rxe0 type rxe netdev eth0"))
         #expect(text.contains("say \"ready, kernel $release\""))
+        // The setup program where it was built; mount and rdma where it was not.
+        #expect(text.contains("if [ -x /b/debug/p2plab-guest-setup ]; then\n    /b/debug/p2plab-guest-setup /cache/runs/r1/fstab rxe0 eth0\nelse"))
+        #expect(text.contains("rdma link add rxe0 type rxe netdev eth0"))
         #expect(text.contains("mount -a -T /cache/runs/r1/fstab"))
     }
 
@@ -53,10 +55,11 @@ struct GuestInitTests {
         #expect(text.contains(#"p2plab-x0  /tmp/my\040obj  9p  trans=virtio,version=9p2000.L,msize=262144,cache=loose,ro,X-mount.mkdir 0 0"#))
     }
 
-    @Test("a machine without rxe gets no rdma call")
+    @Test("a machine without rxe gets no rdma call and no device for the setup program")
     func noRxe() throws {
         let text = try render(command: "true", rxe: false)
         #expect(!text.contains("rdma link add"))
+        #expect(text.contains("    /b/debug/p2plab-guest-setup /cache/runs/r1/fstab\nelse"))
     }
 
     @Test("the template's tmpfs mounts are the directories GuestShare treats as hidden")
