@@ -92,15 +92,22 @@ public struct BenchComparison: Codable, Sendable, Equatable {
     public var high: Double
     /// The interval's confidence level (0.95).
     public var confidence: Double
-    /// The two-sided Mann–Whitney U p-value (normal approximation, tie-corrected).
+    /// The two-sided Mann–Whitney U p-value (normal approximation, tie-corrected); for paired
+    /// samples, the Wilcoxon signed-rank test's on the pairs' log ratios.
     public var pValue: Double
+    /// The samples were taken in pairs (one of each side, alternately) and compared pair by pair:
+    /// the ratio is the median of the pairs' ratios and the bootstrap resamples pairs. A drift of
+    /// the machine's speed over the run then burdens both sides of a pair alike instead of
+    /// widening the interval. nil (older records) and false: two independent sample sets.
+    public var paired: Bool?
 
-    public init(ratio: Double, low: Double, high: Double, confidence: Double, pValue: Double) {
+    public init(ratio: Double, low: Double, high: Double, confidence: Double, pValue: Double, paired: Bool? = nil) {
         self.ratio = ratio
         self.low = low
         self.high = high
         self.confidence = confidence
         self.pValue = pValue
+        self.paired = paired
     }
 
     /// Whether the interval leaves out 1.0: only then is there a difference to report.
@@ -116,6 +123,26 @@ public struct BenchComparison: Codable, Sendable, Equatable {
         return BenchComparison(
             ratio: BenchStatistics.median(values) / BenchStatistics.median(baseline), low: low, high: high,
             confidence: confidence, pValue: BenchStatistics.mannWhitneyP(values, baseline))
+    }
+
+    /// Compares samples taken in pairs: `values[i]` beside `baseline[i]`, measured one right after
+    /// the other. nil without two complete pairs, with unequal counts, or with a baseline sample of 0.
+    public static func pairs(_ values: [Double], _ baseline: [Double], confidence: Double = 0.95, resamples: Int = 2000,
+                             seed: UInt64 = 0x9E37_79B9_7F4A_7C15) -> BenchComparison? {
+        guard values.count >= 2, values.count == baseline.count, values.allSatisfy(\.isFinite), baseline.allSatisfy(\.isFinite),
+              baseline.allSatisfy({ $0 != 0 }) else { return nil }
+        let ratios = zip(values, baseline).map { $0 / $1 }
+        var rng = SplitMix64(seed: seed)
+        var medians: [Double] = []
+        medians.reserveCapacity(resamples)
+        for _ in 0..<resamples {
+            var pick = [Double](repeating: 0, count: ratios.count)
+            for i in pick.indices { pick[i] = ratios[Int(rng.next() % UInt64(ratios.count))] }
+            medians.append(BenchStatistics.median(pick))
+        }
+        let (low, high) = BenchStatistics.percentileInterval(medians, confidence: confidence)
+        return BenchComparison(ratio: BenchStatistics.median(ratios), low: low, high: high, confidence: confidence,
+                               pValue: BenchStatistics.wilcoxonSignedRankP(ratios.map { log($0) }), paired: true)
     }
 }
 
@@ -138,15 +165,48 @@ extension BenchStatistics {
             let v = resampledMedian(values)
             if b != 0 { ratios.append(v / b) }
         }
-        ratios.sort()
-        guard !ratios.isEmpty else { return (.nan, .nan) }
+        return percentileInterval(ratios, confidence: confidence)
+    }
+
+    /// The central `confidence` interval of `estimates` (linear interpolation between order statistics).
+    public static func percentileInterval(_ estimates: [Double], confidence: Double) -> (low: Double, high: Double) {
+        let sorted = estimates.sorted()
+        guard !sorted.isEmpty else { return (.nan, .nan) }
         let tail = (1 - confidence) / 2
         func quantile(_ q: Double) -> Double {
-            let position = q * Double(ratios.count - 1)
+            let position = q * Double(sorted.count - 1)
             let lower = Int(position.rounded(.down)), upper = Int(position.rounded(.up))
-            return ratios[lower] + (ratios[upper] - ratios[lower]) * (position - Double(lower))
+            return sorted[lower] + (sorted[upper] - sorted[lower]) * (position - Double(lower))
         }
         return (quantile(tail), quantile(1 - tail))
+    }
+
+    /// The two-sided p-value of the Wilcoxon signed-rank test that `differences` are centred on 0:
+    /// zeros dropped, ties given their mean rank, the normal approximation with the tie and
+    /// continuity corrections (indicative below about 8 pairs).
+    public static func wilcoxonSignedRankP(_ differences: [Double]) -> Double {
+        let nonzero = differences.filter { $0 != 0 && $0.isFinite }
+        let n = Double(nonzero.count)
+        guard n > 0 else { return 1 }
+        let ordered = nonzero.sorted { abs($0) < abs($1) }
+        var ranks = [Double](repeating: 0, count: ordered.count)
+        var tieTerm = 0.0
+        var i = 0
+        while i < ordered.count {
+            var j = i
+            while j + 1 < ordered.count && abs(ordered[j + 1]) == abs(ordered[i]) { j += 1 }
+            let rank = Double(i + j) / 2 + 1
+            for k in i...j { ranks[k] = rank }
+            let t = Double(j - i + 1)
+            tieTerm += t * t * t - t
+            i = j + 1
+        }
+        let positive = zip(ordered, ranks).filter { $0.0 > 0 }.map(\.1).reduce(0, +)
+        let mean = n * (n + 1) / 4
+        let variance = n * (n + 1) * (2 * n + 1) / 24 - tieTerm / 48
+        guard variance > 0 else { return 1 }
+        let z = max(0, abs(positive - mean) - 0.5) / variance.squareRoot()
+        return min(1, erfc(z / 2.0.squareRoot()))
     }
 
     /// The two-sided p-value of the Mann–Whitney U test of `a` against `b`: the normal

@@ -450,7 +450,8 @@ struct BenchSession {
                 add([BenchFigure.make(measurement, "\(what), series kernel, TCG, \(this)", unit: .seconds,
                                       samples: samples, problem: problem, comparedWith: "the same by \(described)",
                                       baselineSamples: otherProblem == nil ? otherSamples : [], baselineProblem: otherProblem,
-                                      note: "alternating boot by boot, each side through its own p2plab boot, machine, init and guest binary")])
+                                      note: "alternating boot by boot, each side through its own p2plab boot, machine, init and guest binary",
+                                      paired: true)])
             }
             var notes: [String] = []
             if !bootSeconds.isEmpty { notes.append("QEMU start → init ready: median \(BenchStatistics.significant(BenchStatistics.median(bootSeconds))) s") }
@@ -529,7 +530,8 @@ struct BenchSession {
         record(m, "vng", GuestMeasurement(key: "vng_anchor.vng", what: "vng --run --exec true", unit: .seconds, samples: anchor, problem: problem))
         add([BenchFigure.make(m, "boot → true → poweroff, p2plab's lab machine, series kernel, TCG", unit: .seconds, samples: own, problem: problem,
                               comparedWith: "\(version): vng --run BZIMAGE --disable-kvm --verbose --exec true, same bzImage", baselineSamples: anchor,
-                              note: "alternating boot by boot; vng boots its own default machine (no NVMe, no switch, no rxe)" + (vngNote.map { "; \($0)" } ?? ""))])
+                              note: "alternating boot by boot; vng boots its own default machine (no NVMe, no switch, no rxe)" + (vngNote.map { "; \($0)" } ?? ""),
+                              paired: true)])
     }
 
     /// How one `vng --run --verbose --exec true` ended.

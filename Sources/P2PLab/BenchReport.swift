@@ -91,7 +91,7 @@ struct BenchFigure: Codable, Sendable, Equatable {
     static func make(
         _ measurement: BenchMeasurement, _ title: String, unit: BenchUnit, samples: [Double], problem: String? = nil,
         comparedWith: String, baselineSamples: [Double]? = nil, baselineProblem: String? = nil,
-        goal: BenchGoal? = nil, note: String? = nil
+        goal: BenchGoal? = nil, note: String? = nil, paired: Bool = false
     ) -> Result<BenchFigure, BenchNotReported> {
         func missing(_ why: String) -> Result<BenchFigure, BenchNotReported> {
             .failure(BenchNotReported(measurement: measurement.rawValue, title: title, reason: why))
@@ -114,7 +114,7 @@ struct BenchFigure: Codable, Sendable, Equatable {
         return .success(BenchFigure(
             measurement: measurement.rawValue, title: title, unit: unit, value: value, comparedWith: comparedWith,
             baseline: baseline, goal: goal, note: note,
-            comparison: baselineSamples.flatMap { BenchComparison.of(samples, $0) }))
+            comparison: baselineSamples.flatMap { paired ? BenchComparison.pairs(samples, $0) ?? BenchComparison.of(samples, $0) : BenchComparison.of(samples, $0) }))
     }
 }
 
@@ -203,10 +203,11 @@ enum BenchRenderer {
     }
 
     /// The ratio with its interval: `0.52× (0.41–0.60)`, or `no measurable difference (0.48×,
-    /// 0.21–1.3)` when the interval contains 1.
+    /// 0.21–1.3)` when the interval contains 1; `paired, ` before the interval when it is the
+    /// median of pair ratios.
     static func ratioText(_ figure: BenchFigure) -> String {
         guard let c = figure.comparison else { return ratioText(figure.ratio) }
-        let interval = "\(BenchStatistics.significant(c.low))–\(BenchStatistics.significant(c.high))"
+        let interval = (c.paired == true ? "paired, " : "") + "\(BenchStatistics.significant(c.low))–\(BenchStatistics.significant(c.high))"
         if !c.measurable { return "no measurable difference (\(ratioText(c.ratio)), \(interval))" }
         return "\(ratioText(c.ratio)) (\(interval))"
     }
@@ -275,7 +276,10 @@ enum BenchRenderer {
             "the smallest and largest, and names what it is compared with; a figure without a baseline is not",
             "reported but listed at the end with the reason. Ratio = figure's median ÷ compared median, with its",
             "95 % bootstrap interval (both sides resampled 2000 times) when both sides have two samples or more;",
-            "an interval that contains 1 is reported as no measurable difference.",
+            "an interval that contains 1 is reported as no measurable difference. Where the two sides were measured",
+            "alternately, one boot of each in turn, the ratio is the median of the pairs' ratios and the bootstrap",
+            "resamples pairs (\"paired\"): a machine that gets faster or slower during the run then moves both sides",
+            "of a pair alike instead of widening the interval.",
         ]
         let groups: [(String, String, [BenchMeasurement])] = [
             ("Lab speed", "What users of the lab wait for. Lab figures come from the host's clock.",

@@ -298,6 +298,54 @@ struct BenchComparisonTests {
         #expect(c.pValue > 0.05)
     }
 
+    @Test("pairs: a 10 % gain under a machine whose speed drifts 2× over the run is measurable paired, not unpaired")
+    func pairedDrift() throws {
+        // Cycle i: the machine's slowness s_i runs from 1 to 2 and back with jitter; each cycle boots
+        // the baseline and then the candidate, which does 0.9 of the baseline's work.
+        var rng = SplitMix64(seed: 11)
+        var baseline: [Double] = [], candidate: [Double] = []
+        for i in 0..<10 {
+            let slowness = 1 + Double(i < 5 ? i : 9 - i) / 4 + Double(rng.next() % 100) / 1000
+            baseline.append(10 * slowness * (1 + Double(rng.next() % 30) / 1000))
+            candidate.append(9 * slowness * (1 + Double(rng.next() % 30) / 1000))
+        }
+        // The control: compared as two independent sets, the drift hides the gain.
+        let unpaired = try #require(BenchComparison.of(candidate, baseline))
+        #expect(!unpaired.measurable, "\(unpaired)")
+        #expect(unpaired.paired == nil)
+        let paired = try #require(BenchComparison.pairs(candidate, baseline))
+        #expect(paired.paired == true)
+        #expect(paired.measurable && paired.high < 1, "\(paired)")
+        #expect(abs(paired.ratio - 0.9) < 0.03)
+        #expect(paired.pValue < 0.01)
+        #expect(BenchComparison.pairs(candidate, baseline) == paired)
+        // Rendered with its kind, through a figure that asks for pairs.
+        let figure = try BenchFigure.make(.warmCycleSuite, "suite", unit: .seconds, samples: candidate,
+                                          comparedWith: "before", baselineSamples: baseline, paired: true).get()
+        #expect(BenchRenderer.ratioText(figure).contains("(paired, "), "\(BenchRenderer.ratioText(figure))")
+    }
+
+    @Test("pairs of one distribution are no measurable difference; unequal counts or a zero give none")
+    func pairedNoise() throws {
+        var rng = SplitMix64(seed: 5)
+        let a = (0..<12).map { _ in 100 + Double(rng.next() % 40) }
+        let b = (0..<12).map { _ in 100 + Double(rng.next() % 40) }
+        let c = try #require(BenchComparison.pairs(a, b))
+        #expect(!c.measurable && c.pValue > 0.05, "\(c)")
+        #expect(BenchComparison.pairs([1, 2, 3], [1, 2]) == nil)
+        #expect(BenchComparison.pairs([1, 2], [1, 0]) == nil)
+        #expect(BenchComparison.pairs([1], [1]) == nil)
+    }
+
+    @Test("Wilcoxon signed-rank: all of one sign, a symmetric set, and zeros")
+    func wilcoxon() {
+        // n = 10, W+ = 55, mean 27.5, variance 96.25: z = 27/√96.25.
+        let p = BenchStatistics.wilcoxonSignedRankP((1...10).map(Double.init))
+        #expect(abs(p - 0.005934) < 1e-4, "\(p)")
+        #expect(BenchStatistics.wilcoxonSignedRankP([-3, -2, -1, 1, 2, 3]) == 1)
+        #expect(BenchStatistics.wilcoxonSignedRankP([0, 0]) == 1)
+    }
+
     @Test("too few samples, or a zero baseline, give no interval")
     func tooFew() {
         #expect(BenchComparison.of([1], [1, 2]) == nil)
