@@ -16,22 +16,27 @@ struct Invocation {
     var output: String
 }
 
-/// Runs `.build/debug/p2plab ARGS` (built by scripts/setup) and collects its output.
-func p2plab(_ arguments: [String]) throws -> Invocation {
-    let binary = repoRoot.appendingPathComponent(".build/debug/p2plab")
+/// Runs `executable ARGS` in the checkout and collects its stdout, and its stderr too when
+/// `stderrToo` (else stderr stays the test's own).
+func runCollecting(_ executable: URL, _ arguments: [String], stderrToo: Bool) throws -> Invocation {
     let process = Process()
-    process.executableURL = binary
+    process.executableURL = executable
     process.arguments = arguments
     process.currentDirectoryURL = repoRoot
     let pipe = Pipe()
     process.standardOutput = pipe
-    process.standardError = FileHandle.standardError
+    process.standardError = stderrToo ? pipe : FileHandle.standardError
     try process.run()
     let data = pipe.fileHandleForReading.readDataToEndOfFile()
     process.waitUntilExit()
-    let text = String(decoding: data, as: UTF8.self)
-    print(text)
-    return Invocation(status: process.terminationStatus, output: text)
+    return Invocation(status: process.terminationStatus, output: String(decoding: data, as: UTF8.self))
+}
+
+/// Runs `.build/debug/p2plab ARGS` (built by scripts/setup) and collects its output.
+func p2plab(_ arguments: [String]) throws -> Invocation {
+    let result = try runCollecting(repoRoot.appendingPathComponent(".build/debug/p2plab"), arguments, stderrToo: false)
+    print(result.output)
+    return result
 }
 
 func loadRun(_ directory: URL) throws -> TestRun {

@@ -16,17 +16,8 @@ struct GuestSetupTests {
     static let canUnshare = getuid() == 0 && FileManager.default.isExecutableFile(atPath: "/usr/bin/unshare")
 
     /// Runs `script` under `sh` in a new mount namespace; its status and what it printed.
-    func inNamespace(_ script: String) throws -> (status: Int32, output: String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/unshare")
-        process.arguments = ["-m", "--propagation", "private", "/bin/sh", "-c", script]
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+    func inNamespace(_ script: String) throws -> Invocation {
+        try runCollecting(URL(fileURLWithPath: "/usr/bin/unshare"), ["-m", "--propagation", "private", "/bin/sh", "-c", script], stderrToo: true)
     }
 
     @Test("compiles once per version of the source, statically linked, into the cache")

@@ -6,19 +6,9 @@ import Testing
 /// Runs `.build/debug/p2plab ARGS` and collects stdout and stderr together (the refusal of a
 /// patch is one line on stderr).
 func p2plabBoth(_ arguments: [String]) throws -> Invocation {
-    let process = Process()
-    process.executableURL = repoRoot.appendingPathComponent(".build/debug/p2plab")
-    process.arguments = arguments
-    process.currentDirectoryURL = repoRoot
-    let pipe = Pipe()
-    process.standardOutput = pipe
-    process.standardError = pipe
-    try process.run()
-    let data = pipe.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    let text = String(decoding: data, as: UTF8.self)
-    print(text)
-    return Invocation(status: process.terminationStatus, output: text)
+    let result = try runCollecting(repoRoot.appendingPathComponent(".build/debug/p2plab"), arguments, stderrToo: true)
+    print(result.output)
+    return result
 }
 
 /// The manifest the last build wrote (`builds/latest.json` in the cache).
