@@ -137,7 +137,7 @@ public enum SuiteCatalog {
         CheckInfo("env.rdma_device", "an RDMA device is present (libibverbs)", code: ["drivers/infiniband/"]),
         CheckInfo("env.module", "the p2plab_test module is loaded and its debugfs file opens"),
         CheckInfo(
-            "regmr.anon", "anonymous MRs of 4 KiB…64 MiB register and deregister; RC loopback RDMA WRITE moves the bytes intact",
+            "regmr.anon", "anonymous MRs of 4 KiB…16 MiB register and deregister; RC loopback RDMA WRITE moves the bytes intact",
             operations: [.registerMR(.anonymous, writable: true)], requires: [.rdmaDevice]),
         CheckInfo(
             "regmr.p2pmem",
