@@ -1,6 +1,11 @@
 // swift-tools-version: 6.2
 import PackageDescription
 
+// The modules the guest suite runs, optimized in debug builds too: under TCG the suite's own Swift
+// (kernel-log scans, KTAP, generic code that -Onone leaves unspecialized) is emulated instruction
+// by instruction, and every boot waits for it.
+let guestOptimized: [SwiftSetting] = [.unsafeFlags(["-O"], .when(configuration: .debug))]
+
 let package = Package(
     name: "p2plab",
     platforms: [.macOS(.v15)],
@@ -36,7 +41,8 @@ let package = Package(
             dependencies: [
                 "Checks", "Catalog", "KernelTree", "LabSupport", "LabCommandLine",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            ]),
+            ],
+            swiftSettings: guestOptimized),
         .target(
             name: "LabCommandLine",
             dependencies: ["LabSupport", .product(name: "ArgumentParser", package: "swift-argument-parser")]),
@@ -51,7 +57,8 @@ let package = Package(
             dependencies: [
                 .product(name: "Subprocess", package: "swift-subprocess"),
                 .product(name: "SystemPackage", package: "swift-system"),
-            ]),
+            ],
+            swiftSettings: guestOptimized),
         .target(name: "KernelTree", dependencies: ["LabSupport"]),
         // One variant's way through the lab (source → series → build → module → boot → checks →
         // results); the commands are its clients. No C libraries: it runs on the host.
@@ -61,12 +68,12 @@ let package = Package(
         .target(name: "CHostClock"),
         // The suite as data (names, descriptions, needs, expectations, patch identity): no C, so the
         // host side can use it without linking what the guest side needs.
-        .target(name: "Catalog"),
-        .target(name: "Checks", dependencies: ["Catalog", "KTAP", "KernelConsole", "LabSupport", "CIBVerbs", "CKmod", "CP2PLabUAPI"]),
-        .target(name: "KTAP", dependencies: ["KernelConsole", "LabSupport"]),
+        .target(name: "Catalog", swiftSettings: guestOptimized),
+        .target(name: "Checks", dependencies: ["Catalog", "KTAP", "KernelConsole", "LabSupport", "CIBVerbs", "CKmod", "CP2PLabUAPI"], swiftSettings: guestOptimized),
+        .target(name: "KTAP", dependencies: ["KernelConsole", "LabSupport"], swiftSettings: guestOptimized),
         // Kernel-log classification (WARNING, BUG, Oops, panic, KASAN): what the VM's console
         // monitor, the guest's per-check /dev/kmsg scan and the KTAP parser all need.
-        .target(name: "KernelConsole"),
+        .target(name: "KernelConsole", swiftSettings: guestOptimized),
         .systemLibrary(name: "CIBVerbs", pkgConfig: "libibverbs", providers: [.apt(["libibverbs-dev"])]),
         .systemLibrary(name: "CKmod", pkgConfig: "libkmod", providers: [.apt(["libkmod-dev"])]),
         .target(name: "CP2PLabUAPI"),
