@@ -55,11 +55,21 @@ public struct DecodeStacktrace: TraceDecoder {
             runner: runner, timeout: timeout)
     }
 
+    /// vmlinux and the modules' .ko files: where addr2line would look for line tables.
+    var objectsForLines: [URL] {
+        let modules = modules.flatMap { try? FileManager.default.contentsOfDirectory(at: $0, includingPropertiesForKeys: nil) } ?? []
+        return [vmlinux] + modules.filter { $0.pathExtension == "ko" }
+    }
+
     public func decode(_ report: [String]) async -> DecodedReport {
         let fm = FileManager.default
         for (what, url) in [("decode_stacktrace.sh", script), ("vmlinux", vmlinux)] where !fm.fileExists(atPath: url.path) {
             return DecodedReport(lines: report, problem: "not decoded: no \(what) at \(url.path)")
         }
+        // Without line tables in vmlinux or the modules (the lean kernel has no DEBUG_INFO),
+        // decode_stacktrace.sh prints the report back unchanged after an addr2line per frame, which
+        // took 0.8-1.3 s of each failing bisect step measured here.
+        if objectsForLines.allSatisfy({ ELFSections.hasLineTables($0) == false }) { return DecodedReport(lines: report) }
         if which("addr2line") == nil { return DecodedReport(lines: report, problem: "not decoded: addr2line is missing (apt-get install binutils)") }
         // `Code:` lines would be disassembled (objdump, a temporary file each): not what a trace needs.
         let input = report.filter { !$0.contains("Code: ") }.joined(separator: "\n") + "\n"
