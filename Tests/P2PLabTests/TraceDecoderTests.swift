@@ -40,7 +40,8 @@ struct TraceDecoderTests {
     ]
 
     /// A scratch tree: `vmlinux` with `sections`, a modules directory with `moduleSections` (or
-    /// none), and a decode_stacktrace.sh that prints a marker line and exits 7, so a run shows.
+    /// none), and a decode_stacktrace.sh that reads its input, prints a marker line and exits 7,
+    /// so a run shows.
     func tree(vmlinux sections: [String], module moduleSections: [String]?) throws -> (DecodeStacktrace, URL) {
         let root = FileManager.default.temporaryDirectory.appendingPathComponent("p2plab-decode-\(UUID().uuidString.prefix(8))")
         let modules = root.appendingPathComponent("modules")
@@ -48,7 +49,9 @@ struct TraceDecoderTests {
         try elf(sections: sections).write(to: root.appendingPathComponent("vmlinux"))
         if let moduleSections { try elf(sections: moduleSections).write(to: modules.appendingPathComponent("p2plab_test.ko")) }
         let script = root.appendingPathComponent("decode_stacktrace.sh")
-        try "echo the script ran >&2; exit 7\n".write(to: script, atomically: true, encoding: .utf8)
+        // It reads the report first, as the real script does: one that exits before reading would
+        // leave the runner writing into a closed pipe (SIGPIPE for the test process).
+        try "cat > /dev/null; echo the script ran >&2; exit 7\n".write(to: script, atomically: true, encoding: .utf8)
         let decoder = DecodeStacktrace(
             script: script, vmlinux: root.appendingPathComponent("vmlinux"), source: root, modules: modules, timeout: 20)
         return (decoder, root)
