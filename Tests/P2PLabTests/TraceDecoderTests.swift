@@ -78,12 +78,8 @@ struct TraceDecoderTests {
         try "int main(void) { return 0; }\n".write(to: root.appendingPathComponent("t.c"), atomically: true, encoding: .utf8)
         for (flag, expected) in [("-g", true), ("-g0", false)] {
             let out = root.appendingPathComponent("t\(flag)")
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: cc!)
-            process.arguments = [flag, "-o", out.path, root.appendingPathComponent("t.c").path]
-            try process.run()
-            process.waitUntilExit()
-            try #require(process.terminationStatus == 0)
+            let compiled = try runCollecting(URL(fileURLWithPath: cc!), [flag, "-o", out.path, root.appendingPathComponent("t.c").path], stderrToo: true)
+            try #require(compiled.status == 0, "\(compiled.output)")
             // -g0 still links crt objects; Debian ships them without line tables.
             #expect(ELFSections.hasLineTables(out) == expected, "\(flag)")
         }
