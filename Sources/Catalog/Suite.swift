@@ -26,10 +26,15 @@ public struct CheckInfo: Sendable, Hashable {
     /// A check that runs only when named exactly (`--check control.oops`), never by default or by a
     /// glob: the deliberate crashes that prove the lab survives one.
     public var optIn: Bool
+    /// The check this one runs beside while that one only waits for the kernel (a hung-task
+    /// detector's timeout, a hot-unplug in QEMU), when both are chosen: it leaves the p2pmem provider
+    /// alone and provokes no kernel report, so the two do not disturb each other; what the kernel
+    /// says while both run counts against both.
+    public var beside: String?
 
     public init(
         _ name: String, _ summary: String, operations: [KernelOperation] = [], requires requirements: [Requirement] = [],
-        code extraCode: [String] = [], optIn: Bool = false
+        code extraCode: [String] = [], optIn: Bool = false, beside: String? = nil
     ) {
         self.name = name
         self.summary = summary
@@ -37,6 +42,7 @@ public struct CheckInfo: Sendable, Hashable {
         self.requirements = requirements
         self.extraCode = extraCode
         self.optIn = optIn
+        self.beside = beside
     }
 
     /// Whether `filters` choose this check: every check but the opt-in ones when there are none;
@@ -138,7 +144,7 @@ public enum SuiteCatalog {
         CheckInfo("env.module", "the p2plab_test module is loaded and its debugfs file opens"),
         CheckInfo(
             "regmr.anon", "anonymous MRs of 4 KiB…16 MiB register and deregister; RC loopback RDMA WRITE moves the bytes intact",
-            operations: [.registerMR(.anonymous, writable: true)], requires: [.rdmaDevice]),
+            operations: [.registerMR(.anonymous, writable: true)], requires: [.rdmaDevice], beside: "teardown.hot_unplug_while_pinned"),
         CheckInfo(
             "regmr.p2pmem",
             "ibv_reg_mr of p2pmem: refused with EREMOTEIO on a virtual-DMA device (rxe); registered and written intact by RDMA WRITE on a P2P-capable HCA",
@@ -194,7 +200,7 @@ public enum SuiteCatalog {
                 .registerMR(.ext4Shared, writable: true), .pin(.tmpfsShared, [.longterm, .write]),
                 .pin(.tmpfsShared, [.longterm, .write, .fast]), .registerMR(.tmpfsShared, writable: true),
             ],
-            requires: [.module]),
+            requires: [.module], beside: "teardown.hot_unplug_while_pinned"),
         CheckInfo(
             "oracle.gup_test",
             "the kernel's gup_test PIN_LONGTERM_BENCHMARK with FOLL_PCI_P2PDMA on p2pmem agrees with the module's LONGTERM|P2PDMA pin",
@@ -202,7 +208,8 @@ public enum SuiteCatalog {
         CheckInfo(
             "selftest.gup_longterm",
             "the kernel's gup_longterm selftest (its cases nested): long-term R/W and R/O pins, GUP and GUP-fast, of memfd, tmpfs and ext4 mappings (hugetlb where the kernel has it); every case passes (ext4 R/W MAP_SHARED pins must be refused)",
-            operations: [.gupLongtermCases], requires: [.selftests], code: ["tools/testing/selftests/mm/"]),
+            operations: [.gupLongtermCases], requires: [.selftests], code: ["tools/testing/selftests/mm/"],
+            beside: "teardown.hot_unplug_while_pinned"),
         CheckInfo(
             "selftest.gup_test",
             "the kernel's gup_test on p2pmem (-L PIN_LONGTERM_BENCHMARK and -a PIN_FAST_BENCHMARK, with and without FOLL_PCI_P2PDMA) and PIN_LONGTERM_TEST_START/READ (each run nested) agree with the module's pins of the same flags",
@@ -215,7 +222,7 @@ public enum SuiteCatalog {
         CheckInfo(
             "perftest.tmpfs",
             "ib_write_bw and ib_read_bw loopback with --mmap of a tmpfs file register their MRs and move data; the bandwidth is reported",
-            operations: [.registerMR(.tmpfsShared, writable: true)], requires: [.rdmaDevice]),
+            operations: [.registerMR(.tmpfsShared, writable: true)], requires: [.rdmaDevice], beside: "teardown.hung_task_reported"),
         CheckInfo(
             "lifecycle.exit_releases",
             "a process that exits holding p2pmem mappings, short- and long-term P2PDMA pins, a held umem and an MR gives everything back (p2pmem available returns to its start); anything the child could not take fails the check",
@@ -308,10 +315,22 @@ public enum SuiteCatalog {
 
     public static var names: [String] { checks.map(\.name) }
 
-    /// The checks `filters` choose (see ``CheckInfo/selected(by:)``), in suite order, the
-    /// controls first.
+    /// The checks `filters` choose (see ``CheckInfo/selected(by:)``), in the order the suite runs
+    /// them (``runOrder(_:info:)``), the controls first.
     public static func select(filters: [String]) -> [CheckInfo] {
-        all.filter { $0.selected(by: filters) }
+        runOrder(all.filter { $0.selected(by: filters) }, info: { $0 })
+    }
+
+    /// `items` (in suite order) in the order the runner takes them: a check that runs beside another
+    /// (``CheckInfo/beside``) right after that one when both are among them, else in its own place.
+    public static func runOrder<Item>(_ items: [Item], info: (Item) -> CheckInfo) -> [Item] {
+        let names = Set(items.map { info($0).name })
+        var ordered: [Item] = []
+        for item in items where !(info(item).beside.map(names.contains) ?? false) {
+            ordered.append(item)
+            ordered += items.filter { info($0).beside == info(item).name }
+        }
+        return ordered
     }
 
     /// Whether the checks `filters` select need the kernel's mm selftests built.

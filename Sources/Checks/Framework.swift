@@ -73,6 +73,15 @@ public final class CheckRecorder: @unchecked Sendable {
     /// Adds a diagnostic line.
     public func note(_ text: String) { notes.append(text) }
 
+    /// What the runner does when the check says it only waits from here on (``waitsFromHere()``).
+    var onWait: (@Sendable () -> Void)?
+
+    /// From here on the check only waits for the kernel or the host: the runner starts the checks
+    /// that run beside it (``CheckInfo/beside``), if any, now instead of after it. Call it from the
+    /// check's own thread once every task of the check that could hang has started (a task started
+    /// later takes a PID after theirs, and a hung-task report of it would be charged to them).
+    public func waitsFromHere() { onWait?() }
+
     /// Asks the runner not to end the suite before `seconds` from now have passed (see ``settle``).
     public func settle(seconds: Double, because why: String) {
         let until = monotonicSeconds() + seconds

@@ -39,10 +39,11 @@ public final class SuiteRunner: Sendable {
         self.emit = emit
     }
 
-    /// The checks whose names match any of `filters` (all checks when there are none), in suite
-    /// order; an opt-in check (a control) only when a filter is its exact name.
+    /// The checks whose names match any of `filters` (all checks when there are none), in the
+    /// order the suite runs them (``SuiteCatalog/runOrder(_:info:)``: a check that runs beside
+    /// another right after it); an opt-in check (a control) only when a filter is its exact name.
     public static func select(_ checks: [CheckDefinition], filters: [String]) -> [CheckDefinition] {
-        checks.filter { $0.info.selected(by: filters) }
+        SuiteCatalog.runOrder(checks.filter { $0.info.selected(by: filters) }, info: \.info)
     }
 
     /// Runs every check and returns the kselftest exit code: 0 all passed (skips allowed),
@@ -55,16 +56,28 @@ public final class SuiteRunner: Sendable {
         var passed = 0
         var failed = 0
         var settle: (until: Double, why: String)?
-        for (index, check) in checks.enumerated() {
-            let verdict = runOne(check, number: index + 1, writer: writer, settle: &settle)
-            switch verdict {
-            case .pass: passed += 1
-            case .fail: failed += 1
-            case .skip: break
-            case .timeout:
-                // The check's thread may be blocked in the kernel for good: stop here, exit 1.
-                return .failed
+        var index = 0
+        while index < checks.count {
+            let check = checks[index]
+            // The checks that run beside this one follow it (`select`'s order).
+            var companions: [(CheckDefinition, Int)] = []
+            while index + 1 + companions.count < checks.count, checks[index + 1 + companions.count].info.beside == check.name {
+                companions.append((checks[index + 1 + companions.count], index + 2 + companions.count))
             }
+            let verdicts = companions.isEmpty
+                ? [runOne(check, number: index + 1, writer: writer, settle: &settle)]
+                : runBeside(check, number: index + 1, companions: companions, writer: writer, settle: &settle)
+            index += 1 + companions.count
+            for verdict in verdicts {
+                switch verdict {
+                case .pass: passed += 1
+                case .fail: failed += 1
+                case .skip: break
+                case .timeout: break
+                }
+            }
+            // A check's thread may be blocked in the kernel for good: stop here, exit 1.
+            if verdicts.contains(where: { if case .timeout = $0 { true } else { false } }) { return .failed }
         }
         // What a check set going may still have to show (a report the kernel prints a little
         // later): the suite does not end before it could have.
@@ -80,17 +93,31 @@ public final class SuiteRunner: Sendable {
         return passed == 0 && !checks.isEmpty ? .skipped : .success
     }
 
-    /// Runs one check and writes its diagnostics and result line; moves `settle` later when the
-    /// check asks the suite to go on for what it set going (``CheckRecorder/settle``).
-    func runOne(_ check: CheckDefinition, number: Int, writer: KTAPWriter, settle: inout (until: Double, why: String)?) -> CheckVerdict {
+    /// One check's run: what its body did, before the runner judges it by the kernel log.
+    struct Execution {
+        var check: CheckDefinition
+        var number: Int
+        var recorder: CheckRecorder
+        /// Nil: the watchdog gave up on it.
+        var outcome: Result<Void, any Error>?
+        var duration: Double
+    }
+
+    /// Why `check` cannot run here (a requirement missing), written as its SKIP result; nil when it can.
+    private func unmet(_ check: CheckDefinition, number: Int, writer: KTAPWriter) -> String? {
         for requirement in check.requirements {
             if let problem = context.problem(requirement) {
                 writer.result(number, check.name, .skip, reason: problem)
-                return .skip(problem)
+                return problem
             }
         }
-        kernelLog.mark(CheckMarkers.beginLine(number: number, name: check.name))
+        return nil
+    }
+
+    /// Runs the body under the watchdog, from its own thread; `prepare` sees the recorder first.
+    private func execute(_ check: CheckDefinition, number: Int, prepare: (CheckRecorder) -> Void = { _ in }) -> Execution {
         let recorder = CheckRecorder(device: context.rdma?.kind, reference: context.reference)
+        prepare(recorder)
         let start = monotonicSeconds()
         let outcome = Watchdog.run(seconds: timeout) { () -> Result<Void, any Error> in
             // From the check's own thread: every task it starts gets a PID from here on, which is
@@ -100,8 +127,104 @@ public final class SuiteRunner: Sendable {
             self.kernelLog.note(CheckMarkers.pidLine(number: number, name: check.name, pid: pid))
             return Result { try check.body(self.context, recorder) }
         }
-        let duration = monotonicSeconds() - start
-        let kernelLines = kernelLog.linesSinceMark()
+        return Execution(check: check, number: number, recorder: recorder, outcome: outcome, duration: monotonicSeconds() - start)
+    }
+
+    /// Runs one check and writes its diagnostics and result line; moves `settle` later when the
+    /// check asks the suite to go on for what it set going (``CheckRecorder/settle``).
+    func runOne(_ check: CheckDefinition, number: Int, writer: KTAPWriter, settle: inout (until: Double, why: String)?) -> CheckVerdict {
+        if let problem = unmet(check, number: number, writer: writer) { return .skip(problem) }
+        kernelLog.mark(CheckMarkers.beginLine(number: number, name: check.name))
+        let run = execute(check, number: number)
+        return judge(run, kernelLines: kernelLog.linesSinceMark(), writer: writer, settle: &settle)
+    }
+
+    /// Runs `check` and, once it says it only waits (``CheckRecorder/waitsFromHere()``), its
+    /// companions one after another on a thread of their own; those it never lets run go after it.
+    /// Each companion's kernel log is what came between its markers; the host check's is everything
+    /// from its own marker to the last companion's end, so a report while both ran fails both.
+    /// Writes the host check's result, then the companions', in their numbers' order.
+    func runBeside(_ check: CheckDefinition, number: Int, companions: [(CheckDefinition, Int)], writer: KTAPWriter,
+                   settle: inout (until: Double, why: String)?) -> [CheckVerdict] {
+        if let problem = unmet(check, number: number, writer: writer) {
+            var verdicts: [CheckVerdict] = [.skip(problem)]
+            for (companion, companionNumber) in companions {
+                verdicts.append(runOne(companion, number: companionNumber, writer: writer, settle: &settle))
+            }
+            return verdicts
+        }
+        kernelLog.mark(CheckMarkers.beginLine(number: number, name: check.name))
+        let beside = BesideRuns()
+        let done = DispatchSemaphore(value: 0)
+        // Companions whose requirements are missing skip without running; their lines wait for the host's.
+        let runnable = companions.filter { companion in
+            !companion.0.requirements.contains { context.problem($0) != nil }
+        }
+        let launch: @Sendable () -> Void = {
+            guard beside.start() else { return }
+            let thread = Thread {
+                for (companion, companionNumber) in runnable {
+                    self.kernelLog.note(CheckMarkers.beginLine(number: companionNumber, name: companion.name))
+                    let run = self.execute(companion, number: companionNumber)
+                    self.kernelLog.note(CheckMarkers.endLine(number: companionNumber, name: companion.name))
+                    beside.append(run)
+                    // Its thread may be stuck in the kernel: the rest do not start.
+                    if run.outcome == nil { break }
+                }
+                done.signal()
+            }
+            thread.stackSize = 8 << 20
+            thread.start()
+        }
+        let run = execute(check, number: number) { $0.onWait = launch }
+        // From here a late call (from a thread the watchdog gave up on) starts nothing.
+        guard beside.close() else {
+            // It never said it only waits: its companions run after it, each on its own.
+            var verdicts = [judge(run, kernelLines: kernelLog.linesSinceMark(), writer: writer, settle: &settle)]
+            if case .timeout = verdicts[0] { return verdicts }
+            for (companion, companionNumber) in companions {
+                verdicts.append(runOne(companion, number: companionNumber, writer: writer, settle: &settle))
+            }
+            return verdicts
+        }
+        // Each companion is bounded by its own watchdog.
+        done.wait()
+        let lines = kernelLog.linesSinceMark()
+        let runs = beside.runs
+        run.recorder.note("ran beside it: " + runs.map { "\($0.number) \($0.check.name)" }.joined(separator: ", "))
+        var verdicts = [judge(run, kernelLines: lines, writer: writer, settle: &settle)]
+        for (companion, companionNumber) in companions {
+            guard let companionRun = runs.first(where: { $0.number == companionNumber }) else {
+                if let problem = unmet(companion, number: companionNumber, writer: writer) {
+                    verdicts.append(.skip(problem))
+                } else {
+                    // An earlier companion timed out: this one never began.
+                    writer.result(companionNumber, companion.name, .skip, reason: "not run: a check before it timed out")
+                    verdicts.append(.skip("not run"))
+                }
+                continue
+            }
+            companionRun.recorder.note("ran beside \(number) \(check.name) while it waited")
+            let own = Self.window(of: companionRun, in: lines)
+            verdicts.append(judge(companionRun, kernelLines: own, writer: writer, settle: &settle))
+        }
+        return verdicts
+    }
+
+    /// A companion's kernel log within the host check's: the lines after its begin marker up to
+    /// its end marker (to the end when there is none: it timed out).
+    static func window(of run: Execution, in lines: [String]) -> [String] {
+        let begin = CheckMarkers.beginLine(number: run.number, name: run.check.name)
+        let end = CheckMarkers.endLine(number: run.number, name: run.check.name)
+        guard let first = lines.firstIndex(where: { $0.hasSuffix(begin) }) else { return lines }
+        let rest = lines[(first + 1)...]
+        return Array(rest.prefix { !$0.hasSuffix(end) })
+    }
+
+    /// Judges a check's run by what it recorded and what the kernel said meanwhile, and writes its
+    /// diagnostics and result line.
+    func judge(_ run: Execution, kernelLines: [String], writer: KTAPWriter, settle: inout (until: Double, why: String)?) -> CheckVerdict {
+        let (check, number, recorder, outcome, duration) = (run.check, run.number, run.recorder, run.outcome, run.duration)
         var found = splats(in: kernelLines)
         // A hung-task report that names a task an earlier check started is that check's, not this
         // one's: the host charges it there (by the same PID markers); this check keeps its verdict.
@@ -196,6 +319,34 @@ public final class SuiteRunner: Sendable {
             return [check.name, kinds.isEmpty ? "-" : kinds.joined(separator: ","), check.summary]
         }).lines
     }
+}
+
+/// The companions' runs beside a host check: whether they started, and each one's run as it ended.
+final class BesideRuns: @unchecked Sendable {
+    private let lock = NSLock()
+    private var state: (started: Bool, closed: Bool) = (false, false)
+    private var finished: [SuiteRunner.Execution] = []
+
+    /// Whether the caller is the one to start them: the first call before ``close()``.
+    func start() -> Bool {
+        lock.withLock {
+            guard !state.started, !state.closed else { return false }
+            state.started = true
+            return true
+        }
+    }
+
+    /// Starting is over; whether they started.
+    func close() -> Bool {
+        lock.withLock {
+            state.closed = true
+            return state.started
+        }
+    }
+
+    func append(_ run: SuiteRunner.Execution) { lock.withLock { finished.append(run) } }
+
+    var runs: [SuiteRunner.Execution] { lock.withLock { finished } }
 }
 
 /// The checks' starts as their threads logged them (written from each check's watchdog thread).

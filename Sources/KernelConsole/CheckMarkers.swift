@@ -31,6 +31,12 @@ public enum CheckMarkers {
         "p2plab: check \(number) \(name) begins"
     }
 
+    /// The runner's marker after a check that ran beside another: its kernel log is what came
+    /// between its begin and this.
+    public static func endLine(number: Int, name: String) -> String {
+        "p2plab: check \(number) \(name) ends"
+    }
+
     /// How long after a task blocked a hung-task report of it is sure to be out when the detector is
     /// set to 1 s (timeout and check interval): it reports a task it saw blocked at two of its
     /// checks, so 1-2 s, with a second to spare for a loaded TCG guest. The hang controls hold the
