@@ -24,11 +24,15 @@ extension Suite {
                 // No long-term P2PDMA pin exists on this kernel: what is left to see is that the
                 // hot-unplug itself works when nothing holds the device.
                 setup.region.unmap()
+                rec.waitsFromHere()
                 let ok = slot.unplugUnpinned(rec)
                 rec.expect(.hotUnplugUnpinned, observed: ok ? .succeeded : .refused(nil))
                 return
             }
             defer { _ = try? setup.module.release(handle: held.handle) }
+            // The rest is QEMU's unplug and the kernel's removal in its own kernel threads, and
+            // waiting for them: the checks that run beside this one may start.
+            rec.waitsFromHere()
             var ok = true
             let kmsg = KmsgFollower()
             let del = try slot.host.channel.call(.deviceDel(device: slot.device.id), timeout: limits.qmp)

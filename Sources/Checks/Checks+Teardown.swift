@@ -89,6 +89,9 @@ extension Suite {
                 try tunables.arm(timeout: hungTaskTimeout)
                 let armed = monotonicSeconds()
                 defer { tunables.restore(rec) }
+                // Until the report, the check only waits for the detector: the checks that run
+                // beside it may start (they take PIDs after the unbinding task's).
+                rec.waitsFromHere()
                 let fragment = ":\(tid) blocked for more than"
                 rec.expectSplat(containing: fragment, because: "this check holds the pin past hung_task_timeout_secs on purpose")
                 let deadline = armed + Double(hungTaskTimeout) * 4 + 20
