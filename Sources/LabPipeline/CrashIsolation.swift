@@ -227,6 +227,16 @@ public struct CrashIsolation: Sendable {
         }
         test.directive = nil
         if !began { test.diagnostics.append("the kernel went down before this check began") }
+        // Checks that began after it without a result ran beside it (the runner starts a check's
+        // companions while it waits, and writes their results after its own): either may have
+        // taken the kernel down; they run again on the next boot, on their own.
+        let begun = CheckMarkers.begun(in: boot.console)
+        if began, let position = begun.lastIndex(of: next) {
+            let beside = begun[(position + 1)...].filter { $0 != next && boot.checks.contains($0) && results[$0] == nil }
+            if !beside.isEmpty {
+                test.diagnostics.append("\(beside.joined(separator: ", ")) ran beside it when the kernel went down, so either may have done it; \(beside.count == 1 ? "it runs" : "they run") again on the next boot, on its own")
+            }
+        }
         if !boot.suiteStarted {
             // Booting again would only crash again: the kernel does not reach its suite.
             _ = stop("the kernel went down while booting, before the suite started (boot \(boots.count)); see \(boot.directory.isEmpty ? "" : boot.directory + "/")console.log")

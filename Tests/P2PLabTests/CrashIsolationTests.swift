@@ -65,6 +65,26 @@ struct CrashIsolationTests {
         #expect(try JSONRenderer.decode(Data(JSONRenderer.render(run).utf8)).tests[1].trace == oops.trace)
     }
 
+    @Test("a crash while a check ran beside the one cut off: that one is CRASHED and names the other, which runs again on its own")
+    func crashBeside() throws {
+        // regmr.anon began beside control.oops (as a companion does) before the kernel went down.
+        let console = try fixture("boot1-oops-console.log").replacingOccurrences(
+            of: "[   18.310400] p2plab: check 2 control.oops pid 243",
+            with: "[   18.310400] p2plab: check 2 control.oops pid 243\n[   18.310500] p2plab: check 3 regmr.anon begins\n[   18.310600] p2plab: check 3 regmr.anon pid 250")
+        let run = KTAPParser.parse(try fixture("boot1-oops-results.ktap"), options: .init(consoleLog: console, expectedNames: three))
+        var isolation = CrashIsolation(names: three, stopOnCrash: false, maxReboots: 5)
+        let next = isolation.take(CrashIsolation.Boot(checks: three, run: run, console: console, kind: .kernelPanic, directory: ""))
+        #expect(next == .reboot(["regmr.anon"]))
+        #expect(isolation.casualties == ["control.oops"])
+        #expect(isolation.results["control.oops"]?.diagnostics.contains {
+            $0.hasPrefix("regmr.anon ran beside it when the kernel went down, so either may have done it")
+        } == true)
+        // Without a companion, no such line.
+        var alone = CrashIsolation(names: three, stopOnCrash: false, maxReboots: 5)
+        _ = alone.take(try boot("boot1-oops-results.ktap", "boot1-oops-console.log", checks: three, kind: .kernelPanic))
+        #expect(alone.results["control.oops"]?.diagnostics.contains { $0.contains("ran beside it") } == false)
+    }
+
     @Test("--stop-on-crash: the checks after the crash are NOT RUN and no second boot is asked for")
     func stopOnCrash() throws {
         var isolation = CrashIsolation(names: three, stopOnCrash: true, maxReboots: 5)
