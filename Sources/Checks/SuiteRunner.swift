@@ -316,7 +316,8 @@ public final class SuiteRunner: Sendable {
     public static func listing(_ checks: [CheckDefinition]) -> [String] {
         ColumnTable(rows: checks.map { check in
             let kinds = check.info.kinds.sorted().map(\.short)
-            return [check.name, kinds.isEmpty ? "-" : kinds.joined(separator: ","), check.summary]
+            let beside = check.info.beside.map { " (runs beside \($0) while it waits)" } ?? ""
+            return [check.name, kinds.isEmpty ? "-" : kinds.joined(separator: ","), check.summary + beside]
         }).lines
     }
 }

@@ -41,6 +41,10 @@ struct BesideTests {
         // A companion leaves the provider alone and provokes nothing: it requires no provider.
         for info in SuiteCatalog.checks where info.beside != nil { #expect(!info.requirements.contains(.provider)) }
         #expect(SuiteCatalog.select(filters: ["perftest.*"]).map(\.name) == ["perftest.p2pmem", "perftest.tmpfs"])
+        // --list says so.
+        #expect(SuiteRunner.listing(Suite.checks).contains {
+            $0.hasPrefix("perftest.tmpfs ") && $0.hasSuffix("(runs beside teardown.hung_task_reported while it waits)")
+        })
     }
 
     @Test("the companion runs while the host waits: the host finishes only because it did, and each result follows its number")
