@@ -409,6 +409,25 @@ struct BenchSession {
                 let job: GuestJob = measurement == .warmCycleTrue ? .shell("true") : .invocation(suiteInvocation(kernel))
                 for index in 0...command.repetitions {
                     let directory = session.appendingPathComponent("\(measurement.rawValue)-\(accel.rawValue)-\(index)")
+                    // The other checkout's boot of this pair, before ours in every other pair: a
+                    // boot that gains or loses from coming second (the one before it left the page
+                    // cache, QEMU's files, the host's CPUs in some state) does so on both sides alike.
+                    var otherSeconds: Double?
+                    func bootOther() async {
+                        guard let other, otherProblem == nil else { return }
+                        let otherDirectory = session.appendingPathComponent("\(measurement.rawValue)-against-\(index)")
+                        do {
+                            var selftests: URL?
+                            if case .success(let dir)? = kernel.selftests { selftests = dir }
+                            otherSeconds = try await other.boot(measurement, bzImage: kernel.manifest.bzImage, module: kernel.module, selftests: selftests,
+                                                                invocation: suiteInvocation(kernel),
+                                                                finished: finished, directory: otherDirectory, limits: benchPipeline.setup.limits, runner: runner)
+                        } catch {
+                            otherProblem = "\(error)"
+                        }
+                    }
+                    let otherFirst = index % 2 == 1
+                    if otherFirst { await bootOther() }
                     let outcome = try await benchPipeline.boot(kernel, machine: definition, accel: accel, job: job, directory: directory,
                                                                timeout: benchPipeline.setup.limits.suite)
                     guard case .exited(let status) = outcome.kind, finished.contains(status) else {
@@ -416,20 +435,11 @@ struct BenchSession {
                         break
                     }
                     if status != 0 && index > 0 { suiteFailures += 1 }
+                    if !otherFirst { await bootOther() }
                     var line = String(format: "bench: %@ %@ cycle %d: %.2f s", measurement.rawValue, accel.rawValue, index, outcome.seconds)
-                    if let other, otherProblem == nil {
-                        let otherDirectory = session.appendingPathComponent("\(measurement.rawValue)-against-\(index)")
-                        do {
-                            var selftests: URL?
-                            if case .success(let dir)? = kernel.selftests { selftests = dir }
-                            let seconds = try await other.boot(measurement, bzImage: kernel.manifest.bzImage, module: kernel.module, selftests: selftests,
-                                                               invocation: suiteInvocation(kernel),
-                                                               finished: finished, directory: otherDirectory, limits: benchPipeline.setup.limits, runner: runner)
-                            if index > 0 { otherSamples.append(seconds) }
-                            line += String(format: "; --against %.2f s", seconds)
-                        } catch {
-                            otherProblem = "\(error)"
-                        }
+                    if let seconds = otherSeconds {
+                        if index > 0 { otherSamples.append(seconds) }
+                        line += String(format: "; --against %.2f s%@", seconds, otherFirst ? " (booted first)" : "")
                     }
                     // The first boot only warms the page cache with the kernel, the binary and the libraries.
                     if index == 0 { continue }
@@ -450,7 +460,7 @@ struct BenchSession {
                 add([BenchFigure.make(measurement, "\(what), series kernel, TCG, \(this)", unit: .seconds,
                                       samples: samples, problem: problem, comparedWith: "the same by \(described)",
                                       baselineSamples: otherProblem == nil ? otherSamples : [], baselineProblem: otherProblem,
-                                      note: "alternating boot by boot, each side through its own p2plab boot, machine, init and guest binary",
+                                      note: "alternating boot by boot, each side first in every other pair, each through its own p2plab boot, machine, init and guest binary",
                                       paired: true)])
             }
             var notes: [String] = []
