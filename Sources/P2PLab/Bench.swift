@@ -672,7 +672,11 @@ struct BenchSession {
         }
         if problem != nil { samples = [] }
         let parts = ["build", "module", "boot", "suite"].compactMap { name in
-            phases[name].map { "\(name) \(BenchStatistics.significant(BenchStatistics.median($0))) s" }
+            phases[name].map { seconds in
+                // Below a millisecond nothing was built: the cached module was taken as it was.
+                let median = BenchStatistics.median(seconds)
+                return median < 0.001 ? "\(name) reused (under 1 ms)" : "\(name) \(BenchStatistics.significant(median)) s"
+            }
         }
         let note = parts.isEmpty ? nil : "steps alternate upto-2 ↔ series, checks \(checks.joined(separator: " ")) (\(suite.expectedNames.count)); medians: " + parts.joined(separator: ", ")
         record(.bisectStep, "upto-2↔series", GuestMeasurement(key: "bisect_step", what: BenchMeasurement.bisectStep.summary, unit: .seconds, samples: samples, problem: problem, note: note))
