@@ -29,7 +29,9 @@ public struct CheckInfo: Sendable, Hashable {
     /// The check this one runs beside while that one only waits for the kernel (a hung-task
     /// detector's timeout, a hot-unplug in QEMU), when both are chosen: it leaves the p2pmem provider
     /// alone and provokes no kernel report, so the two do not disturb each other; what the kernel
-    /// says while both run counts against both.
+    /// says while both run counts against both. Not a check that uses the RDMA device beside the
+    /// hot-unplug: perftest.tmpfs failed there in 1 of 10 runs (ib_read_bw's MR refused with ENOSPC,
+    /// its connection lost), so none does until that is understood.
     public var beside: String?
 
     public init(
@@ -144,7 +146,7 @@ public enum SuiteCatalog {
         CheckInfo("env.module", "the p2plab_test module is loaded and its debugfs file opens"),
         CheckInfo(
             "regmr.anon", "anonymous MRs of 4 KiB…16 MiB register and deregister; RC loopback RDMA WRITE moves the bytes intact",
-            operations: [.registerMR(.anonymous, writable: true)], requires: [.rdmaDevice], beside: "teardown.hot_unplug_while_pinned"),
+            operations: [.registerMR(.anonymous, writable: true)], requires: [.rdmaDevice]),
         CheckInfo(
             "regmr.p2pmem",
             "ibv_reg_mr of p2pmem: refused with EREMOTEIO on a virtual-DMA device (rxe); registered and written intact by RDMA WRITE on a P2P-capable HCA",
@@ -200,7 +202,7 @@ public enum SuiteCatalog {
                 .registerMR(.ext4Shared, writable: true), .pin(.tmpfsShared, [.longterm, .write]),
                 .pin(.tmpfsShared, [.longterm, .write, .fast]), .registerMR(.tmpfsShared, writable: true),
             ],
-            requires: [.module], beside: "teardown.hot_unplug_while_pinned"),
+            requires: [.module]),
         CheckInfo(
             "oracle.gup_test",
             "the kernel's gup_test PIN_LONGTERM_BENCHMARK with FOLL_PCI_P2PDMA on p2pmem agrees with the module's LONGTERM|P2PDMA pin",
