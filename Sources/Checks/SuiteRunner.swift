@@ -68,16 +68,17 @@ public final class SuiteRunner: Sendable {
                 ? [runOne(check, number: index + 1, writer: writer, settle: &settle)]
                 : runBeside(check, number: index + 1, companions: companions, writer: writer, settle: &settle)
             index += 1 + companions.count
+            var timedOut = false
             for verdict in verdicts {
                 switch verdict {
                 case .pass: passed += 1
                 case .fail: failed += 1
                 case .skip: break
-                case .timeout: break
+                case .timeout: timedOut = true
                 }
             }
             // A check's thread may be blocked in the kernel for good: stop here, exit 1.
-            if verdicts.contains(where: { if case .timeout = $0 { true } else { false } }) { return .failed }
+            if timedOut { return .failed }
         }
         // What a check set going may still have to show (a report the kernel prints a little
         // later): the suite does not end before it could have.

@@ -197,7 +197,8 @@ public struct CrashIsolation: Sendable {
     /// never began (the guest's watchdog stopped the suite after the check before it).
     mutating func cutOff(_ next: String, in boot: Boot, panicked: Bool, real: [TestResult]) -> String? {
         let synthesized = boot.run.tests.first { $0.name == next && !Self.isReal($0) }
-        let began = CheckMarkers.begun(in: boot.console).contains(next)
+        let begun = CheckMarkers.begun(in: boot.console)
+        let began = begun.contains(next)
         var test = synthesized ?? TestResult(number: 0, name: next, status: .crashed)
         switch boot.kind {
         case .kernelPanic:
@@ -230,7 +231,6 @@ public struct CrashIsolation: Sendable {
         // Checks that began after it without a result ran beside it (the runner starts a check's
         // companions while it waits, and writes their results after its own): either may have
         // taken the kernel down; they run again on the next boot, on their own.
-        let begun = CheckMarkers.begun(in: boot.console)
         if began, let position = begun.lastIndex(of: next) {
             let beside = begun[(position + 1)...].filter { $0 != next && boot.checks.contains($0) && results[$0] == nil }
             if !beside.isEmpty {
