@@ -148,7 +148,7 @@ extension GuestCommand {
                 throw ExitCode(LabExit.notRoot.rawValue)
             }
             // With an invocation, results is the lab machine's uncached results share.
-            let sink = try KTAPSink(resultsDirectory: results, synchronize: invocation == nil)
+            let sink = try KTAPSink(resultsDirectory: results, synchronize: invocation == nil, drainTerminal: invocation == nil)
             let options = SuiteOptions(
                 device: device, provider: provider.flatMap(PCIAddress.init), modulePath: await modulePath(module),
                 selftests: selftests, selftestsProblem: selftestsProblem, host: host)
@@ -178,7 +178,7 @@ extension GuestCommand {
                 FileHandle.standardError.write(Data("p2plab torture: run as root (it loads a module, pins memory and unbinds devices)\n".utf8))
                 throw ExitCode(LabExit.notRoot.rawValue)
             }
-            let sink = try KTAPSink(resultsDirectory: results)
+            let sink = try KTAPSink(resultsDirectory: results, drainTerminal: false)
             let options = SuiteOptions(device: device, provider: provider.flatMap(PCIAddress.init), modulePath: module)
             let context = Discovery.context(options: options, holderCommand: nil, reference: reference ?? .baseline)
             let (exit, summary) = TortureRun(plan: plan, context: context).run { sink.line($0) }
@@ -227,9 +227,15 @@ final class KTAPSink: @unchecked Sendable {
     /// host's file when it returns, and an fsync would only make the host flush its disk, a round
     /// trip per line (some 400 per suite).
     private let synchronize: Bool
+    /// Wait until each line has left a terminal on stdout (tcdrain) before the suite goes on. On a
+    /// serial console the tty sends a line later, while printk writes at once: the next check's
+    /// begin marker would otherwise land inside the line, in the capture `p2plab parse` reads. The
+    /// lab machine reads its results share, not the console, so it does not wait.
+    private let drain: Bool
 
-    init(resultsDirectory: String?, synchronize: Bool = true) throws {
+    init(resultsDirectory: String?, synchronize: Bool = true, drainTerminal: Bool) throws {
         self.synchronize = synchronize
+        drain = drainTerminal && isatty(STDOUT_FILENO) == 1
         guard let resultsDirectory else {
             file = nil
             return
@@ -247,6 +253,7 @@ final class KTAPSink: @unchecked Sendable {
         lock.lock()
         defer { lock.unlock() }
         FileHandle.standardOutput.write(data)
+        if drain { tcdrain(STDOUT_FILENO) }
         file?.write(data)
         if synchronize { try? file?.synchronize() }
     }

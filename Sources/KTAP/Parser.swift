@@ -45,9 +45,10 @@ public enum KTAPParser {
         // Line numbers of findings only match ours when they come from the same text.
         state.findingsShareLines = options.consoleLog == nil
         var number = 0
-        for raw in text.split(omittingEmptySubsequences: false, whereSeparator: \.isConsoleLineBreak) {
+        // A line of the suite's that a kernel message cut in two is read whole, at its continuation.
+        for raw in ConsoleLines.split(text) {
             number += 1
-            state.feed(KTAPLine(cleaning: raw), at: number)
+            state.feed(KTAPLine(cleaning: Substring(raw)), at: number)
         }
         return state.finish(lineCount: text.last?.isConsoleLineBreak == true ? number - 1 : number)
     }

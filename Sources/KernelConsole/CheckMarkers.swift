@@ -50,7 +50,7 @@ public enum CheckMarkers {
     /// Every check start in `text` (a console capture), in order.
     public static func starts(in text: String) -> [Start] {
         var starts: [Start] = []
-        for line in text.split(whereSeparator: \.isConsoleLineBreak) {
+        for line in ConsoleLines.split(text) {
             guard let range = line.firstRange(of: "p2plab: check ") else { continue }
             let words = line[range.upperBound...].split(separator: " ")
             guard words.count == 4, words[2] == "pid", let number = Int(words[0]),
@@ -62,7 +62,7 @@ public enum CheckMarkers {
 
     /// The names of the checks whose begin marker `text` shows.
     public static func begun(in text: String) -> [String] {
-        text.split(whereSeparator: \.isConsoleLineBreak).compactMap { line in
+        ConsoleLines.split(text).compactMap { line in
             guard let range = line.firstRange(of: "p2plab: check ") else { return nil }
             let words = line[range.upperBound...].split(separator: " ")
             guard words.count == 3, words[2].hasPrefix("begins"), Int(words[0]) != nil else { return nil }

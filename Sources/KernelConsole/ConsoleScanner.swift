@@ -76,11 +76,10 @@ public enum ConsoleScanner {
     /// Every alarming line of `text`, in order.
     public static func scan(_ text: String) -> [ConsoleFinding] {
         var findings: [ConsoleFinding] = []
-        // "\r\n" from a serial console is a single Character, so split on it too or the log is one line.
-        let lines = text.split(omittingEmptySubsequences: false, whereSeparator: \.isConsoleLineBreak)
-        for (index, line) in lines.enumerated() {
-            if let kind = classify(String(line)) {
-                findings.append(ConsoleFinding(kind: kind, line: index + 1, text: String(line)))
+        // A report that came while a program's line went out is found at its own line.
+        for (index, line) in ConsoleLines.split(text).enumerated() {
+            if let kind = classify(line) {
+                findings.append(ConsoleFinding(kind: kind, line: index + 1, text: line))
             }
         }
         return findings

@@ -6,11 +6,11 @@ public enum StackTrace {
     /// the panic line, the end of a hung task's stack) or `limit` lines. Lines of userspace (the
     /// suite's KTAP, init) that the console interleaves are left out.
     public static func report(in console: String, at finding: Int, limit: Int = 80) -> [String] {
-        let lines = console.split(omittingEmptySubsequences: false, whereSeparator: \.isConsoleLineBreak)
+        let lines = ConsoleLines.split(console)
         guard finding >= 1, finding <= lines.count else { return [] }
         var out: [String] = []
         for raw in lines[(finding - 1)...] {
-            let text = String(raw)
+            let text = raw
             guard isKernelLine(text) else { continue }
             let line = ConsoleScanner.stripPrefix(text)
             // A second report (after the first line) ends this one, unless it is the panic it caused.

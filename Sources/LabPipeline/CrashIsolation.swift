@@ -137,7 +137,7 @@ public struct CrashIsolation: Sendable {
     /// The boot's hung-task reports whose task one of its checks started, in console order, each
     /// with the task's PID and that check (a kernel thread is no check's, whatever its PID).
     func checkHungTasks(_ boot: Boot, starts: [CheckMarkers.Start]) -> [(finding: ConsoleFinding, pid: Int, owner: CheckMarkers.Start)] {
-        let lines = boot.console.split(omittingEmptySubsequences: false, whereSeparator: \.isConsoleLineBreak)
+        let lines = ConsoleLines.split(boot.console)
         return boot.run.consoleFindings.compactMap { finding in
             guard finding.kind == .hungTask, let task = CheckMarkers.hungTask(finding.text),
                   let owner = CheckMarkers.owner(of: task.pid, starts: starts), boot.checks.contains(owner.name),
@@ -185,7 +185,7 @@ public struct CrashIsolation: Sendable {
     /// The runner's markers in the console: each `p2plab: check N NAME begins` with its line
     /// (1-based) and check, and its settle marker (its checks done) as a line with no check.
     static func runnerMarkers(in console: String) -> [(line: Int, name: String?)] {
-        console.split(omittingEmptySubsequences: false, whereSeparator: \.isConsoleLineBreak).enumerated().compactMap { index, text in
+        ConsoleLines.split(console).enumerated().compactMap { index, text in
             if text.hasSuffix(CheckMarkers.settleLine) { return (index + 1, nil) }
             guard let range = text.firstRange(of: "p2plab: check "), text.hasSuffix(" begins") else { return nil }
             let words = text[range.upperBound...].split(separator: " ")
@@ -252,7 +252,7 @@ public struct CrashIsolation: Sendable {
 
     /// The console line where `check`'s begin marker is (1-based), and where the next check's is.
     func region(of check: String, in console: String) -> (start: Int, end: Int)? {
-        let lines = console.split(omittingEmptySubsequences: false, whereSeparator: \.isConsoleLineBreak)
+        let lines = ConsoleLines.split(console)
         var start: Int?
         for (index, line) in lines.enumerated() {
             guard line.contains("p2plab: check "), line.contains(" begins") else { continue }
