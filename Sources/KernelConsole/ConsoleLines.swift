@@ -28,9 +28,9 @@ public enum ConsoleLines {
                 held = nil
             }
             if printkStamp(at: line) == nil, let cut = firstPrintkStamp(in: line) {
-                // Program text before the timestamp, then a whole kernel line; a second cut of the same
-                // program line is found when its continuation comes.
-                held = (held ?? "") + line[..<cut]
+                // Program text before the timestamp, then a whole kernel line. A second cut of the same
+                // program line shows in its continuation, once that is joined.
+                held = line[..<cut]
                 lines.append(String(line[cut...]))
             } else {
                 lines.append(String(line))
