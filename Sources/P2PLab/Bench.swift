@@ -59,7 +59,7 @@ extension P2PLabCommand {
         var timeout: Double = LabLimits.standard.benchGuest
 
         @Option(help: ArgumentHelp(
-            "Another built p2plab checkout to compare with in the warm cycles: its boots (its own p2plab boot, machine, init and guest binary, on the same kernel) alternate with this checkout's, and each cycle figure gets a ratio to it.",
+            "Another built p2plab checkout to compare with in the warm cycles: its boots (its own p2plab boot, machine, init and guest binary; the same kernel, or one built with its lab config when that differs) alternate with this checkout's, and each cycle figure gets a ratio to it.",
             valueName: "DIR"))
         var against: String?
 
@@ -176,6 +176,11 @@ struct BenchSession {
     var accelNote = "tcg as asked"
     var kvmWorks = false
     var seriesKernel: BuiltKernel?
+    /// The series kernel `--against` boots: built with that checkout's lab config, which is this
+    /// one's kernel unless the config differs.
+    var againstKernel: BuiltKernel?
+    /// Whether `againstKernel` is a kernel of its own (the other checkout's lab config differs).
+    var againstHasItsOwnKernel = false
     var baselineKernel: BuiltKernel?
     var seriesBuild: BuildManifest? { seriesKernel?.manifest }
     var baselineBuild: BuildManifest? { baselineKernel?.manifest }
@@ -212,10 +217,12 @@ struct BenchSession {
     }
 
     /// What the bench builds: the lab's Debian source, this checkout's series and config fragment.
-    var recipe: KernelRecipe {
-        let setup = benchPipeline.setup
-        return KernelRecipe(source: .defaultDebian, series: setup.defaultSeries, fragments: [setup.labFragment],
-                            jobs: command.jobs ?? ProcessInfo.processInfo.activeProcessorCount)
+    var recipe: KernelRecipe { recipe(fragment: benchPipeline.setup.labFragment) }
+
+    /// The same with another lab config fragment (another checkout's, for `--against`).
+    func recipe(fragment: URL) -> KernelRecipe {
+        KernelRecipe(source: .defaultDebian, series: benchPipeline.setup.defaultSeries, fragments: [fragment],
+                     jobs: command.jobs ?? ProcessInfo.processInfo.activeProcessorCount)
     }
 
     mutating func add(_ results: [Result<BenchFigure, BenchNotReported>]) {
@@ -240,6 +247,9 @@ struct BenchSession {
         let needsKernels = !guests.isEmpty || chosen.contains(.warmCycleTrue) || chosen.contains(.warmCycleSuite) || chosen.contains(.vngAnchor)
         if needsKernels {
             seriesKernel = try await kernel(.full)
+            if let against = command.against, chosen.contains(.warmCycleTrue) || chosen.contains(.warmCycleSuite) {
+                try await prepareAgainstKernel(AgainstCheckout(against))
+            }
             if !guests.isEmpty { baselineKernel = try await kernel(.baseline) }
             if let seriesBuild {
                 let decision = try await AccelProbe.decide(
@@ -301,7 +311,8 @@ struct BenchSession {
     /// The cached build of `selection` (with its test module) for this checkout's series and config
     /// fragment, as KernelTree finds it: the lab's cache first (read only: its checkout is never
     /// switched), then the bench's own; else built in the bench's own checkout.
-    func kernel(_ selection: PatchSelection) async throws -> BuiltKernel {
+    func kernel(_ selection: PatchSelection, recipe: KernelRecipe? = nil) async throws -> BuiltKernel {
+        let recipe = recipe ?? self.recipe
         for pipeline in [mainPipeline, benchPipeline] {
             if let found = try await pipeline.kernels.cached(recipe, selection) {
                 progressLine("bench: \(selection.label) kernel: \(found.bzImage)")
@@ -312,6 +323,22 @@ struct BenchSession {
         progressLine("bench: no cached \(selection.label) kernel; building it in \(benchCache.root.path)")
         try await prepareBenchSource()
         return try await benchPipeline.kernel(recipe, selection)
+    }
+
+    /// The kernel `--against` boots: this checkout's series kernel when the other checkout's lab
+    /// config says the same, else one built with its config (found in the caches or built in the
+    /// bench's), so a change of the lab config is measured side by side as well.
+    mutating func prepareAgainstKernel(_ other: AgainstCheckout) async throws {
+        againstKernel = seriesKernel
+        let theirs = other.root.appendingPathComponent("kernel/config/p2plab.config")
+        guard let their = FileManager.default.contents(atPath: theirs.path) else {
+            progressLine("bench: --against: \(theirs.path) is missing; it boots this checkout's kernel")
+            return
+        }
+        guard their != FileManager.default.contents(atPath: benchPipeline.setup.labFragment.path) else { return }
+        progressLine("bench: --against: its lab config differs from this checkout's; it boots a series kernel built with its config")
+        againstKernel = try await kernel(.full, recipe: recipe(fragment: theirs))
+        againstHasItsOwnKernel = true
     }
 
     /// The lab's Debian source package and its cache id (`debian-6.12.117-1_deb12u1`), if prepared.
@@ -414,13 +441,13 @@ struct BenchSession {
                     // cache, QEMU's files, the host's CPUs in some state) does so on both sides alike.
                     var otherSeconds: Double?
                     func bootOther() async {
-                        guard let other, otherProblem == nil else { return }
+                        guard let other, otherProblem == nil, let theirKernel = againstKernel else { return }
                         let otherDirectory = session.appendingPathComponent("\(measurement.rawValue)-against-\(index)")
                         do {
                             var selftests: URL?
-                            if case .success(let dir)? = kernel.selftests { selftests = dir }
-                            otherSeconds = try await other.boot(measurement, bzImage: kernel.manifest.bzImage, module: kernel.module, selftests: selftests,
-                                                                invocation: suiteInvocation(kernel),
+                            if case .success(let dir)? = theirKernel.selftests { selftests = dir }
+                            otherSeconds = try await other.boot(measurement, bzImage: theirKernel.manifest.bzImage, module: theirKernel.module,
+                                                                selftests: selftests, invocation: suiteInvocation(theirKernel),
                                                                 finished: finished, directory: otherDirectory, limits: benchPipeline.setup.limits, runner: runner)
                         } catch {
                             otherProblem = "\(error)"
@@ -460,7 +487,8 @@ struct BenchSession {
                 add([BenchFigure.make(measurement, "\(what), series kernel, TCG, \(this)", unit: .seconds,
                                       samples: samples, problem: problem, comparedWith: "the same by \(described)",
                                       baselineSamples: otherProblem == nil ? otherSamples : [], baselineProblem: otherProblem,
-                                      note: "alternating boot by boot, each side first in every other pair, each through its own p2plab boot, machine, init and guest binary",
+                                      note: "alternating boot by boot, each side first in every other pair, each through its own p2plab boot, machine, init and guest binary"
+                                          + (againstHasItsOwnKernel ? ", and each on a series kernel built with its own lab config" : ", on the same kernel"),
                                       paired: true)])
             }
             var notes: [String] = []
@@ -745,7 +773,7 @@ struct BenchSession {
 
 /// Another p2plab checkout that `bench --against` boots alternately with this one: through its own
 /// built `p2plab boot` (so its machine definition, init and kernel command line) and, for the suite,
-/// its own guest binary, on the same kernel, test module and selftests.
+/// its own guest binary, on the kernel ``BenchSession/prepareAgainstKernel(_:)`` chose for it.
 struct AgainstCheckout: Sendable {
     let root: URL
 
